@@ -1,0 +1,35 @@
+"""Process environment the stack needs before TensorFlow is imported.
+
+TFX 1.16 and TensorFlow Recommenders 0.7 are written against Keras 2 (``tf_keras``).
+TensorFlow 2.16 switches ``tf.keras`` to Keras 3 unless ``TF_USE_LEGACY_KERAS=1`` is
+set *before* TensorFlow's first import, so this module is imported first by the
+package ``__init__``, the CLI, the test ``conftest.py`` and the pipeline entry points.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def configure(quiet: bool = False) -> None:
+    """Sets the environment variables the stack relies on.
+
+    Args:
+      quiet: also silence TensorFlow's C++ start-up logging (used by the CLI).
+    """
+    if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
+        # Too late to switch Keras versions; say so instead of failing obscurely later.
+        import warnings
+
+        warnings.warn(
+            "TensorFlow was imported before mvke_tf and TF_USE_LEGACY_KERAS is not '1': "
+            "tf.keras may be Keras 3, which mvke_tf does not support. Import mvke_tf "
+            "first or export TF_USE_LEGACY_KERAS=1.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

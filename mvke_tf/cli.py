@@ -1,0 +1,206 @@
+"""The ``mvke-tf`` command line.
+
+Errors are one line on stderr with exit status 2 (no traceback unless ``--debug``).
+"""
+
+from __future__ import annotations
+
+from mvke_tf import _env
+
+_env.configure(quiet=True)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from mvke_tf.config import ConfigError  # noqa: E402
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from e
+
+
+def _add_synth_args(p: argparse.ArgumentParser) -> None:
+    from mvke_tf.data.synthetic import SyntheticConfig
+
+    d = SyntheticConfig()
+    p.add_argument("--rows", type=int, default=d.num_rows, help="impressions to generate (default %(default)s)")
+    p.add_argument("--users", type=int, default=d.num_users, help="distinct users (default %(default)s)")
+    p.add_argument("--ads", type=int, default=d.num_ads, help="distinct ads (default %(default)s)")
+    p.add_argument(
+        "--taxonomy", type=_int_tuple, default=d.taxonomy, help="children per level, e.g. 18,5,20 (= 1,800 leaf tags)"
+    )
+    p.add_argument("--days", type=int, default=d.days, help="days spanned; the last is the eval split")
+    p.add_argument("--seed", type=int, default=d.seed, help="random seed (default %(default)s)")
+
+
+def _synth_config(args: argparse.Namespace):
+    from mvke_tf.data.synthetic import SyntheticConfig
+
+    return SyntheticConfig(
+        num_rows=args.rows,
+        num_users=args.users,
+        num_ads=args.ads,
+        taxonomy=args.taxonomy,
+        days=args.days,
+        seed=args.seed,
+    )
+
+
+def _generate(config, out: Path, formats: tuple[str, ...], shard_rows: int) -> dict:
+    from tqdm import tqdm
+
+    from mvke_tf.data import synthetic
+
+    with tqdm(
+        total=config.num_rows, unit="rows", desc="generating", file=sys.stderr, disable=not sys.stderr.isatty()
+    ) as bar:
+        return synthetic.generate(config, out, formats=formats, shard_rows=shard_rows, progress=bar.update)
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    config = _synth_config(args)
+    start = time.perf_counter()
+    meta = _generate(config, Path(args.out), tuple(args.format), args.shard_rows)
+    secs = time.perf_counter() - start
+    print(
+        f"wrote {config.num_rows:,} rows to {args.out} in {secs:.1f} s "
+        f"(train {meta['splits']['train']['rows']:,}, eval {meta['splits']['eval']['rows']:,})"
+    )
+    print(f"click rate {meta['rates']['ctr']:.4f}, conversions per click {meta['rates']['conversion_per_click']:.4f}")
+    print("oracle AUC on eval: " + ", ".join(f"{t} {v:.4f}" for t, v in meta["oracle_auc_eval"].items()))
+    return 0
+
+
+def _model_config(args: argparse.Namespace):
+    from mvke_tf.models.config import ModelConfig
+
+    mc = ModelConfig(model_type=args.model)
+    if args.config:
+        path = Path(args.config)
+        if not path.exists():
+            raise CLIError(f"--config: file {path} does not exist")
+        import yaml
+
+        mc = ModelConfig.from_dict({**mc.to_dict(), **(yaml.safe_load(path.read_text()) or {})})
+    if args.scale != 1.0:
+        mc = mc.scaled(args.scale)
+    return mc
+
+
+def _train(data_dir: Path, args: argparse.Namespace) -> dict:
+    from mvke_tf.train import TrainConfig, format_report, train_and_evaluate
+
+    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
+    report = train_and_evaluate(
+        data_dir, _model_config(args), tc, out_dir=args.model_dir, verbose=2 if sys.stdout.isatty() else 0
+    )
+    model = report.pop("model")
+    if args.model_dir:
+        model.save_weights(str(Path(args.model_dir) / "weights"))
+    print(format_report(report))
+    return report
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data)
+    if not (data_dir / "features.yaml").exists():
+        raise CLIError(f"--data {data_dir}: no features.yaml there; generate data with `mvke-tf data synth --out DIR`")
+    _train(data_dir, args)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the embedded default: synthesize data, train, print per-task AUC."""
+    start = time.perf_counter()
+    out = Path(args.out)
+    data_dir = out / "data"
+    config = _synth_config(args)
+    meta_path = data_dir / "metadata.json"
+    if meta_path.exists() and json.loads(meta_path.read_text())["generator"] == config.to_dict():
+        print(f"reusing synthetic data in {data_dir}")
+    else:
+        print(f"generating {config.num_rows:,} synthetic impressions into {data_dir} ...")
+        _generate(config, data_dir, ("csv",), 500_000)
+    args.model_dir = str(out / "model")
+    print(f"training {args.model} on {data_dir / 'train'} and evaluating on {data_dir / 'eval'} ...")
+    _train(data_dir, args)
+    print(f"done in {time.perf_counter() - start:.1f} s; report in {out / 'model' / 'report.json'}")
+    return 0
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from mvke_tf.models.config import MODEL_TYPES
+
+    p.add_argument("--model", default="two_tower", choices=MODEL_TYPES, help="model variant (default %(default)s)")
+    p.add_argument("--config", help="YAML file of ModelConfig fields overriding the defaults")
+    p.add_argument("--scale", type=float, default=1.0, help="scale hidden layer sizes (e.g. 0.25 for quick runs)")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mvke-tf", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    data = sub.add_parser("data", help="data utilities").add_subparsers(
+        dest="data_command", metavar="ACTION", required=True
+    )
+    synth = data.add_parser("synth", help="generate synthetic user-tagging data")
+    _add_synth_args(synth)
+    synth.add_argument("--out", required=True, help="output directory")
+    synth.add_argument("--format", nargs="+", choices=("csv", "tfrecord"), default=["csv"])
+    synth.add_argument("--shard-rows", type=int, default=500_000, help="rows per output file")
+    synth.set_defaults(func=cmd_data_synth)
+
+    train = sub.add_parser("train", help="train and evaluate a model with the Keras library (no TFX)")
+    train.add_argument("--data", required=True, help="a directory written by `mvke-tf data synth`")
+    train.add_argument("--model-dir", help="where to write report.json and weights")
+    train.add_argument("--seed", type=int, default=0)
+    _add_train_args(train)
+    train.set_defaults(func=cmd_train)
+
+    demo = sub.add_parser("demo", help="the main job: synthesize data, train, print per-task AUC vs oracle")
+    _add_synth_args(demo)
+    _add_train_args(demo)
+    demo.add_argument("--out", default="runs/demo", help="output directory (default %(default)s)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.debug:
+        warnings.filterwarnings("ignore")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        logging.getLogger("absl").setLevel(logging.ERROR)
+    try:
+        return args.func(args)
+    except (CLIError, ConfigError, FileNotFoundError, ValueError, KeyError) as e:
+        if args.debug:
+            raise
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"mvke-tf: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mvke-tf: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Typed feature configuration shared by the data generator, the models and Transform.
+
+A :class:`FeatureConfig` lists the user feature fields (the user tower's input), the tag
+field (the tag tower's input) and the task labels. It round-trips through plain dicts
+and YAML, and every validation error names the offending field and how to fix it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+CATEGORICAL = "categorical"
+MULTI_VALUED = "multi_valued"
+NUMERIC = "numeric"
+FIELD_KINDS = (CATEGORICAL, MULTI_VALUED, NUMERIC)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldSpec:
+    """One input field.
+
+    Attributes:
+      name: column name in the data (CSV header / tf.Example key).
+      kind: ``categorical`` (one string id), ``multi_valued`` (a list of string ids,
+        ``separator``-joined in CSV) or ``numeric`` (a float, bucketized by ``boundaries``).
+      hash_buckets: number of hash buckets for string ids (categorical, multi_valued).
+      boundaries: sorted bucket boundaries for numeric fields; a missing value (NaN)
+        gets its own bucket.
+      max_values: multi_valued only: ids kept per example (longer lists are truncated).
+      separator: multi_valued only: the separator between ids in CSV.
+      group: free-form documentation group (``basic``, ``behaviour``, ``statistics``, ``tag``).
+      hierarchy_separator: for ids that are taxonomy paths (``t11_3_2``), the separator
+        between levels; each id is then embedded as the mean of its prefixes' embeddings
+        (``t11``, ``t11_3``, ``t11_3_2``), so rare leaves share strength with their
+        ancestors. Empty (the default) embeds ids as they are.
+    """
+
+    name: str
+    kind: str
+    hash_buckets: int = 1000
+    boundaries: tuple[float, ...] = ()
+    max_values: int = 1
+    separator: str = "|"
+    group: str = ""
+    hierarchy_separator: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "boundaries", tuple(float(b) for b in self.boundaries))
+        where = f"field '{self.name}'"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError("field name: must be a non-empty string; fix: give every field a 'name'")
+        if self.kind not in FIELD_KINDS:
+            raise ConfigError(
+                f"{where}: kind {self.kind!r} is not one of {', '.join(FIELD_KINDS)}; fix: set 'kind' to one of them"
+            )
+        if self.kind in (CATEGORICAL, MULTI_VALUED) and (
+            not isinstance(self.hash_buckets, int) or self.hash_buckets < 2
+        ):
+            raise ConfigError(
+                f"{where}: hash_buckets={self.hash_buckets!r} must be an integer >= 2; "
+                "fix: set 'hash_buckets' to roughly 2-10x the number of distinct ids"
+            )
+        if self.kind == NUMERIC:
+            if not self.boundaries:
+                raise ConfigError(
+                    f"{where}: a numeric field needs 'boundaries' (sorted bucket edges); "
+                    "fix: add e.g. boundaries: [0.1, 0.5, 1.0]"
+                )
+            if any(math.isnan(b) for b in self.boundaries) or any(
+                lo >= hi for lo, hi in zip(self.boundaries, self.boundaries[1:])
+            ):
+                raise ConfigError(
+                    f"{where}: boundaries {list(self.boundaries)} must be strictly increasing "
+                    "numbers; fix: sort them and drop duplicates"
+                )
+        if self.kind == MULTI_VALUED and (not isinstance(self.max_values, int) or self.max_values < 1):
+            raise ConfigError(
+                f"{where}: max_values={self.max_values!r} must be an integer >= 1; "
+                "fix: set it to the longest list worth keeping"
+            )
+        if self.kind == MULTI_VALUED and (not self.separator or self.separator in ',\n"'):
+            raise ConfigError(
+                f"{where}: separator {self.separator!r} cannot be empty, a comma, a quote or a "
+                "newline (it would break CSV); fix: use '|'"
+            )
+
+        if self.hierarchy_separator and self.kind == NUMERIC:
+            raise ConfigError(f"{where}: hierarchy_separator applies to string ids, not numeric fields")
+        if self.hierarchy_separator and self.hierarchy_separator == self.separator:
+            raise ConfigError(
+                f"{where}: hierarchy_separator {self.hierarchy_separator!r} equals the list separator; "
+                "fix: use different characters, e.g. '_' and '|'"
+            )
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of this field's embedding table."""
+        if self.kind == NUMERIC:
+            return len(self.boundaries) + 2  # one per interval plus the missing bucket
+        return self.hash_buckets
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["boundaries"] = list(self.boundaries)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "field") -> FieldSpec:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with 'name' and 'kind', got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        name = d.get("name", "?")
+        if unknown:
+            raise ConfigError(f"{where} '{name}': unknown key(s) {unknown}; fix: use only {sorted(known)}")
+        for required in ("name", "kind"):
+            if required not in d:
+                raise ConfigError(f"{where} '{name}': missing '{required}'")
+        return cls(**{k: (tuple(v) if k == "boundaries" else v) for k, v in d.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """The model's inputs and labels.
+
+    Attributes:
+      user_fields: the user tower's feature fields, F of them.
+      tag_field: the tag tower's field: an ad's tag set (multi_valued) during training,
+        a single tag at prediction time.
+      labels: task label columns, in task order (e.g. ``click``, ``conversion``).
+      user_id: the column identifying a user (for grouped metrics such as GAUC).
+    """
+
+    user_fields: tuple[FieldSpec, ...]
+    tag_field: FieldSpec
+    labels: tuple[str, ...] = ("click", "conversion")
+    user_id: str = "user_id"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_fields", tuple(self.user_fields))
+        object.__setattr__(self, "labels", tuple(self.labels))
+        if not self.user_fields:
+            raise ConfigError("user_fields: empty; fix: list at least one user feature field")
+        if self.tag_field.kind not in (CATEGORICAL, MULTI_VALUED):
+            raise ConfigError(
+                f"tag_field '{self.tag_field.name}': kind must be categorical or multi_valued, "
+                f"got {self.tag_field.kind!r}"
+            )
+        if not self.labels:
+            raise ConfigError("labels: empty; fix: name at least one task label, e.g. [click]")
+        seen: dict[str, str] = {}
+        for where, name in (
+            [(f"user_fields[{i}]", f.name) for i, f in enumerate(self.user_fields)]
+            + [("tag_field", self.tag_field.name)]
+            + [(f"labels[{i}]", n) for i, n in enumerate(self.labels)]
+        ):
+            if name in seen:
+                raise ConfigError(
+                    f"{where}: name '{name}' is already used by {seen[name]}; fix: give each "
+                    "field and label a distinct column name"
+                )
+            seen[name] = where
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.user_fields) + (self.tag_field.name,)
+
+    def field(self, name: str) -> FieldSpec:
+        for f in (*self.user_fields, self.tag_field):
+            if f.name == name:
+                return f
+        raise KeyError(f"no field named {name!r}; known: {', '.join(self.feature_names)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "user_fields": [f.to_dict() for f in self.user_fields],
+            "tag_field": self.tag_field.to_dict(),
+            "labels": list(self.labels),
+            "user_id": self.user_id,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureConfig:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"feature config: expected a mapping, got {type(d).__name__}")
+        unknown = sorted(set(d) - {"user_fields", "tag_field", "labels", "user_id"})
+        if unknown:
+            raise ConfigError(
+                f"feature config: unknown key(s) {unknown}; fix: use user_fields, tag_field, labels, user_id"
+            )
+        if "user_fields" not in d or not isinstance(d["user_fields"], Sequence):
+            raise ConfigError("user_fields: missing or not a list; fix: list the user feature fields")
+        if "tag_field" not in d:
+            raise ConfigError("tag_field: missing; fix: describe the ad's tag field")
+        return cls(
+            user_fields=tuple(
+                FieldSpec.from_dict(f, where=f"user_fields[{i}]") for i, f in enumerate(d["user_fields"])
+            ),
+            tag_field=FieldSpec.from_dict(d["tag_field"], where="tag_field"),
+            labels=tuple(d.get("labels", ("click", "conversion"))),
+            user_id=d.get("user_id", "user_id"),
+        )
+
+    def to_yaml(self, path: str | Path) -> None:
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> FeatureConfig:
+        import yaml
+
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"feature config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"feature config file {path}: not valid YAML ({e})") from e
+        return cls.from_dict(data)

@@ -1,0 +1,1 @@
+"""Data: the synthetic user-tagging generator and tf.data input pipelines."""

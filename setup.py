@@ -1,0 +1,32 @@
+"""mvke-tf: MVKE, MMoE/ESMM and M3oE in TensorFlow/Keras with a TFX pipeline and TF Serving."""
+
+from setuptools import find_packages, setup
+
+# Exact versions come from requirements/lock.txt (a constraints file); these are the
+# direct requirements and the ranges the library supports.
+CORE = [
+    "tensorflow==2.16.2",
+    "tf-keras==2.16.0",
+    "tensorflow-recommenders==0.7.7",
+    "numpy>=1.23,<2",
+    "pyyaml>=6",
+    "tqdm>=4.60",
+]
+EXTRAS = {
+    "pipeline": ["tfx[kfp]==1.16.0", "dill==0.3.1.1"],
+    "serving": ["tensorflow-serving-api==2.16.1", "grpcio>=1.60"],
+    "notebooks": ["matplotlib>=3.7", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6"],
+    "dev": ["pytest>=8", "ruff>=0.6"],
+}
+EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
+
+setup(
+    name="mvke-tf",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10,<3.11",
+    packages=find_packages(include=["mvke_tf", "mvke_tf.*"]),
+    install_requires=CORE,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["mvke-tf=mvke_tf.cli:main"]},
+)

@@ -1,0 +1,64 @@
+import numpy as np
+import tensorflow as tf
+
+from mvke_tf.config import FeatureConfig
+from mvke_tf.data.dataset import make_dataset
+from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.train import TrainConfig, format_report, train_and_evaluate
+
+SMALL_MODEL = ModelConfig(embedding_dim=8, dnn_units=(64, 32), top_units=(32, 16), tag_units=(32, 16))
+
+
+def test_csv_and_tfrecord_give_the_same_batches(small_data):
+    out, _ = small_data
+    fc = FeatureConfig.from_yaml(out / "features.yaml")
+    files_csv = sorted(str(p) for p in (out / "eval").glob("part-*.csv"))
+    files_tfr = sorted(str(p) for p in (out / "eval").glob("part-*.tfrecord.gz"))
+    extra = ("user_id", "p_click")
+    a_x, a_y = next(iter(make_dataset(files_csv, fc, batch_size=64, extra_columns=extra)))
+    b_x, b_y = next(iter(make_dataset(files_tfr, fc, batch_size=64, extra_columns=extra)))
+    assert set(a_x) == set(b_x) == set(fc.feature_names) | set(extra)
+    for name in fc.feature_names:
+        spec = fc.field(name)
+        want_shape = (64, spec.max_values) if spec.kind == "multi_valued" else (64,)
+        assert tuple(a_x[name].shape) == want_shape, name
+        if spec.kind == "numeric":
+            np.testing.assert_allclose(a_x[name].numpy(), b_x[name].numpy(), rtol=1e-6, equal_nan=True)
+        else:
+            assert (a_x[name].numpy() == b_x[name].numpy()).all(), name
+    for t in fc.labels:
+        assert a_y[t].dtype == tf.float32
+        np.testing.assert_array_equal(a_y[t].numpy(), b_y[t].numpy())
+
+
+def test_model_outputs_named_per_task(small_data):
+    out, _ = small_data
+    fc = FeatureConfig.from_yaml(out / "features.yaml")
+    model = build_model(fc, SMALL_MODEL)
+    x, _ = next(iter(make_dataset(out / "eval", fc, batch_size=16)))
+    y = model(x)
+    assert set(y) == {"click", "conversion"}
+    for t in y:
+        assert y[t].shape == (16,)
+        assert np.all((y[t].numpy() > 0) & (y[t].numpy() < 1))
+    users = model.user_vectors(x)
+    tags = model.tag_vectors(tf.constant(["t0_0_0", "t1_2_3"]))  # single tags at prediction time
+    assert users["click"].shape == (16, 16) and tags["conversion"].shape == (2, 16)
+    clone = type(model).from_config(model.get_config())
+    assert clone.model_config == model.model_config and clone.feature_config == model.feature_config
+
+
+def test_two_tower_beats_random(small_data, tmp_path):
+    out, meta = small_data
+    report = train_and_evaluate(
+        out, SMALL_MODEL, TrainConfig(epochs=3, batch_size=512, learning_rate=3e-3), out_dir=tmp_path, verbose=0
+    )
+    ev = report["eval"]
+    assert ev["click"]["auc"] > 0.6, ev
+    assert ev["conversion"]["auc"] > 0.6, ev
+    for t in ("click", "conversion"):
+        assert ev[t]["auc"] < ev[t]["oracle_auc"] + 0.02  # nothing beats the true probabilities
+        assert abs(ev[t]["oracle_auc"] - meta["oracle_auc_eval"][t]) < 1e-3
+    assert (tmp_path / "report.json").exists()
+    text = format_report(report)
+    assert "oracle AUC" in text and "click" in text
