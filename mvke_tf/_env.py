@@ -16,7 +16,8 @@ def configure(quiet: bool = False) -> None:
     """Sets the environment variables the stack relies on.
 
     Args:
-      quiet: also silence TensorFlow's C++ start-up logging (used by the CLI).
+      quiet: also silence TensorFlow's C++ logging (used by the CLI; the CUDA probing
+        on CPU-only machines prints errors that are not errors).
     """
     if "tensorflow" in sys.modules and os.environ.get("TF_USE_LEGACY_KERAS") != "1":
         # Too late to switch Keras versions; say so instead of failing obscurely later.
@@ -31,5 +32,5 @@ def configure(quiet: bool = False) -> None:
         )
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if quiet:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

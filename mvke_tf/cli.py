@@ -5,16 +5,22 @@ Errors are one line on stderr with exit status 2 (no traceback unless ``--debug`
 
 from __future__ import annotations
 
+import sys
+import warnings
+
 from mvke_tf import _env
 
-_env.configure(quiet=True)
+# Quiet start-up unless --debug: TensorFlow's C++ logs (CUDA probing on CPU machines) and
+# a Python-version notice from google-api-core that TFX's dependencies print at import.
+_DEBUG = "--debug" in sys.argv
+_env.configure(quiet=not _DEBUG)
+if not _DEBUG:
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-import warnings  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -144,7 +150,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from mvke_tf.models.config import MODEL_TYPES
 
-    p.add_argument("--model", default="two_tower", choices=MODEL_TYPES, help="model variant (default %(default)s)")
+    p.add_argument("--model", default="mvke_mt", choices=MODEL_TYPES, help="model variant (default %(default)s)")
     p.add_argument("--config", help="YAML file of ModelConfig fields overriding the defaults")
     p.add_argument("--scale", type=float, default=1.0, help="scale hidden layer sizes (e.g. 0.25 for quick runs)")
     p.add_argument("--epochs", type=int, default=1)

@@ -35,7 +35,7 @@ class TrainConfig:
     batch_size: int = 2048
     learning_rate: float = 1e-3
     seed: int = 0
-    shuffle_buffer: int = 200_000
+    shuffle_buffer: int = 20_000
 
     def __post_init__(self) -> None:
         if self.epochs < 1:

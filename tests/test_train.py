@@ -41,9 +41,9 @@ def test_model_outputs_named_per_task(small_data):
     for t in y:
         assert y[t].shape == (16,)
         assert np.all((y[t].numpy() > 0) & (y[t].numpy() < 1))
-    users = model.user_vectors(x)
-    tags = model.tag_vectors(tf.constant(["t0_0_0", "t1_2_3"]))  # single tags at prediction time
-    assert users["click"].shape == (16, 16) and tags["conversion"].shape == (2, 16)
+    users = model.user_vectors(x, x["tags"])
+    tags = model.tag_tower_outputs(tf.constant(["t0_0_0", "t1_2_3"]))  # single tags at prediction time
+    assert users["click"].shape == (16, 16) and tags["conversion"][0].shape == (2, 16)
     clone = type(model).from_config(model.get_config())
     assert clone.model_config == model.model_config and clone.feature_config == model.feature_config
 
@@ -62,3 +62,21 @@ def test_two_tower_beats_random(small_data, tmp_path):
     assert (tmp_path / "report.json").exists()
     text = format_report(report)
     assert "oracle AUC" in text and "click" in text
+
+
+def test_keras_fit_evaluate_and_summary(small_data):
+    from mvke_tf.train import compile_model
+
+    out, _ = small_data
+    fc = FeatureConfig.from_yaml(out / "features.yaml")
+    mc = ModelConfig(model_type="mvke_mt", embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
+    model = compile_model(build_model(fc, mc))
+    ds = make_dataset(out / "train", fc, batch_size=1024).take(3)
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    metrics = model.evaluate(make_dataset(out / "eval", fc, batch_size=1024).take(3), verbose=0, return_dict=True)
+    assert {"click_auc", "conversion_auc", "click_loss", "conversion_loss"} <= set(metrics)
+    lines = []
+    model.summary(print_fn=lines.append)
+    text = "\n".join(lines)
+    assert "user_tower_mvke_mt" in text and "tag_tower_click" in text and "Total params" in text

@@ -64,6 +64,33 @@ def _column_dtype(config: FeatureConfig, name: str) -> tf.DType:
     return tf.float32 if spec.kind == NUMERIC else tf.string
 
 
+def example_parse_spec(config: FeatureConfig, columns: Sequence[str] | None = None) -> dict:
+    """``tf.io.parse_example`` features for ``columns`` (default: the model's features).
+
+    Multi-valued fields parse to ragged strings; a missing numeric is NaN, a missing
+    categorical ``""``; labels are required.
+    """
+    spec = {}
+    for n in columns if columns is not None else config.feature_names:
+        dt = _column_dtype(config, n)
+        if n in config.feature_names and config.field(n).kind == MULTI_VALUED:
+            spec[n] = tf.io.RaggedFeature(tf.string)
+        elif dt == tf.float32:
+            spec[n] = tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
+        elif n in config.labels:
+            spec[n] = tf.io.FixedLenFeature([], tf.int64)
+        else:
+            spec[n] = tf.io.FixedLenFeature([], dt, default_value=0 if dt == tf.int64 else "")
+    return spec
+
+
+def parse_examples(serialized: tf.Tensor, config: FeatureConfig) -> dict[str, tf.Tensor]:
+    """Serialized ``tf.Example`` ``[batch]`` -> the model's feature dict (padded, dense)."""
+    parsed = tf.io.parse_example(serialized, example_parse_spec(config))
+    features, _ = _finish(config, parsed, ())
+    return features
+
+
 def _finish(config: FeatureConfig, batch: dict[str, tf.Tensor], extra: Sequence[str]):
     """Splits a parsed batch into (features, labels) with the documented shapes."""
     features: dict[str, tf.Tensor] = {}
@@ -78,7 +105,7 @@ def _finish(config: FeatureConfig, batch: dict[str, tf.Tensor], extra: Sequence[
         features[spec.name] = x
     for name in extra:
         features[name] = batch[name]
-    labels = {t: tf.cast(batch[t], tf.float32) for t in config.labels}
+    labels = {t: tf.cast(batch[t], tf.float32) for t in config.labels if t in batch}
     return features, labels
 
 
@@ -155,17 +182,7 @@ def make_dataset(
 
         ds = ds.map(to_dict, num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        spec = {}
-        for n in wanted:
-            dt = _column_dtype(config, n)
-            if n in config.feature_names and config.field(n).kind == MULTI_VALUED:
-                spec[n] = tf.io.RaggedFeature(tf.string)
-            elif dt == tf.float32:
-                spec[n] = tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
-            elif n in config.labels:
-                spec[n] = tf.io.FixedLenFeature([], tf.int64)
-            else:
-                spec[n] = tf.io.FixedLenFeature([], dt, default_value=0 if dt == tf.int64 else "")
+        spec = example_parse_spec(config, wanted)
         ds = tf.data.TFRecordDataset(paths, compression_type="GZIP" if paths[0].endswith(".gz") else None)
         ds = _shuffle_repeat_batch(ds, shuffle, shuffle_buffer, seed, num_epochs, batch_size)
         ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)

@@ -113,7 +113,7 @@ class SyntheticConfig:
       seed: random seed; the same config gives byte-identical files.
     """
 
-    num_rows: int = 200_000
+    num_rows: int = 400_000
     num_users: int = 20_000
     num_ads: int = 5_000
     taxonomy: tuple[int, ...] = (18, 5, 20)

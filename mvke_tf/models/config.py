@@ -8,8 +8,12 @@ from typing import Any
 
 from mvke_tf.config import ConfigError
 
-# Model variants this library builds. Later variants register here as they land.
-MODEL_TYPES = ("two_tower",)
+# Model variants (the MVKE paper's Table 3 line-up). All share the embedding and DeepFM
+# blocks and a hard-shared tag tower; they differ in the user tower.
+MODEL_TYPES = ("two_tower", "hard_sharing", "moe", "mmoe", "cgc", "mvke_st", "mvke_mt")
+MVKE_TYPES = ("mvke_st", "mvke_mt")
+# Variants whose experts are assigned to tasks by ``expert_assignment``.
+ASSIGNED_TYPES = ("cgc", "mvke_mt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +30,18 @@ class ModelConfig:
       dropout: dropout rate in the MLPs.
       embedding_l2: L2 penalty on embedding tables.
       task_loss_weights: loss weight per task (default 1 each: L = L_ctr + L_cvr).
+      num_experts: experts of moe / mmoe / cgc, and virtual kernels K of mvke_mt (paper: 5).
+      expert_assignment: per task, the 0-based experts / VKEs serving it (cgc, mvke_mt).
+        The default ((0, 1, 2), (1, 2, 3, 4)) is the paper's click <- VKE 1-3 and
+        conversion <- VKE 2-5 in its 1-based numbering: VKEs 2 and 3 are shared.
+      st_num_kernels: VKEs per task of mvke_st (each task its own independent MVKE).
+      vke_activation: activation of the VKE query/key/value projections (None: linear,
+        as in the released code; the paper writes an activation sigma, e.g. "tanh").
+      gate: "dot" (the code: softmax(tag . VK^T)) or "attention" (the paper: projected,
+        scaled attention).
+      score: "dot" (the code: sigmoid(u . t + b)) or "cosine" (the paper:
+        sigmoid(s * cos(u, t) + b) with a learned scale s).
+      shared_vke_tower: one interaction tower's weights for all VKEs (the code's ``shared_model``).
     """
 
     model_type: str = "two_tower"
@@ -37,10 +53,18 @@ class ModelConfig:
     dropout: float = 0.0
     embedding_l2: float = 0.0
     task_loss_weights: tuple[float, ...] = ()
+    num_experts: int = 5
+    expert_assignment: tuple[tuple[int, ...], ...] = ((0, 1, 2), (1, 2, 3, 4))
+    st_num_kernels: int = 3
+    vke_activation: str | None = None
+    gate: str = "dot"
+    score: str = "dot"
+    shared_vke_tower: bool = False
 
     def __post_init__(self) -> None:
         for name in ("tasks", "dnn_units", "top_units", "tag_units", "task_loss_weights"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "expert_assignment", tuple(tuple(int(i) for i in s) for s in self.expert_assignment))
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(
                 f"model_type={self.model_type!r} is not one of {', '.join(MODEL_TYPES)}; fix: pick one of them"
@@ -68,6 +92,53 @@ class ModelConfig:
                 "fix: give one weight per task or none"
             )
 
+        if self.num_experts < 1:
+            raise ConfigError(f"num_experts={self.num_experts} must be >= 1")
+        if self.st_num_kernels < 1:
+            raise ConfigError(f"st_num_kernels={self.st_num_kernels} must be >= 1")
+        if self.gate not in ("dot", "attention"):
+            raise ConfigError(f"gate={self.gate!r} must be 'dot' (the code) or 'attention' (the paper)")
+        if self.score not in ("dot", "cosine"):
+            raise ConfigError(f"score={self.score!r} must be 'dot' (the code) or 'cosine' (the paper)")
+        if self.model_type in MVKE_TYPES and self.gate == "dot" and self.tag_units[-1] != self.embedding_dim:
+            raise ConfigError(
+                f"gate='dot' compares the tag embedding (tag_units[-1]={self.tag_units[-1]}) with the virtual "
+                f"kernels (embedding_dim={self.embedding_dim}); fix: make them equal or use gate='attention'"
+            )
+        if self.model_type in ASSIGNED_TYPES:
+            self._check_assignment()
+
+    def _check_assignment(self) -> None:
+        a, k = self.expert_assignment, self.num_experts
+        if len(a) != len(self.tasks):
+            raise ConfigError(
+                f"expert_assignment has {len(a)} sets for {len(self.tasks)} tasks {list(self.tasks)}; "
+                "fix: give one set of expert indices per task"
+            )
+        for task, experts in zip(self.tasks, a):
+            if not experts:
+                raise ConfigError(f"expert_assignment for task '{task}' is empty; fix: assign at least one expert")
+            bad = [i for i in experts if not 0 <= i < k]
+            if bad:
+                raise ConfigError(
+                    f"expert_assignment for task '{task}' holds {bad}, outside 0..{k - 1} (num_experts={k}); "
+                    "fix: use 0-based indices below num_experts"
+                )
+            if len(set(experts)) != len(experts):
+                raise ConfigError(f"expert_assignment for task '{task}' repeats an expert: {list(experts)}")
+        unused = sorted(set(range(k)) - {i for s in a for i in s})
+        if unused:
+            raise ConfigError(
+                f"expert_assignment leaves expert(s) {unused} unused by every task; "
+                "fix: assign them or lower num_experts"
+            )
+
+    def assignment(self) -> dict[str, tuple[int, ...]]:
+        """Per task, the experts serving it (all of them for variants without an assignment)."""
+        if self.model_type in ASSIGNED_TYPES:
+            return dict(zip(self.tasks, self.expert_assignment))
+        return {t: tuple(range(self.num_experts)) for t in self.tasks}
+
     @property
     def loss_weights(self) -> dict[str, float]:
         weights = self.task_loss_weights or (1.0,) * len(self.tasks)
@@ -78,7 +149,10 @@ class ModelConfig:
         return self.top_units[-1]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        def plain(v: Any) -> Any:
+            return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:

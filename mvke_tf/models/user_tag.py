@@ -20,8 +20,11 @@ import tensorflow as tf
 
 from mvke_tf.config import FeatureConfig
 from mvke_tf.layers.embedding import FieldEmbedding, FieldsEmbedding
-from mvke_tf.layers.interaction import MLP, DeepFMTower
-from mvke_tf.models.config import ModelConfig
+from mvke_tf.layers.experts import mix
+from mvke_tf.layers.interaction import MLP
+from mvke_tf.layers.mvke import VirtualKernelGate
+from mvke_tf.models.config import MVKE_TYPES, ModelConfig
+from mvke_tf.models.towers import make_user_tower
 
 
 @tf.keras.utils.register_keras_serializable(package="mvke_tf")
@@ -30,6 +33,17 @@ class UserTagModel(tf.keras.Model):
 
     Inputs: a feature dict as produced by :func:`mvke_tf.data.dataset.make_dataset`.
     Outputs: ``{task: probability [batch]}``.
+
+    The forward pass, per task j::
+
+        V = user_tower(E)            # [B, S_j, d_out]  (MVKE: the VKE outputs E_u^k)
+        e = tag_tower_j(tag)         # [B, d_out]
+        w = gate_j(e, VK_{S_j})      # [B, S_j]         (1 for non-MVKE models)
+        u = sum_k w_k V_k            # [B, d_out]       tag-specific user embedding
+        p = sigmoid(u . e + b_j)     # or sigmoid(s_j * cos(u, e) + b_j)
+
+    Because ``w`` depends only on the tag, ``u . e = vec(V) . vec(w (x) e)``: see
+    :func:`mvke_tf.models.fast.score_all_pairs` for the all-users x all-tags product.
     """
 
     def __init__(
@@ -46,34 +60,17 @@ class UserTagModel(tf.keras.Model):
         self.feature_config = feature_config
         self.model_config = mc = model_config
         self.tasks = mc.tasks
+        self.is_mvke = mc.model_type in MVKE_TYPES
         self.user_embedding = FieldsEmbedding(
             feature_config.user_fields, mc.embedding_dim, mc.embedding_l2, name="user_fields"
         )
         self.tag_embedding = FieldEmbedding(
             feature_config.tag_field, mc.embedding_dim, mc.embedding_l2, name="tag_field"
         )
+        # Hard sharing on the tag side: one small tower per task over the shared tag embedding.
         self.tag_towers = {t: MLP(mc.tag_units, dropout=mc.dropout, name=f"tag_tower_{t}") for t in self.tasks}
-        # noMTL two-tower: one independent user tower per task over the shared embeddings.
-        self.user_towers = {
-            t: DeepFMTower(mc.dnn_units, mc.top_units, mc.dropout, name=f"user_tower_{t}") for t in self.tasks
-        }
-
-    # ------------------------------------------------------------ towers
-    def user_vectors(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
-        """Per task the user embedding ``[batch, d_out]``."""
-        fields = self.user_embedding(features)  # [batch, F, d]
-        return {t: self.user_towers[t](fields, training=training) for t in self.tasks}
-
-    def tag_vectors(self, tags: tf.Tensor, training: bool | None = None) -> dict[str, tf.Tensor]:
-        """Per task the tag embedding ``[batch, d_out]``.
-
-        Args:
-          tags: ``[batch, max_tags]`` tag sets (padded with ``""``) or ``[batch]`` single tags.
-        """
-        if self.feature_config.tag_field.kind == "multi_valued" and tags.shape.rank == 1:
-            tags = tags[:, None]
-        shared = self.tag_embedding(tags)  # [batch, d]
-        return {t: self.tag_towers[t](shared, training=training) for t in self.tasks}
+        self.user_tower = make_user_tower(mc)
+        self.gates = {t: VirtualKernelGate(mc.gate, name=f"vkg_{t}") for t in self.tasks} if self.is_mvke else {}
 
     def build(self, input_shape: Any) -> None:
         # One learned logit offset per task: labels are rare (a few % clicks), and a
@@ -82,14 +79,65 @@ class UserTagModel(tf.keras.Model):
             t: self.add_weight(name=f"score_bias_{t}", shape=(), initializer=tf.keras.initializers.Constant(-3.0))
             for t in self.tasks
         }
+        if self.model_config.score == "cosine":
+            self.cosine_scale = {
+                t: self.add_weight(name=f"cosine_scale_{t}", shape=(), initializer=tf.keras.initializers.Constant(5.0))
+                for t in self.tasks
+            }
         super().build(input_shape)
 
+    # ------------------------------------------------------------ towers
+    def user_tower_outputs(
+        self, features: Mapping[str, tf.Tensor], training: bool | None = None
+    ) -> dict[str, tf.Tensor]:
+        """Per task the expert outputs to be mixed by the tag's gate: ``[B, S_task, d_out]``.
+
+        MVKE: the outputs E_u^k of the VKEs serving the task; other models: ``S_task = 1``.
+        """
+        return self.user_tower(self.user_embedding(features), training=training)
+
+    def tag_tower_outputs(
+        self, tags: tf.Tensor, training: bool | None = None
+    ) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
+        """Per task ``(tag embedding [B, d_out], gate weights [B, S_task])``.
+
+        Args:
+          tags: ``[B, max_tags]`` tag sets (padded with ``""``) or ``[B]`` single tags.
+        """
+        if self.feature_config.tag_field.kind == "multi_valued" and tags.shape.rank == 1:
+            tags = tags[:, None]
+        shared = self.tag_embedding(tags)  # [B, d]
+        out = {}
+        for t in self.tasks:
+            e = self.tag_towers[t](shared, training=training)
+            if self.is_mvke:
+                w = self.gates[t]((e, self.user_tower.kernels(t)))
+            else:
+                w = tf.ones([tf.shape(e)[0], 1], e.dtype)
+            out[t] = (e, w)
+        return out
+
+    def user_vectors(self, features: Mapping[str, tf.Tensor], tags: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Per task the tag-specific user embedding ``u = sum_k w_k E_u^k``: ``[B, d_out]``."""
+        experts = self.user_tower_outputs(features)
+        return {t: mix(w, experts[t]) for t, (_, w) in self.tag_tower_outputs(tags).items()}
+
+    def logit(self, task: str, user: tf.Tensor, tag: tf.Tensor) -> tf.Tensor:
+        """The score's logit for aligned rows of user ``[B, d]`` and tag ``[B, d]`` embeddings."""
+        dot = tf.reduce_sum(user * tag, axis=-1)
+        if self.model_config.score == "cosine":
+            norms = tf.norm(user, axis=-1) * tf.norm(tag, axis=-1)
+            return self.cosine_scale[task] * dot / tf.maximum(norms, 1e-12) + self.score_bias[task]
+        return dot + self.score_bias[task]
+
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
-        users = self.user_vectors(features, training=training)
-        tags = self.tag_vectors(features[self.feature_config.tag_field.name], training=training)
-        return {
-            t: tf.sigmoid(tf.reduce_sum(users[t] * tags[t], axis=-1) + self.score_bias[t], name=t) for t in self.tasks
-        }
+        experts = self.user_tower_outputs(features, training=training)
+        tags = self.tag_tower_outputs(features[self.feature_config.tag_field.name], training=training)
+        out = {}
+        for t in self.tasks:
+            e, w = tags[t]
+            out[t] = tf.sigmoid(self.logit(t, mix(w, experts[t]), e), name=t)
+        return out
 
     # ------------------------------------------------------ serialization
     def get_config(self) -> dict[str, Any]:

@@ -1,0 +1,42 @@
+"""Writes a benchmark's section into docs/benchmarks.md between its markers."""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+HEADER = """# Benchmarks
+
+Figures measured by the scripts in `benchmarks/`, each section with the exact command that
+produced it. They are rewritten by the scripts (`make bench`); machines here are noisy, so
+ratios are taken side by side within one run.
+"""
+
+
+def machine() -> str:
+    cpu = ""
+    with contextlib.suppress(OSError, StopIteration):
+        cpu = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    return f"{cores} cores, {cpu or platform.processor()}, Python {platform.python_version()}"
+
+
+def write_section(name: str, body: str) -> None:
+    """Replaces (or appends) the section between ``<!-- name:start -->`` and ``<!-- name:end -->``."""
+    text = DOC.read_text() if DOC.exists() else HEADER
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text)
