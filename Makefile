@@ -18,7 +18,7 @@ lint: setup
 	@$(VENV)/bin/ruff check .
 
 bench: setup  ## heavier checks and benchmarks (writes figures to docs/benchmarks.md)
-	@$(PY) -m pytest -m bench
+	@$(PY) -m benchmarks.models --rows 400000 --seeds 3
 
 lock:  ## re-resolve requirements/lock.txt from setup.py in a scratch venv (needs network)
 	@bash scripts/lock.sh

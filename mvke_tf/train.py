@@ -109,8 +109,9 @@ def evaluate(
     for t in model.tasks:
         y = labels[t]
         entry = {"auc": _safe_auc(y, preds[t]), "positives": int(y.sum()), "examples": int(len(y))}
-        if f"p_{t}" in extras:
-            entry["oracle_auc"] = _safe_auc(y, extras[f"p_{t}"])
+        truth = extras.get(f"p_{t}")
+        if truth is not None and not np.isnan(truth).any():  # absent in TFRecords without true probabilities
+            entry["oracle_auc"] = _safe_auc(y, truth)
         report[t] = entry
     return report
 

@@ -1,0 +1,114 @@
+"""Typed configuration of the TFX pipeline; every validation error names the field."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from mvke_tf.config import ConfigError
+from mvke_tf.models.config import MODEL_TYPES, ModelConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """Where the pipeline reads and writes, and how it trains and blesses.
+
+    Attributes:
+      pipeline_name: TFX pipeline name (letters, digits, ``-`` and ``_``).
+      pipeline_root: directory for the component artifacts.
+      data_root: directory holding the raw CSV files (CsvExampleGen's ``input_base``).
+      serving_dir: where the Pusher copies blessed SavedModels (``<serving_dir>/<version>/``).
+      metadata_path: SQLite ML Metadata file (local runs).
+      features_yaml: the raw :class:`~mvke_tf.config.FeatureConfig` YAML (e.g. the
+        generator's ``features.yaml``); empty uses the synthetic default.
+      input_pattern: glob of the CSV files relative to ``data_root``.
+      model_type: model variant, one of :data:`mvke_tf.models.MODEL_TYPES`.
+      model_overrides: other :class:`~mvke_tf.models.ModelConfig` fields (e.g. sizes).
+      train_steps: Trainer steps (over all epochs).
+      eval_steps: validation steps in the Trainer.
+      epochs: Keras epochs the train steps are split into.
+      batch_size: training batch size.
+      learning_rate: Adam learning rate.
+      num_buckets: quantile buckets per numeric field in Transform.
+      seed: random seed of the Trainer (weights initialization and shuffling).
+      eval_auc_floor: the Evaluator blesses a model only if its click AUC is at least this.
+      eval_auc_change: the largest click-AUC drop vs the last blessed model still blessed.
+      train_eval_split: hash buckets of the train and eval splits (default 4:1).
+      beam_pipeline_args: Apache Beam options for the Beam-based components.
+    """
+
+    pipeline_name: str
+    pipeline_root: str
+    data_root: str
+    serving_dir: str
+    metadata_path: str = ""
+    features_yaml: str = ""
+    input_pattern: str = "*.csv"
+    model_type: str = "mvke_mt"
+    model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train_steps: int = 1000
+    eval_steps: int = 100
+    epochs: int = 1
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    num_buckets: int = 10
+    seed: int = 0
+    eval_auc_floor: float = 0.5
+    eval_auc_change: float = 0.01
+    train_eval_split: tuple[int, int] = (4, 1)
+    beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        object.__setattr__(self, "train_eval_split", tuple(int(s) for s in self.train_eval_split))
+        object.__setattr__(self, "beam_pipeline_args", tuple(str(a) for a in self.beam_pipeline_args))
+
+        def fail(name: str, fix: str) -> None:
+            raise ConfigError(f"pipeline config: {name}={getattr(self, name)!r} is invalid; fix: {fix}")
+
+        name_ok = self.pipeline_name and all(c.isalnum() or c in "-_" for c in self.pipeline_name)
+        if not name_ok:
+            fail("pipeline_name", "use a non-empty name of letters, digits, '-' and '_'")
+        for name in ("pipeline_root", "data_root", "serving_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                fail(name, "give a directory path")
+        if not self.input_pattern:
+            fail("input_pattern", "give a glob relative to data_root, e.g. '*.csv'")
+        if self.model_type not in MODEL_TYPES:
+            fail("model_type", f"use one of {', '.join(MODEL_TYPES)}")
+        if "model_type" in self.model_overrides:
+            fail("model_overrides", "set model_type through the model_type field, not the overrides")
+        try:
+            self.model_config()
+        except (ConfigError, TypeError) as e:
+            raise ConfigError(f"pipeline config: model_overrides: {e}") from e
+        for name in ("train_steps", "eval_steps", "epochs", "batch_size", "num_buckets"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(name, "use a positive integer")
+        if self.train_steps < self.epochs:
+            fail("train_steps", f"use at least epochs={self.epochs} steps")
+        if not self.learning_rate > 0:
+            fail("learning_rate", "use a positive rate, e.g. 1e-3")
+        if not 0.0 <= self.eval_auc_floor <= 1.0:
+            fail("eval_auc_floor", "use an AUC in [0, 1]")
+        if not 0.0 <= self.eval_auc_change <= 1.0:
+            fail("eval_auc_change", "use an allowed AUC drop in [0, 1]")
+        if len(self.train_eval_split) != 2 or min(self.train_eval_split) < 1:
+            fail("train_eval_split", "give two positive hash-bucket counts, e.g. (4, 1)")
+
+    def model_config(self) -> ModelConfig:
+        """The :class:`ModelConfig`: ``model_type`` plus ``model_overrides``."""
+        return ModelConfig.from_dict({**self.model_overrides, "model_type": self.model_type})
+
+    def custom_config(self) -> dict[str, Any]:
+        """JSON-serializable settings shared by the Transform and Trainer module files."""
+        return {
+            "features_yaml": self.features_yaml,
+            "num_buckets": self.num_buckets,
+            "model_config": self.model_config().to_dict(),
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "seed": self.seed,
+        }

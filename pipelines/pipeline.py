@@ -1,0 +1,167 @@
+"""The TFX pipeline: definition, local run (LocalDagRunner) and Kubeflow V2 compilation.
+
+::
+
+  CsvExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
+        |                              |
+        +------------------------> Transform (preprocessing.py) -> Trainer (trainer.py)
+        |                                                             |
+        +--> Evaluator (TFMA, vs the latest blessed model) <----------+
+                  |
+                Pusher -> <serving_dir>/<version>/
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from pathlib import Path  # noqa: E402
+
+import tensorflow_model_analysis as tfma  # noqa: E402
+from tfx import v1 as tfx  # noqa: E402
+
+from pipelines.config import PipelineConfig  # noqa: E402
+
+PREPROCESSING_MODULE = str(Path(__file__).with_name("preprocessing.py"))
+TRAINER_MODULE = str(Path(__file__).with_name("trainer.py"))
+# TFMA slices: overall, by a user attribute, by the ad's level-1 category.
+SLICE_KEYS = ("gender", "tag_l1")
+
+
+def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
+    """TFMA config: per-output AUC, AUC-PR, calibration, example count; a click-AUC gate."""
+    tasks = config.model_config().tasks
+
+    def metrics(gated: bool) -> list[tfma.MetricConfig]:
+        # The blessing gate applies to the overall slice only (small slices are noisy).
+        gate = []
+        if gated:
+            threshold = tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.eval_auc_floor}),
+                change_threshold=tfma.GenericChangeThreshold(
+                    direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -config.eval_auc_change}
+                ),
+            )
+            gate = [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+        return [
+            tfma.MetricConfig(class_name="ExampleCount"),
+            tfma.MetricConfig(class_name="AUC", per_slice_thresholds=gate),
+            tfma.MetricConfig(class_name="AUC", config='{"curve": "PR", "name": "auc_pr"}'),
+            tfma.MetricConfig(class_name="Calibration"),
+            tfma.MetricConfig(class_name="MeanLabel"),
+            tfma.MetricConfig(class_name="MeanPrediction"),
+        ]
+
+    return tfma.EvalConfig(
+        model_specs=[
+            tfma.ModelSpec(
+                signature_name="serving_default",
+                label_keys={t: t for t in tasks},
+                prediction_keys={t: t for t in tasks},
+            )
+        ],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in SLICE_KEYS],
+        metrics_specs=[tfma.MetricsSpec(metrics=metrics(gated=(t == tasks[0])), output_names=[t]) for t in tasks],
+    )
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config: object | None = None) -> tfx.dsl.Pipeline:
+    """The pipeline's components wired together (no orchestrator specifics)."""
+    train_buckets, eval_buckets = config.train_eval_split
+    example_gen = tfx.components.CsvExampleGen(
+        input_base=config.data_root,
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=config.input_pattern)]),
+        output_config=tfx.proto.Output(
+            split_config=tfx.proto.SplitConfig(
+                splits=[
+                    tfx.proto.SplitConfig.Split(name="train", hash_buckets=train_buckets),
+                    tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
+                ]
+            )
+        ),
+    )
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    )
+    custom_config = config.custom_config()
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        module_file=PREPROCESSING_MODULE,
+        custom_config=custom_config,
+    )
+    trainer = tfx.components.Trainer(
+        module_file=TRAINER_MODULE,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+        custom_config=custom_config,
+    )
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = tfx.components.Evaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=model_resolver.outputs["model"],
+        eval_config=eval_config(config),
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)
+        ),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            transform,
+            trainer,
+            model_resolver,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=False,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(config.beam_pipeline_args),
+    )
+
+
+def run_local(config: PipelineConfig) -> None:
+    """Runs the pipeline in-process with ``LocalDagRunner`` and SQLite ML Metadata."""
+    if not config.metadata_path:
+        raise ValueError("pipeline config: metadata_path is empty; fix: give a SQLite file path for local runs")
+    Path(config.metadata_path).parent.mkdir(parents=True, exist_ok=True)
+    metadata = tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+    tfx.orchestration.LocalDagRunner().run(create_pipeline(config, metadata))
+
+
+def compile_kubeflow(config: PipelineConfig, output_json: str | Path, image: str = "tensorflow/tfx:1.16.0") -> Path:
+    """Compiles the pipeline to a Kubeflow Pipelines v2 JSON spec; returns its path.
+
+    The module files are referenced by path, so ``image`` must hold this repository at
+    the same location (or the paths in ``config`` must be on a shared filesystem).
+    """
+    output_json = Path(output_json)
+    output_json.parent.mkdir(parents=True, exist_ok=True)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(default_image=image),
+        output_dir=str(output_json.parent),
+        output_filename=output_json.name,
+    )
+    runner.run(create_pipeline(config))
+    return output_json

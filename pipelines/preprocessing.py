@@ -1,0 +1,81 @@
+"""TFX Transform module: ``preprocessing_fn`` driven by the :class:`~mvke_tf.config.FeatureConfig`.
+
+Outputs (see :mod:`mvke_tf.data.transform` for the id conventions):
+
+* every feature field of the config, as integer ids (categorical ``[B]``, multi_valued
+  ``[B, width]`` with ``-1`` padding, numeric quantile buckets ``[B]`` with 0 = missing);
+* the labels (``click``, ``conversion``) as ``int64 [B]``;
+* ``user_id`` and ``tag_l1`` passed through as strings (for slicing), when present.
+
+The feature config comes from ``custom_config["features_yaml"]`` (the Trainer gets the
+same path), else the synthetic generator's :func:`~mvke_tf.data.synthetic.feature_config`.
+This file is also TFX's ``module_file``, so it sets the Keras environment first.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+from collections.abc import Mapping  # noqa: E402
+from typing import Any  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig  # noqa: E402
+from mvke_tf.data import transform as T  # noqa: E402
+
+# Quantile buckets per numeric field (the transformed field has NUM_BUCKETS + 1 ids).
+DEFAULT_NUM_BUCKETS = 10
+# Raw string columns passed through unchanged, for TFMA slicing and grouped metrics.
+PASSTHROUGH_COLUMNS = ("user_id", "tag_l1")
+
+
+def load_feature_config(custom_config: Mapping[str, Any] | None = None) -> FeatureConfig:
+    """The raw feature config: ``custom_config["features_yaml"]`` or the synthetic default."""
+    path = (custom_config or {}).get("features_yaml")
+    if path:
+        return FeatureConfig.from_yaml(path)
+    from mvke_tf.data import synthetic
+
+    return synthetic.feature_config()
+
+
+def num_buckets(custom_config: Mapping[str, Any] | None = None) -> int:
+    """Quantile buckets per numeric field (``custom_config["num_buckets"]``, default 10)."""
+    return int((custom_config or {}).get("num_buckets", DEFAULT_NUM_BUCKETS))
+
+
+def transformed_feature_config(custom_config: Mapping[str, Any] | None = None) -> FeatureConfig:
+    """The feature config of this module's output (what the Trainer builds the model from)."""
+    return T.transformed_feature_config(load_feature_config(custom_config), num_buckets(custom_config))
+
+
+def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Raw columns (dense or sparse) -> integer-id features, labels and slicing columns."""
+    config = load_feature_config(custom_config)
+    buckets = num_buckets(custom_config)
+    outputs: dict[str, Any] = {}
+    for spec in (*config.user_fields, config.tag_field):
+        if spec.name not in inputs:
+            raise KeyError(f"preprocessing_fn: input column {spec.name!r} is missing; have {sorted(inputs)}")
+        if spec.kind == NUMERIC:
+            x = T.to_dense_column(inputs[spec.name], float("nan"))
+            x = tf.cast(x, tf.float32)
+            missing = tf.math.is_nan(x)
+            filled = tf.where(missing, tf.zeros_like(x), x)
+            b = tft.bucketize(filled, buckets, weights=tf.cast(tf.logical_not(missing), tf.float32), name=spec.name)
+            outputs[spec.name] = T.numeric_bucket_ids(x, b)
+        elif spec.kind == MULTI_VALUED:
+            outputs[spec.name] = T.multi_valued_ids(T.to_dense_column(inputs[spec.name], ""), spec)
+        elif spec.kind == CATEGORICAL:
+            outputs[spec.name] = T.categorical_ids(T.to_dense_column(inputs[spec.name], ""), spec)
+    for label in config.labels:
+        if label in inputs:
+            outputs[label] = tf.cast(T.to_dense_column(inputs[label], 0), tf.int64)
+    for name in PASSTHROUGH_COLUMNS:
+        if name in inputs:
+            outputs[name] = T.to_dense_column(inputs[name], "")
+    return outputs
