@@ -184,3 +184,21 @@ def test_savedmodel_round_trip(batch, tmp_path, small_data):
         np.testing.assert_allclose(user[f"{t}_experts"].numpy(), ref_user[t].numpy(), atol=1e-6)
         np.testing.assert_allclose(tag[f"{t}_embedding"].numpy(), ref_tag[t][0].numpy(), atol=1e-6)
         np.testing.assert_allclose(tag[f"{t}_gate"].numpy(), ref_tag[t][1].numpy(), atol=1e-6)
+
+
+def test_fast_prediction_is_a_mips_problem_for_tfrs_bruteforce(batch):
+    """The packed tag rows index directly into a TFRS BruteForce top-K layer."""
+    import tensorflow_recommenders as tfrs
+
+    from mvke_tf.models.fast import pack_users
+
+    x, _ = batch
+    model = build_model(FC, tiny("mvke_mt"))
+    scorer = FastScorer.from_model(model, TAGS)
+    users = pack_users(model.user_tower_outputs(x)["click"])
+    index = tfrs.layers.factorized_top_k.BruteForce(k=3)
+    index.index(scorer.tables["click"].packed, tf.constant(TAGS))
+    scores, names = index(users)
+    want, want_idx = scorer.top_k("click", model.user_tower_outputs(x)["click"], k=3)
+    np.testing.assert_allclose(tf.sigmoid(scores + scorer.tables["click"].bias).numpy(), want, atol=1e-5)
+    assert [[n.decode() for n in row] for row in names.numpy()] == [[TAGS[i] for i in row] for row in want_idx]
