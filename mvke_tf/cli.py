@@ -147,6 +147,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    """Delegates to the TFX pipeline's command line (kept out of the library: it imports TFX)."""
+    try:
+        from pipelines.__main__ import main as pipeline_main
+    except ImportError as e:
+        raise CLIError(f"the TFX pipeline is not importable ({e}); install with: pip install -e '.[pipeline]'") from e
+    return pipeline_main(args.pipeline_args)
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from mvke_tf.models.config import MODEL_TYPES
 
@@ -180,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(train)
     train.set_defaults(func=cmd_train)
 
+    pipe = sub.add_parser(
+        "pipeline",
+        help="the TFX pipeline: `pipeline run ...` locally, `pipeline compile-kubeflow ...` (see `pipeline -h`)",
+        add_help=False,
+    )
+    pipe.add_argument("pipeline_args", nargs=argparse.REMAINDER)
+    pipe.set_defaults(func=cmd_pipeline)
+
     demo = sub.add_parser("demo", help="the main job: synthesize data, train, print per-task AUC vs oracle")
     _add_synth_args(demo)
     _add_train_args(demo)
@@ -191,8 +208,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if "pipeline" in argv and all(a == "--debug" for a in argv[: argv.index("pipeline")]):
+        # Everything after `pipeline` (including -h) belongs to the pipeline's own parser.
+        cut = argv.index("pipeline") + 1
+        args = parser.parse_args(argv[:cut])
+        args.pipeline_args = argv[cut:]
+    else:
+        args = parser.parse_args(argv)
     if not args.debug:
         warnings.filterwarnings("ignore")
         logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
+    p = argparse.ArgumentParser(prog="mvke-tf pipeline", description=__doc__)
     p.add_argument("command", choices=("run", "compile-kubeflow"))
     p.add_argument("--name", default="mvke-tf", help="pipeline name")
     p.add_argument("--root", default="runs/tfx", help="pipeline root (artifacts, metadata.db, serving/)")

@@ -202,10 +202,11 @@ def test_compile_kubeflow_names_every_component(tmp_path):
 
 
 def test_cli_compiles_kubeflow(tmp_path, capsys):
-    from pipelines.__main__ import main
+    from mvke_tf.cli import main
 
     out = tmp_path / "cli.json"
-    assert main(["compile-kubeflow", "--root", str(tmp_path), "--output", str(out), "--train-steps", "5"]) == 0
+    argv = ["pipeline", "compile-kubeflow", "--root", str(tmp_path), "--output", str(out), "--train-steps", "5"]
+    assert main(argv) == 0
     assert "Trainer" in out.read_text() and str(out) in capsys.readouterr().out
 
 
