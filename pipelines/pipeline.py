@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
@@ -28,10 +29,11 @@ PREPROCESSING_MODULE = str(Path(__file__).with_name("preprocessing.py"))
 TRAINER_MODULE = str(Path(__file__).with_name("trainer.py"))
 # TFMA slices: overall, by a user attribute, by the ad's level-1 category.
 SLICE_KEYS = ("gender", "tag_l1")
+GAUC_MODULE = "pipelines.gauc"
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """TFMA config: per-output AUC, AUC-PR, calibration, example count; a click-AUC gate."""
+    """TFMA config: per-output AUC, AUC-PR, GAUC, calibration, example count; a click-AUC gate."""
     tasks = config.model_config().tasks
 
     def metrics(gated: bool) -> list[tfma.MetricConfig]:
@@ -52,6 +54,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name="Calibration"),
             tfma.MetricConfig(class_name="MeanLabel"),
             tfma.MetricConfig(class_name="MeanPrediction"),
+            # AUC per user, weighted by impressions (pipelines/gauc.py; reads the raw user_id feature).
+            tfma.MetricConfig(class_name="GAUC", module=GAUC_MODULE, config=json.dumps({"name": "gauc"})),
         ]
 
     return tfma.EvalConfig(

@@ -30,6 +30,7 @@ from tfx_bsl.public import tfxio  # noqa: E402
 from mvke_tf.config import FeatureConfig  # noqa: E402
 from mvke_tf.data import synthetic  # noqa: E402
 from mvke_tf.data import transform as T  # noqa: E402
+from mvke_tf.export.saved_model import tag_tower_outputs, user_tower_outputs  # noqa: E402
 from mvke_tf.models import ModelConfig, UserTagModel, build_model  # noqa: E402
 from mvke_tf.train import compile_model  # noqa: E402
 
@@ -97,16 +98,12 @@ def signatures(
     def user_tower(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         transformed = model.tft_layer(tf.io.parse_example(examples, user_spec))
         features = {f.name: transformed[f.name] for f in model.feature_config.user_fields}
-        return {f"{t}_experts": v for t, v in model.user_tower_outputs(features, training=False).items()}
+        return user_tower_outputs(model, features)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tags")])
     def tag_tower(tags: tf.Tensor) -> dict[str, tf.Tensor]:
-        ids = T.multi_valued_ids(tags, raw_config.tag_field)  # the same ids Transform computes
-        out = {}
-        for t, (e, w) in model.tag_tower_outputs(ids, training=False).items():
-            out[f"{t}_embedding"] = e
-            out[f"{t}_gate"] = w
-        return out
+        # The same ids Transform computes for the tag field.
+        return tag_tower_outputs(model, T.multi_valued_ids(tags, raw_config.tag_field))
 
     return {
         "serving_default": serving_default.get_concrete_function(),

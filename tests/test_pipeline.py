@@ -285,4 +285,9 @@ def test_local_pipeline_end_to_end(tmp_path):
         auc = overall[task][""]["auc"]["doubleValue"]
         assert 0.0 <= auc <= 1.0
         print(f"{task}: TFMA AUC {auc:.3f}")
+        # GAUC (pipelines/gauc.py) is reported per output; NaN only when no user has both labels.
+        assert "gauc" in overall[task][""], sorted(overall[task][""])
+        gauc = overall[task][""]["gauc"]["doubleValue"]
+        assert math.isnan(gauc) or 0.0 <= gauc <= 1.0, gauc
+        print(f"{task}: TFMA GAUC {gauc:.3f}")
     assert len(result.slicing_metrics) > 1  # gender / tag_l1 slices

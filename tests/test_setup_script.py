@@ -22,4 +22,3 @@ def test_no_python310_fails_with_what_it_tried(tmp_path):
     assert "$PYTHON=/usr/bin/python3" in res.stderr  # says what it tried
     assert "pyenv install 3.10" in res.stderr and "PYTHON=/path/to/python3.10" in res.stderr  # and how to fix it
     assert not (tmp_path / "venv").exists()
-

@@ -34,6 +34,20 @@ def feature_specs(feature_config: FeatureConfig, user_only: bool = False) -> dic
     return specs
 
 
+def user_tower_outputs(model: tf.keras.Model, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    """The ``user_tower`` signature's outputs: ``<task>_experts [B, S_task, d_out]``."""
+    return {f"{t}_experts": v for t, v in model.user_tower_outputs(features, training=False).items()}
+
+
+def tag_tower_outputs(model: tf.keras.Model, tags: tf.Tensor) -> dict[str, tf.Tensor]:
+    """The ``tag_tower`` signature's outputs: ``<task>_embedding [B, d_out]``, ``<task>_gate [B, S_task]``."""
+    out = {}
+    for t, (e, w) in model.tag_tower_outputs(tags, training=False).items():
+        out[f"{t}_embedding"] = e
+        out[f"{t}_gate"] = w
+    return out
+
+
 def serving_functions(model: tf.keras.Model) -> dict[str, tf.types.experimental.ConcreteFunction]:
     """The three signature functions of ``model``, traced."""
     fc = model.feature_config
@@ -44,16 +58,11 @@ def serving_functions(model: tf.keras.Model) -> dict[str, tf.types.experimental.
 
     @tf.function(input_signature=[feature_specs(fc, user_only=True)])
     def user_tower(features):
-        out = model.user_tower_outputs(features, training=False)
-        return {f"{t}_experts": v for t, v in out.items()}
+        return user_tower_outputs(model, features)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tags")])
     def tag_tower(tags):
-        out = {}
-        for t, (e, w) in model.tag_tower_outputs(tags, training=False).items():
-            out[f"{t}_embedding"] = e
-            out[f"{t}_gate"] = w
-        return out
+        return tag_tower_outputs(model, tags)
 
     return {
         "serving_default": serving_default.get_concrete_function(),
