@@ -16,7 +16,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="mvke-tf", help="pipeline name")
     p.add_argument("--root", default="runs/tfx", help="pipeline root (artifacts, metadata.db, serving/)")
     p.add_argument("--data-root", default="runs/data", help="directory of raw CSV files")
-    p.add_argument("--input-pattern", default="*/part-*.csv", help="CSV glob relative to --data-root")
+    p.add_argument(
+        "--input-pattern",
+        default="*/part-*.csv",
+        help="CSV glob relative to --data-root; a '{SPAN}' (e.g. 'span-{SPAN}/*.csv') reads the latest span only",
+    )
     p.add_argument("--features-yaml", default="", help="FeatureConfig YAML (default: <data-root>/features.yaml)")
     p.add_argument("--serving-dir", default="", help="push destination (default: <root>/serving)")
     p.add_argument("--model", default="mvke_mt", help="model_type")
@@ -24,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--train-steps", type=int, default=1000)
     p.add_argument("--eval-steps", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-warm-start", action="store_true", help="train from scratch, not from the last blessed model")
     p.add_argument("--auc-floor", type=float, default=0.5, help="least click AUC the Evaluator blesses")
     p.add_argument("--output", default="pipeline.json", help="compile-kubeflow: output JSON file")
     p.add_argument("--image", default="tensorflow/tfx:1.16.0", help="compile-kubeflow: component image")
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_steps=args.eval_steps,
         batch_size=args.batch_size,
         eval_auc_floor=args.auc_floor,
+        warm_start=not args.no_warm_start,
     )
     if args.command == "run":
         run_local(config)

@@ -21,7 +21,9 @@ class PipelineConfig:
       metadata_path: SQLite ML Metadata file (local runs).
       features_yaml: the raw :class:`~mvke_tf.config.FeatureConfig` YAML (e.g. the
         generator's ``features.yaml``); empty uses the synthetic default.
-      input_pattern: glob of the CSV files relative to ``data_root``.
+      input_pattern: glob of the CSV files relative to ``data_root``. It may hold a ``{SPAN}``
+        placeholder (e.g. ``span-{SPAN}/*.csv``): ExampleGen then reads only the latest span
+        (the largest number), so each run trains on the newest day's data.
       model_type: model variant, one of :data:`mvke_tf.models.MODEL_TYPES`.
       model_overrides: other :class:`~mvke_tf.models.ModelConfig` fields (e.g. sizes).
       train_steps: Trainer steps (over all epochs).
@@ -35,6 +37,8 @@ class PipelineConfig:
       eval_auc_change: the largest click-AUC drop vs the last blessed model still blessed.
       train_eval_split: hash buckets of the train and eval splits (default 4:1).
       beam_pipeline_args: Apache Beam options for the Beam-based components.
+      warm_start: the Trainer starts from the weights of the latest blessed model (when there
+        is one and its architecture matches), i.e. incremental training across runs.
     """
 
     pipeline_name: str
@@ -57,6 +61,7 @@ class PipelineConfig:
     eval_auc_change: float = 0.01
     train_eval_split: tuple[int, int] = (4, 1)
     beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
+    warm_start: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
@@ -73,7 +78,9 @@ class PipelineConfig:
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 fail(name, "give a directory path")
         if not self.input_pattern:
-            fail("input_pattern", "give a glob relative to data_root, e.g. '*.csv'")
+            fail("input_pattern", "give a glob relative to data_root, e.g. '*.csv' or 'span-{SPAN}/*.csv'")
+        if self.input_pattern.count("{SPAN}") > 1:
+            fail("input_pattern", "use the '{SPAN}' placeholder at most once")
         if self.model_type not in MODEL_TYPES:
             fail("model_type", f"use one of {', '.join(MODEL_TYPES)}")
         if "model_type" in self.model_overrides:
@@ -96,6 +103,11 @@ class PipelineConfig:
             fail("eval_auc_change", "use an allowed AUC drop in [0, 1]")
         if len(self.train_eval_split) != 2 or min(self.train_eval_split) < 1:
             fail("train_eval_split", "give two positive hash-bucket counts, e.g. (4, 1)")
+
+    @property
+    def uses_spans(self) -> bool:
+        """Whether ``input_pattern`` has a ``{SPAN}`` placeholder (ExampleGen reads the latest span)."""
+        return "{SPAN}" in self.input_pattern
 
     def model_config(self) -> ModelConfig:
         """The :class:`ModelConfig`: ``model_type`` plus ``model_overrides``."""

@@ -76,6 +76,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
     train_buckets, eval_buckets = config.train_eval_split
     example_gen = tfx.components.CsvExampleGen(
         input_base=config.data_root,
+        # A '{SPAN}' in the pattern makes ExampleGen read the latest span only (e.g. 'span-{SPAN}/*.csv').
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=config.input_pattern)]),
         output_config=tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
@@ -98,6 +99,14 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
         module_file=PREPROCESSING_MODULE,
         custom_config=custom_config,
     )
+    model_resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    # Incremental training: the Trainer warm-starts from the latest blessed model (trainer.py checks
+    # that its architecture matches); the same model is the Evaluator's baseline.
+    warm_start = {"base_model": model_resolver.outputs["model"]} if config.warm_start else {}
     trainer = tfx.components.Trainer(
         module_file=TRAINER_MODULE,
         examples=transform.outputs["transformed_examples"],
@@ -106,12 +115,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
         train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
         custom_config=custom_config,
+        **warm_start,
     )
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     evaluator = tfx.components.Evaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],

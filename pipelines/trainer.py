@@ -10,6 +10,12 @@ carries the Transform graph, so clients send raw ``tf.Example`` records:
 * ``user_tower``: serialized raw ``tf.Example`` ``[B]`` -> ``<task>_experts [B, S_task, d]``;
 * ``tag_tower``: raw tags ``[B]`` (one tag each) -> ``<task>_embedding``, ``<task>_gate``.
 
+Warm start (incremental training): next to the SavedModel, ``<model>/warm_start/`` holds a TF
+checkpoint of the model's weights and ``meta.json`` (the model's config, its weights' names and
+shapes). When the Trainer gets a ``base_model`` (the latest blessed model) whose ``meta.json``
+matches the new model, ``run_fn`` restores those weights before training; otherwise it logs why and
+starts fresh. ``<model_run_dir>/warm_start.json`` records what happened.
+
 This file is TFX's ``module_file``; it imports only the library, TFX's public API and TFT.
 """
 
@@ -19,11 +25,13 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+import json  # noqa: E402
 from collections.abc import Mapping  # noqa: E402
 from typing import Any  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
+from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
@@ -35,6 +43,8 @@ from mvke_tf.models import ModelConfig, UserTagModel, build_model  # noqa: E402
 from mvke_tf.train import compile_model  # noqa: E402
 
 DEFAULT_NUM_BUCKETS = 10  # keep equal to pipelines.preprocessing.DEFAULT_NUM_BUCKETS
+WARM_START_DIR = "warm_start"  # sibling of the SavedModel dir in the Model artifact
+WARM_START_MARKER = "warm_start.json"  # in the Trainer's model_run_dir
 
 
 def _raw_feature_config(custom_config: Mapping[str, Any]) -> FeatureConfig:
@@ -113,6 +123,66 @@ def signatures(
     }
 
 
+def warm_start_dir(serving_model_dir: str) -> str:
+    """``<model artifact>/warm_start``: the weights checkpoint next to the SavedModel (not pushed)."""
+    return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), WARM_START_DIR)
+
+
+def _weights_meta(model: UserTagModel) -> dict[str, Any]:
+    """What must match for a warm start: the model's config and its weights' names and shapes, in order."""
+    weights = [[w.name, list(w.shape)] for w in model.weights]
+    return {"model": json.loads(json.dumps(model.get_config())), "weights": weights}
+
+
+def weights_digest(model: UserTagModel) -> float:
+    """Sum of the absolute values of all weights (a cheap fingerprint to compare runs)."""
+    return float(sum(tf.reduce_sum(tf.abs(tf.cast(w, tf.float64))).numpy() for w in model.weights))
+
+
+def save_warm_start(model: UserTagModel, serving_model_dir: str) -> str:
+    """Writes the weights checkpoint and ``meta.json`` for the next run's warm start; returns the dir."""
+    out = warm_start_dir(serving_model_dir)
+    tf.io.gfile.makedirs(out)
+    # Only the model's variables (not the optimizer: its state and learning rate start anew each run).
+    tf.train.Checkpoint(weights=list(model.weights)).write(os.path.join(out, "ckpt"))
+    meta = {**_weights_meta(model), "digest": weights_digest(model)}
+    with tf.io.gfile.GFile(os.path.join(out, "meta.json"), "w") as f:
+        f.write(json.dumps(meta, indent=1))
+    return out
+
+
+def restore_warm_start(model: UserTagModel, base_model: str | None) -> dict[str, Any]:
+    """Restores ``model``'s weights from the base model's checkpoint when it matches; never raises.
+
+    Returns what happened: ``warm_started``, ``source`` and ``reason`` (and the restored weights'
+    ``digest`` on success).
+    """
+    if not base_model:
+        return {"warm_started": False, "source": None, "reason": "no base model (no blessed model yet)"}
+    source = warm_start_dir(base_model)
+    meta_path = os.path.join(source, "meta.json")
+    result: dict[str, Any] = {"warm_started": False, "source": source}
+    if not tf.io.gfile.exists(meta_path):
+        return {**result, "reason": f"the base model has no warm-start checkpoint ({meta_path} is missing)"}
+    with tf.io.gfile.GFile(meta_path) as f:
+        saved = json.loads(f.read())
+    expected = _weights_meta(model)
+    if saved.get("model") != expected["model"]:
+        return {**result, "reason": "the base model's config (feature or model config) differs from the new one"}
+    if saved.get("weights") != expected["weights"]:
+        return {**result, "reason": "the base model's weights (names or shapes) differ from the new model's"}
+    before = [w.numpy() for w in model.weights]
+    try:
+        status = tf.train.Checkpoint(weights=list(model.weights)).read(os.path.join(source, "ckpt"))
+        status.assert_existing_objects_matched()
+    except (tf.errors.OpError, AssertionError, ValueError) as e:
+        for w, value in zip(model.weights, before):  # leave no half-restored model behind
+            w.assign(value)
+        return {**result, "reason": f"restoring the checkpoint failed: {e}"}
+    digest = weights_digest(model)
+    return {**result, "warm_started": True, "reason": "restored the base model's weights", "digest": digest}
+
+
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains ``fn_args.train_steps`` steps and exports to ``fn_args.serving_model_dir``."""
     custom = dict(fn_args.custom_config or {})
@@ -129,7 +199,16 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config, batch_size, seed)
     valid = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, batch_size, seed)
 
-    model = compile_model(build_model(config, model_config), float(custom.get("learning_rate", 1e-3)))
+    model = build_model(config, model_config)
+    warm = restore_warm_start(model, fn_args.base_model)
+    if warm["warm_started"]:
+        logging.info("Trainer: warm-started from %s", warm["source"])
+    else:
+        logging.warning("Trainer: training from scratch (no warm start): %s", warm["reason"])
+    tf.io.gfile.makedirs(fn_args.model_run_dir)
+    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, WARM_START_MARKER), "w") as f:
+        f.write(json.dumps(warm, indent=1))
+    model = compile_model(model, float(custom.get("learning_rate", 1e-3)))
     model.fit(
         train,
         epochs=epochs,
@@ -139,4 +218,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
         verbose=2,
     )
+    # Before signatures(): the checkpoint holds the model's own weights only (not the Transform layer's).
+    logging.info("Trainer: wrote the warm-start checkpoint to %s", save_warm_start(model, fn_args.serving_model_dir))
     tf.saved_model.save(model, fn_args.serving_model_dir, signatures=signatures(model, tf_transform_output, raw_config))
