@@ -12,29 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from pipeline_helpers import TINY, pipeline_config
 
 from mvke_tf.config import ConfigError
 from mvke_tf.data import synthetic
 from mvke_tf.data import transform as T
 from mvke_tf.models import ModelConfig, build_model
 
-TINY = dict(embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
 E2E_DATA = synthetic.SyntheticConfig(num_rows=3000, num_users=300, num_ads=200, taxonomy=(4, 3, 5), seed=1)
 
 
 def _config(tmp: Path, **kw):
-    from pipelines.config import PipelineConfig
-
-    base = dict(
-        pipeline_name="mvke-test",
-        pipeline_root=str(tmp / "root"),
-        data_root=str(tmp / "data"),
-        serving_dir=str(tmp / "serving"),
-        metadata_path=str(tmp / "metadata.db"),
-        model_type="mvke_mt",
-        model_overrides=TINY,
-    )
-    return PipelineConfig(**{**base, **kw})
+    return pipeline_config(tmp, name="mvke-test", **kw)
 
 
 # ------------------------------------------------------------------ pure TF parts

@@ -6,26 +6,15 @@ import time
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import TINY, pipeline_config
 
 from mvke_tf.data import synthetic
 
-TINY = dict(embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
 SPAN_DATA = dict(num_rows=3000, num_users=300, num_ads=200, taxonomy=(4, 3, 5))
 
 
 def _config(tmp: Path, **kw):
-    from pipelines.config import PipelineConfig
-
-    base = dict(
-        pipeline_name="mvke-incremental",
-        pipeline_root=str(tmp / "root"),
-        data_root=str(tmp / "data"),
-        serving_dir=str(tmp / "serving"),
-        metadata_path=str(tmp / "metadata.db"),
-        model_type="mvke_mt",
-        model_overrides=TINY,
-    )
-    return PipelineConfig(**{**base, **kw})
+    return pipeline_config(tmp, name="mvke-incremental", **kw)
 
 
 def _tiny_model(**overrides):
