@@ -37,6 +37,11 @@ class PipelineConfig:
       eval_auc_change: the largest click-AUC drop vs the last blessed model still blessed.
       train_eval_split: hash buckets of the train and eval splits (default 4:1).
       beam_pipeline_args: Apache Beam options for the Beam-based components.
+      schema_path: a curated schema (``schema.pbtxt``, e.g. a SchemaGen output of an earlier run):
+        ImportSchemaGen then replaces SchemaGen, so each run's data is validated against it.
+        Empty: SchemaGen infers a schema from each run's statistics.
+      block_on_anomalies: an ``AnomaliesGate`` after the ExampleValidator stops the run before
+        Transform when there are anomalies (nothing is trained or pushed).
       warm_start: the Trainer starts from the weights of the latest blessed model (when there
         is one and its architecture matches), i.e. incremental training across runs.
     """
@@ -62,6 +67,8 @@ class PipelineConfig:
     train_eval_split: tuple[int, int] = (4, 1)
     beam_pipeline_args: tuple[str, ...] = ("--direct_running_mode=in_memory", "--direct_num_workers=1")
     warm_start: bool = True
+    schema_path: str = ""
+    block_on_anomalies: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
@@ -101,6 +108,8 @@ class PipelineConfig:
             fail("eval_auc_floor", "use an AUC in [0, 1]")
         if not 0.0 <= self.eval_auc_change <= 1.0:
             fail("eval_auc_change", "use an allowed AUC drop in [0, 1]")
+        if not isinstance(self.schema_path, str):
+            fail("schema_path", "give the path of a schema.pbtxt, or '' to infer the schema")
         if len(self.train_eval_split) != 2 or min(self.train_eval_split) < 1:
             fail("train_eval_split", "give two positive hash-bucket counts, e.g. (4, 1)")
 

@@ -2,8 +2,8 @@
 
 ::
 
-  CsvExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator
-        |                              |
+  CsvExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator -> AnomaliesGate
+        |                              |                                                      | (raises on anomalies)
         +------------------------> Transform (preprocessing.py) -> Trainer (trainer.py)
         |                                                             |
         +--> Evaluator (TFMA, vs the latest blessed model) <----------+
@@ -24,6 +24,7 @@ import tensorflow_model_analysis as tfma  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from pipelines.config import PipelineConfig  # noqa: E402
+from pipelines.gates import AnomaliesGate  # noqa: E402
 
 PREPROCESSING_MODULE = str(Path(__file__).with_name("preprocessing.py"))
 TRAINER_MODULE = str(Path(__file__).with_name("trainer.py"))
@@ -88,10 +89,17 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
         ),
     )
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
+    if config.schema_path:  # a curated schema: each run's data is validated against it
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
+    else:
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     )
+    # Anomalies stop the run before Transform, so bad data never trains nor pushes a model.
+    anomalies_gate = None
+    if config.block_on_anomalies:
+        anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     custom_config = config.custom_config()
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
@@ -99,6 +107,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
         module_file=PREPROCESSING_MODULE,
         custom_config=custom_config,
     )
+    if anomalies_gate is not None:
+        transform.add_upstream_node(anomalies_gate)
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -138,6 +148,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
             statistics_gen,
             schema_gen,
             example_validator,
+            *([anomalies_gate] if anomalies_gate is not None else []),
             transform,
             trainer,
             model_resolver,

@@ -1,0 +1,134 @@
+"""Nothing bad gets pushed, nothing pushed is lost: the anomalies gate, the run report and the CLI's exit status."""
+
+import csv
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from pipeline_helpers import TINY
+
+from mvke_tf.data import synthetic
+
+DATA = synthetic.SyntheticConfig(num_rows=2000, num_users=200, num_ads=150, taxonomy=(4, 3, 5), seed=3)
+BAD_FIELD = "avg_ctr_7d"
+
+
+def _write_anomalies(split_dir: Path, **fields: str) -> None:
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+
+    proto = anomalies_pb2.Anomalies()
+    for name, short in fields.items():
+        info = proto.anomaly_info[name]
+        info.short_description = short
+        info.description = f"{short} (details)"
+    split_dir.mkdir(parents=True)
+    (split_dir / "SchemaDiff.pb").write_bytes(proto.SerializeToString())
+
+
+def test_read_anomalies_and_report_lines(tmp_path):
+    from pipelines.report import FieldAnomaly, RunReport, read_anomalies
+
+    _write_anomalies(tmp_path / "Split-train", avg_ctr_7d="Unexpected data type")
+    _write_anomalies(tmp_path / "Split-eval")
+    found = read_anomalies(tmp_path)
+    assert found == (FieldAnomaly("train", "avg_ctr_7d", "Unexpected data type: Unexpected data type (details)"),)
+
+    bad = RunReport(run_id="r", anomalies=found, anomalies_uri=str(tmp_path), failed=("AnomaliesGate",))
+    text = "\n".join(bad.lines())
+    assert "field 'avg_ctr_7d' (train): Unexpected data type" in text and "pushed: nothing" in text
+    assert not bad.ok
+    both = RunReport(
+        run_id="r", anomalies=(*found, FieldAnomaly("eval", found[0].field, found[0].description)), anomalies_uri="a"
+    )
+    assert [line for line in both.lines() if "field '" in line] == [
+        "  field 'avg_ctr_7d' (train, eval): Unexpected data type: Unexpected data type (details)"
+    ]
+    good = RunReport(run_id="r", anomalies_uri=str(tmp_path), blessed=True, pushed="/s/1")
+    assert good.ok and "no anomalies" in "\n".join(good.lines()) and "pushed: /s/1" in good.lines()
+    assert not RunReport(run_id="r", blessed=False).ok
+
+
+def test_schema_path_switches_to_import_schema_gen(tmp_path):
+    from pipeline_helpers import pipeline_config
+
+    from pipelines.pipeline import create_pipeline
+
+    ids = {c.id for c in create_pipeline(pipeline_config(tmp_path, schema_path=str(tmp_path / "s.pbtxt"))).components}
+    assert {"ImportSchemaGen", "AnomaliesGate"} <= ids and "SchemaGen" not in ids
+    ids = {c.id for c in create_pipeline(pipeline_config(tmp_path, block_on_anomalies=False)).components}
+    assert "SchemaGen" in ids and "AnomaliesGate" not in ids
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _garble(src: Path, dest: Path, column: str) -> None:
+    """Copies the CSV data set, with ``column`` filled with text."""
+    shutil.copytree(src, dest)
+    for part in dest.glob("*/part-*.csv"):
+        with open(part) as f:
+            rows = list(csv.DictReader(f))
+        with open(part, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows({**r, column: "n/a"} for r in rows)
+
+
+@pytest.mark.pipeline
+def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
+    from pipelines.__main__ import EXIT_BLOCKED, main
+    from pipelines.report import run_report
+
+    data = tmp_path / "data"
+    synthetic.generate(DATA, data)
+    root = tmp_path / "tfx"
+    common = [
+        "--name", "mvke-guards", "--root", str(root), "--input-pattern", "*/part-*.csv",
+        "--features-yaml", str(data / "features.yaml"), "--model-overrides", json.dumps(TINY),
+        "--train-steps", "20", "--eval-steps", "2", "--batch-size", "128", "--auc-floor", "0.0",
+    ]  # fmt: skip
+
+    # Run 1: clean data, blessed (AUC floor 0) and pushed.
+    start = time.perf_counter()
+    assert main(["run", "--data-root", str(data), *common]) == 0
+    print(f"\nrun 1 (clean): {time.perf_counter() - start:.1f} s")
+    out = capsys.readouterr().out
+    report = run_report(root / "metadata.db", "mvke-guards")
+    assert report.anomalies == () and report.anomalies_uri and report.blessed is True and report.ok
+    pushed = Path(report.pushed)
+    assert pushed.parent == root / "serving" and pushed.name.isdigit() and (pushed / "saved_model.pb").is_file()
+    for line in (f"pushed: {pushed}", "blessing: BLESSED", "data validation: no anomalies", "evaluation: "):
+        assert line in out, (line, out)
+    before = _digest(root / "serving")
+
+    # Run 2: the same data with a numeric column garbled, validated against run 1's schema.
+    schema = sorted((root / "artifacts" / "SchemaGen" / "schema").glob("*/schema.pbtxt"))[-1]
+    bad = tmp_path / "bad"
+    _garble(data, bad, BAD_FIELD)
+    start = time.perf_counter()
+    status = main(["run", "--data-root", str(bad), "--schema", str(schema), *common])
+    print(f"run 2 (garbled {BAD_FIELD}): {time.perf_counter() - start:.1f} s")
+    captured = capsys.readouterr()
+    with capsys.disabled():
+        print(captured.out + captured.err)
+    assert status == EXIT_BLOCKED
+    assert f"field '{BAD_FIELD}'" in captured.out and "pushed: nothing" in captured.out
+    assert "data validation found" in captured.err and "nothing was pushed" in captured.err
+
+    report = run_report(root / "metadata.db", "mvke-guards")
+    assert {a.field for a in report.anomalies} >= {BAD_FIELD}, report.anomalies
+    assert report.pushed is None and report.blessed is None and report.model_uri is None
+    assert "AnomaliesGate" in report.failed
+    assert (
+        not (root / "artifacts" / "Trainer" / "model").exists()
+        or len(list((root / "artifacts" / "Trainer" / "model").iterdir())) == 1
+    )  # run 2 never trained
+    assert _digest(root / "serving") == before  # the pushed model is untouched, no new version
