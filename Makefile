@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 setup:  ## create .venv (Python 3.10) with the pinned stack; fast when up to date
 	@bash scripts/setup.sh
 
-run: setup  ## the main job on the embedded synthetic default: prints per-task AUC and the oracle AUC
-	@$(VENV)/bin/mvke-tf demo
+run: setup  ## the main job: synthetic data, then the TFX pipeline (validate, transform, train, evaluate, push)
+	@$(VENV)/bin/mvke-tf data synth --out runs/data
+	@$(VENV)/bin/mvke-tf pipeline run --config pipelines/configs/synthetic.yaml
 
 test: setup  ## lint, then the default test suite (benchmarks excluded)
 	@$(VENV)/bin/ruff check .
@@ -19,6 +20,7 @@ lint: setup
 
 bench: setup  ## heavier checks and benchmarks (writes figures to docs/benchmarks.md)
 	@$(PY) -m benchmarks.models --rows 400000 --seeds 3
+	@$(PY) -m benchmarks.pipeline --rows 100000 400000 1000000
 
 lock:  ## re-resolve requirements/lock.txt from setup.py in a scratch venv (needs network)
 	@bash scripts/lock.sh

@@ -109,13 +109,23 @@ def _model_config(args: argparse.Namespace):
 def _train(data_dir: Path, args: argparse.Namespace) -> dict:
     from mvke_tf.train import TrainConfig, format_report, train_and_evaluate
 
-    tc = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=args.seed)
+    tc = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        strategy=getattr(args, "strategy", "default"),
+    )
     report = train_and_evaluate(
         data_dir, _model_config(args), tc, out_dir=args.model_dir, verbose=2 if sys.stdout.isatty() else 0
     )
     model = report.pop("model")
     if args.model_dir:
-        model.save_weights(str(Path(args.model_dir) / "weights"))
+        from mvke_tf import distribute
+
+        # Every worker saves (saving may run collective ops); only the chief's copy is kept.
+        with distribute.write_dir(args.model_dir, model.distribute_strategy) as out:
+            model.save_weights(str(Path(out) / "weights"))
     print(format_report(report))
     return report
 
@@ -187,11 +197,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model-dir", help="where to write report.json and weights")
     train.add_argument("--seed", type=int, default=0)
     _add_train_args(train)
+    train.add_argument(
+        "--strategy",
+        default="default",
+        choices=("default", "mirrored", "multi_worker"),
+        help="tf.distribute strategy: default (one device), mirrored (local GPUs) or multi_worker "
+        "(one process per worker, each with its TF_CONFIG; worker 0 writes the report); "
+        "--batch-size is the global batch",
+    )
     train.set_defaults(func=cmd_train)
 
     pipe = sub.add_parser(
         "pipeline",
-        help="the TFX pipeline: `pipeline run ...` locally, `pipeline compile-kubeflow ...` (see `pipeline -h`)",
+        help="the TFX pipeline: `pipeline run` locally, `pipeline compile --target kubeflow` (see `pipeline -h`)",
         add_help=False,
     )
     pipe.add_argument("pipeline_args", nargs=argparse.REMAINDER)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -12,8 +13,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from mvke_tf import distribute
 from mvke_tf.config import ConfigError, FeatureConfig
-from mvke_tf.data.dataset import make_dataset
+from mvke_tf.data.dataset import make_dataset, resolve_files
 from mvke_tf.metrics import auc
 from mvke_tf.models.config import ModelConfig
 from mvke_tf.models.user_tag import UserTagModel, build_model
@@ -25,10 +27,15 @@ class TrainConfig:
 
     Attributes:
       epochs: passes over the training files.
-      batch_size: examples per step.
+      batch_size: examples per step: the *global* batch, split across all replicas (each of
+        ``num_replicas_in_sync`` replicas gets ``batch_size / replicas``), so one step sees the
+        same number of examples whatever the strategy.
       learning_rate: Adam learning rate.
       seed: seeds weight initialisation and shuffling.
       shuffle_buffer: examples held for shuffling.
+      strategy: the ``tf.distribute`` strategy, one of :data:`mvke_tf.distribute.STRATEGIES`:
+        ``default`` (one device), ``mirrored`` (the local GPUs) or ``multi_worker`` (several
+        processes or machines, from ``TF_CONFIG``; see :mod:`mvke_tf.distribute`).
     """
 
     epochs: int = 1
@@ -36,8 +43,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 0
     shuffle_buffer: int = 20_000
+    strategy: str = "default"
 
     def __post_init__(self) -> None:
+        distribute.validate_strategy(self.strategy)
         if self.epochs < 1:
             raise ConfigError(f"epochs={self.epochs} must be >= 1")
         if self.batch_size < 1:
@@ -132,6 +141,10 @@ def train_and_evaluate(
     Returns:
       A report with per-task eval AUC (and oracle AUC), training time and throughput.
     """
+    # The strategy first: multi-worker collective ops must be set up before other TensorFlow ops run.
+    strategy = distribute.make_strategy(train_config.strategy)
+    workers = distribute.num_workers(strategy)
+    chief = distribute.is_chief(strategy)
     data_dir = Path(data_dir)
     feature_config = FeatureConfig.from_yaml(data_dir / "features.yaml")
     missing = [t for t in model_config.tasks if t not in feature_config.labels]
@@ -140,7 +153,15 @@ def train_and_evaluate(
             f"model tasks {missing} have no label column; the data has labels {list(feature_config.labels)}"
         )
     tf.keras.utils.set_random_seed(train_config.seed)
-    model = compile_model(build_model(feature_config, model_config), train_config.learning_rate)
+    with strategy.scope():
+        model = compile_model(build_model(feature_config, model_config), train_config.learning_rate)
+    train_rows = _count_rows(data_dir, "train")
+    steps_per_epoch = None
+    if workers > 1:
+        # Every worker must run the same number of steps, or the last collective op never completes:
+        # repeat the data and cut epochs by steps (of the global batch).
+        train_rows = train_rows if train_rows is not None else _count_file_rows(data_dir / "train", feature_config)
+        steps_per_epoch = max(1, math.ceil(train_rows / train_config.batch_size))
     train_ds = make_dataset(
         data_dir / "train",
         feature_config,
@@ -148,31 +169,54 @@ def train_and_evaluate(
         shuffle=True,
         seed=train_config.seed,
         shuffle_buffer=train_config.shuffle_buffer,
+        num_epochs=None if steps_per_epoch else 1,
     )
+    if workers > 1:
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = distribute.shard_policy(
+            resolve_files(data_dir / "train"), workers
+        )
+        train_ds = train_ds.with_options(options)
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=train_config.epochs, verbose=verbose)
+    history = model.fit(train_ds, epochs=train_config.epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)
     train_seconds = time.perf_counter() - start
-    train_rows = _count_rows(data_dir, "train")
-    start = time.perf_counter()
-    metrics = evaluate(model, data_dir / "eval", feature_config)
-    eval_seconds = time.perf_counter() - start
     report = {
         "model_type": model_config.model_type,
         "model_config": model_config.to_dict(),
         "train_config": dataclasses.asdict(train_config),
-        "eval": metrics,
+        "eval": {},
         "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
+        "eval_seconds": 0.0,
         "train_examples_per_second": (train_rows * train_config.epochs / train_seconds) if train_rows else None,
         "final_loss": float(history.history["loss"][-1]),
         "num_parameters": int(model.count_params()),
     }
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2))
+    if train_config.strategy != "default":
+        report["distribution"] = {
+            "strategy": train_config.strategy,
+            "num_workers": workers,
+            "num_replicas_in_sync": int(strategy.num_replicas_in_sync),
+            "chief": chief,
+            "steps_per_epoch": steps_per_epoch,
+            "weights_sha256": distribute.weights_sha256(model),
+        }
+    if chief:  # the other workers' models are the same (synchronous training): only the chief evaluates
+        start = time.perf_counter()
+        report["eval"] = evaluate(model, data_dir / "eval", feature_config)
+        report["eval_seconds"] = time.perf_counter() - start
+        if out_dir is not None:
+            out = Path(out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "report.json").write_text(json.dumps(report, indent=2))
+    distribute.barrier(strategy)
     report["model"] = model
     return report
+
+
+def _count_file_rows(files: Any, feature_config: FeatureConfig) -> int:
+    """Rows in ``files`` by reading them (when there is no ``metadata.json``)."""
+    ds = make_dataset(files, feature_config, batch_size=8192)
+    return int(ds.reduce(np.int64(0), lambda n, b: n + tf.cast(tf.shape(b[1][feature_config.labels[0]])[0], tf.int64)))
 
 
 def _count_rows(data_dir: Path, split: str) -> int | None:
@@ -188,9 +232,17 @@ def format_report(report: Mapping[str, Any]) -> str:
     for task, m in report["eval"].items():
         oracle = m.get("oracle_auc", float("nan"))
         lines.append(f"{task:<12} {m['examples']:>9d} {m['positives']:>9d} {m['auc']:>10.4f} {oracle:>11.4f}")
+    dist = report.get("distribution")
+    if dist and not dist["chief"]:
+        lines.append("(not the chief: the chief evaluates and writes the report)")
     eps = report.get("train_examples_per_second")
     lines.append(
         f"model {report['model_type']}: {report['num_parameters']:,} parameters, "
         f"trained in {report['train_seconds']:.1f} s" + (f" ({eps:,.0f} examples/s)" if eps else "")
     )
+    if dist:
+        lines.append(
+            f"strategy {dist['strategy']}: {dist['num_workers']} worker(s), "
+            f"{dist['num_replicas_in_sync']} replica(s) in sync; weights sha256 {dist['weights_sha256']}"
+        )
     return "\n".join(lines)

@@ -1,4 +1,9 @@
-"""``python -m pipelines {run,compile-kubeflow}``: run the TFX pipeline locally or compile it for KFP v2."""
+"""``mvke-tf pipeline {run,compile}``: run the TFX pipeline locally, or compile it for Kubeflow Pipelines v2.
+
+Settings come from the flags, from a YAML file (``--config``; its keys are the flags' names with
+``_`` for ``-``, plus any other :class:`~pipelines.config.PipelineConfig` field), or both: a flag
+given on the command line wins over the file, the file wins over the defaults.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +11,177 @@ import argparse
 import json
 import os
 import sys
+import time
+from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
+from mvke_tf.config import ConfigError  # noqa: E402
+
+EXIT_BLOCKED = 3  # the run finished or stopped without a (new) blessed model: anomalies or no blessing
+
+# Flag defaults; kept apart from argparse so a --config file can tell given flags from defaults.
+DEFAULTS: dict[str, Any] = {
+    "name": "mvke-tf",
+    "root": "runs/tfx",
+    "data_root": "runs/data",
+    "input_format": "csv",
+    "input_pattern": "",
+    "eval_pattern": "",
+    "features_yaml": "",
+    "serving_dir": "",
+    "model": "mvke_mt",
+    "model_overrides": {},
+    "train_steps": 1000,
+    "eval_steps": 100,
+    "batch_size": 256,
+    "no_warm_start": False,
+    "schema": "",
+    "auc_floor": 0.5,
+    "distribution": "default",
+    "output": "pipeline.json",
+    "image": "tensorflow/tfx:1.16.0",
+    "target": "kubeflow",
+}
+DEFAULT_PATTERNS = {"csv": "*/part-*.csv", "tfrecord": "*/part-*.tfrecord.gz"}
+# PipelineConfig fields a --config file may set that have no flag of their own.
+_FILE_ONLY = (
+    "epochs",
+    "learning_rate",
+    "num_buckets",
+    "seed",
+    "eval_auc_change",
+    "train_eval_split",
+    "beam_pipeline_args",
+    "block_on_anomalies",
+)
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mvke-tf pipeline", description=__doc__)
-    p.add_argument("command", choices=("run", "compile-kubeflow"))
-    p.add_argument("--name", default="mvke-tf", help="pipeline name")
-    p.add_argument("--root", default="runs/tfx", help="pipeline root (artifacts, metadata.db, serving/)")
-    p.add_argument("--data-root", default="runs/data", help="directory of raw CSV files")
-    p.add_argument(
-        "--input-pattern",
-        default="*/part-*.csv",
-        help="CSV glob relative to --data-root; a '{SPAN}' (e.g. 'span-{SPAN}/*.csv') reads the latest span only",
-    )
-    p.add_argument("--features-yaml", default="", help="FeatureConfig YAML (default: <data-root>/features.yaml)")
-    p.add_argument("--serving-dir", default="", help="push destination (default: <root>/serving)")
-    p.add_argument("--model", default="mvke_mt", help="model_type")
-    p.add_argument("--model-overrides", default="{}", help="JSON of other ModelConfig fields")
-    p.add_argument("--train-steps", type=int, default=1000)
-    p.add_argument("--eval-steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--no-warm-start", action="store_true", help="train from scratch, not from the last blessed model")
-    p.add_argument(
-        "--schema", default="", help="curated schema.pbtxt to validate the data against (default: infer each run)"
-    )
-    p.add_argument("--auc-floor", type=float, default=0.5, help="least click AUC the Evaluator blesses")
-    p.add_argument("--output", default="pipeline.json", help="compile-kubeflow: output JSON file")
-    p.add_argument("--image", default="tensorflow/tfx:1.16.0", help="compile-kubeflow: component image")
+    p = argparse.ArgumentParser(prog="mvke-tf pipeline", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    run = sub.add_parser("run", help="run the pipeline here (LocalDagRunner, Beam DirectRunner, SQLite MLMD)")
+    compile_ = sub.add_parser("compile", help="compile the pipeline for an orchestrator (--target kubeflow)")
+    legacy = sub.add_parser("compile-kubeflow", help="same as `compile --target kubeflow`")
+    S = argparse.SUPPRESS  # noqa: N806 - defaults stay out of the namespace: only flags given on the command line are in it
+    for q in (run, compile_, legacy):
+        q.add_argument("--config", help="YAML file of settings (keys: these flags' names, or PipelineConfig fields)")
+        q.add_argument("--name", default=S, help="pipeline name (default mvke-tf)")
+        q.add_argument("--root", default=S, help="pipeline root: artifacts/, metadata.db, serving/ (default runs/tfx)")
+        q.add_argument("--data-root", default=S, help="directory of the input files (default runs/data)")
+        q.add_argument("--input-format", choices=("csv", "tfrecord"), default=S, help="csv (default) or tfrecord")
+        q.add_argument(
+            "--input-pattern",
+            default=S,
+            help="glob relative to --data-root (default */part-*.csv, */part-*.tfrecord.gz); "
+            "a '{SPAN}' (e.g. 'span-{SPAN}/*.csv') reads the latest span only",
+        )
+        q.add_argument(
+            "--eval-pattern",
+            default=S,
+            help="eval files' glob: --input-pattern is then the train split (e.g. train/*.csv + eval/*.csv, "
+            "train on day D and test on day D+1); default: a 4:1 hash split of --input-pattern",
+        )
+        q.add_argument("--features-yaml", default=S, help="FeatureConfig YAML (default <data-root>/features.yaml)")
+        q.add_argument("--serving-dir", default=S, help="push destination (default <root>/serving)")
+        q.add_argument("--model", default=S, help="model_type (default mvke_mt)")
+        q.add_argument("--model-overrides", default=S, help="JSON of other ModelConfig fields")
+        q.add_argument("--train-steps", type=int, default=S, help="default 1000")
+        q.add_argument("--eval-steps", type=int, default=S, help="default 100")
+        q.add_argument("--batch-size", type=int, default=S, help="default 256")
+        q.add_argument("--no-warm-start", action="store_true", default=S, help="train from scratch every run")
+        q.add_argument("--schema", default=S, help="curated schema.pbtxt (ImportSchemaGen); default: infer each run")
+        q.add_argument("--auc-floor", type=float, default=S, help="least click AUC the Evaluator blesses (0.5)")
+        q.add_argument("--distribution", choices=("default", "mirrored", "multi_worker"), default=S)
+    compile_.add_argument("--target", choices=("kubeflow",), default=S, help="orchestrator (default kubeflow)")
+    for q in (compile_, legacy):
+        q.add_argument("--output", default=S, help="output JSON file (default pipeline.json)")
+        q.add_argument("--image", default=S, help="container image of the components (default tensorflow/tfx:1.16.0)")
     return p
 
 
-EXIT_BLOCKED = 3  # the run finished or stopped without a (new) blessed model: anomalies or no blessing
+def _load_settings(path: str) -> dict[str, Any]:
+    import yaml
+
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--config {path}: no such file") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of settings, got {type(loaded).__name__}")
+    known = set(DEFAULTS) | set(_FILE_ONLY)
+    settings = {str(k).replace("-", "_"): v for k, v in loaded.items()}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        valid = ", ".join(sorted(known))
+        raise ConfigError(f"--config {path}: unknown setting(s) {', '.join(unknown)}; fix: use {valid}")
+    return settings
+
+
+def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults, then the --config file, then the flags given on the command line."""
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    file_settings = _load_settings(args.config) if getattr(args, "config", None) else {}
+    settings = {**DEFAULTS, **file_settings, **given}
+    if isinstance(settings["model_overrides"], str):
+        try:
+            settings["model_overrides"] = json.loads(settings["model_overrides"])
+        except json.JSONDecodeError as e:
+            fix = "e.g. '{\"embedding_dim\": 16}'"
+            raise ConfigError(f"--model-overrides is not valid JSON ({e}); fix: {fix}") from e
+    if not settings["input_pattern"]:
+        settings["input_pattern"] = DEFAULT_PATTERNS[settings["input_format"]]
+    return settings
+
+
+def config_from_settings(settings: dict[str, Any], for_run: bool = True):
+    """The :class:`PipelineConfig` the settings describe."""
+    from pipelines.config import PipelineConfig
+
+    root, data_root = settings["root"], settings["data_root"]
+    features = settings["features_yaml"] or os.path.join(data_root, "features.yaml")
+    extra = {k: settings[k] for k in _FILE_ONLY if k in settings}
+    if "train_eval_split" in extra:
+        extra["train_eval_split"] = tuple(extra["train_eval_split"])
+    if "beam_pipeline_args" in extra:
+        extra["beam_pipeline_args"] = tuple(extra["beam_pipeline_args"])
+    if settings["features_yaml"] and not os.path.exists(features):
+        raise FileNotFoundError(f"--features-yaml {features}: no such file")
+    return PipelineConfig(
+        pipeline_name=settings["name"],
+        pipeline_root=os.path.join(root, "artifacts"),
+        data_root=data_root,
+        serving_dir=settings["serving_dir"] or os.path.join(root, "serving"),
+        metadata_path=os.path.join(root, "metadata.db") if for_run else "",
+        features_yaml=features if os.path.exists(features) else "",
+        input_format=settings["input_format"],
+        input_pattern=settings["input_pattern"],
+        eval_pattern=settings["eval_pattern"],
+        model_type=settings["model"],
+        model_overrides=settings["model_overrides"],
+        train_steps=settings["train_steps"],
+        eval_steps=settings["eval_steps"],
+        batch_size=settings["batch_size"],
+        eval_auc_floor=settings["auc_floor"],
+        warm_start=not settings["no_warm_start"],
+        schema_path=settings["schema"],
+        distribution=settings["distribution"],
+        **extra,
+    )
+
+
+def _oracle_auc(config) -> list[str]:
+    """The synthetic generator's oracle AUC per task, when the eval split is exactly its eval day."""
+    path = os.path.join(config.data_root, "metadata.json")
+    if config.eval_pattern != "eval/part-*.csv" and config.eval_pattern != "eval/part-*.tfrecord.gz":
+        return []
+    try:
+        with open(path) as f:
+            oracle = json.load(f).get("oracle_auc_eval", {})
+    except (OSError, ValueError):
+        return []
+    return [f"{task} {value:.4f}" for task, value in oracle.items()]
 
 
 def _run(config) -> int:
@@ -46,11 +189,18 @@ def _run(config) -> int:
     from pipelines.pipeline import run_local
     from pipelines.report import run_report
 
+    if not os.path.isdir(config.data_root):
+        raise FileNotFoundError(
+            f"--data-root {config.data_root}: no such directory; fix: `mvke-tf data synth --out {config.data_root}`"
+        )
+    print(f"running pipeline {config.pipeline_name}: data {config.data_root}, root {config.pipeline_root}", flush=True)
+    start = time.perf_counter()
     error: Exception | None = None
     try:
         run_local(config)
     except Exception as e:  # noqa: BLE001 - a stopped run is reported below (anomalies) or re-raised
         error = e
+    seconds = time.perf_counter() - start
     try:
         report = run_report(config.metadata_path, config.pipeline_name)
     except (LookupError, FileNotFoundError):
@@ -60,10 +210,19 @@ def _run(config) -> int:
     if error is not None and not report.anomalies:
         raise error
     print("\n".join(report.lines()))
+    if report.evaluation_uri:
+        from pipelines.evaluation import format_auc_table, slice_metrics
+
+        print("\nevaluation (eval split, per slice):")
+        print("\n".join(format_auc_table(slice_metrics(report.evaluation_uri), config.model_config().tasks)))
+        oracle = _oracle_auc(config)
+        if oracle:
+            print("oracle AUC of the eval day (the generator's true probabilities): " + ", ".join(oracle))
+    print(f"\npipeline run took {seconds:.0f} s")
     if report.anomalies:
         print(
-            f"error: data validation found {len(report.anomalies)} anomalies; the run stopped before training and "
-            f"nothing was pushed (the models under {config.serving_dir} are unchanged). "
+            f"error: data validation found anomalies in {len({a.field for a in report.anomalies})} field(s); the run "
+            f"stopped before training and nothing was pushed (the models under {config.serving_dir} are unchanged). "
             "fix: repair the data, or pass an updated --schema",
             file=sys.stderr,
         )
@@ -71,42 +230,26 @@ def _run(config) -> int:
     if report.blessed is not True:
         print(
             f"error: the model was not blessed (click AUC floor {config.eval_auc_floor}, largest drop "
-            f"{config.eval_auc_change}); nothing was pushed. See the evaluation at {report.evaluation_uri}",
+            f"{config.eval_auc_change} vs the last blessed model); nothing was pushed. "
+            f"See the evaluation at {report.evaluation_uri}",
             file=sys.stderr,
         )
         return EXIT_BLOCKED
-    print(f"pipeline finished; blessed models are pushed under {config.serving_dir}")
+    print(f"pipeline finished; the blessed model is pushed to {report.pushed}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
-    from pipelines.config import PipelineConfig
-    from pipelines.pipeline import compile_kubeflow
-
     args = _parser().parse_args(argv)
-    features = args.features_yaml or os.path.join(args.data_root, "features.yaml")
-    config = PipelineConfig(
-        pipeline_name=args.name,
-        pipeline_root=os.path.join(args.root, "artifacts"),
-        data_root=args.data_root,
-        serving_dir=args.serving_dir or os.path.join(args.root, "serving"),
-        metadata_path=os.path.join(args.root, "metadata.db") if args.command == "run" else "",
-        features_yaml=features if os.path.exists(features) else "",
-        input_pattern=args.input_pattern,
-        model_type=args.model,
-        model_overrides=json.loads(args.model_overrides),
-        train_steps=args.train_steps,
-        eval_steps=args.eval_steps,
-        batch_size=args.batch_size,
-        eval_auc_floor=args.auc_floor,
-        warm_start=not args.no_warm_start,
-        schema_path=args.schema,
-    )
+    settings = settings_from_args(args)
+    config = config_from_settings(settings, for_run=args.command == "run")
     if args.command == "run":
         return _run(config)
-    else:
-        print(f"wrote {compile_kubeflow(config, args.output, image=args.image)}")
+    from pipelines.pipeline import compile_kubeflow
+
+    path = compile_kubeflow(config, settings["output"], image=settings["image"])
+    print(f"wrote {path} (Kubeflow Pipelines v2 spec; components run in {settings['image']})")
     return 0
 
 

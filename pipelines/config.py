@@ -8,6 +8,9 @@ from typing import Any
 from mvke_tf.config import ConfigError
 from mvke_tf.models.config import MODEL_TYPES, ModelConfig
 
+INPUT_FORMATS = ("csv", "tfrecord")
+DISTRIBUTIONS = ("default", "mirrored", "multi_worker")
+
 
 @dataclasses.dataclass(frozen=True)
 class PipelineConfig:
@@ -21,9 +24,16 @@ class PipelineConfig:
       metadata_path: SQLite ML Metadata file (local runs).
       features_yaml: the raw :class:`~mvke_tf.config.FeatureConfig` YAML (e.g. the
         generator's ``features.yaml``); empty uses the synthetic default.
-      input_pattern: glob of the CSV files relative to ``data_root``. It may hold a ``{SPAN}``
+      input_format: ``csv`` (CsvExampleGen) or ``tfrecord`` (ImportExampleGen over gzipped
+        or plain TFRecord files of ``tf.train.Example``, e.g. ``mvke-tf data synth --format tfrecord``).
+      input_pattern: glob of the input files relative to ``data_root``. It may hold a ``{SPAN}``
         placeholder (e.g. ``span-{SPAN}/*.csv``): ExampleGen then reads only the latest span
         (the largest number), so each run trains on the newest day's data.
+      eval_pattern: glob of the eval files relative to ``data_root``. Empty (default): ExampleGen
+        splits ``input_pattern``'s rows by hash (``train_eval_split``). Given: ``input_pattern`` is
+        the train split and ``eval_pattern`` the eval split, e.g. the paper's "train on day D,
+        test on day D+1" (``train/*.csv`` and ``eval/*.csv`` of the synthetic generator, whose
+        last day is the eval split). Both may hold ``{SPAN}``.
       model_type: model variant, one of :data:`mvke_tf.models.MODEL_TYPES`.
       model_overrides: other :class:`~mvke_tf.models.ModelConfig` fields (e.g. sizes).
       train_steps: Trainer steps (over all epochs).
@@ -42,6 +52,9 @@ class PipelineConfig:
         Empty: SchemaGen infers a schema from each run's statistics.
       block_on_anomalies: an ``AnomaliesGate`` after the ExampleValidator stops the run before
         Transform when there are anomalies (nothing is trained or pushed).
+      distribution: the Trainer's ``tf.distribute`` strategy: ``default`` (one device),
+        ``mirrored`` (all local GPUs) or ``multi_worker`` (MultiWorkerMirroredStrategy from the
+        ``TF_CONFIG`` environment variable the orchestrator sets on every worker).
       warm_start: the Trainer starts from the weights of the latest blessed model (when there
         is one and its architecture matches), i.e. incremental training across runs.
     """
@@ -52,7 +65,9 @@ class PipelineConfig:
     serving_dir: str
     metadata_path: str = ""
     features_yaml: str = ""
+    input_format: str = "csv"
     input_pattern: str = "*.csv"
+    eval_pattern: str = ""
     model_type: str = "mvke_mt"
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     train_steps: int = 1000
@@ -69,6 +84,7 @@ class PipelineConfig:
     warm_start: bool = True
     schema_path: str = ""
     block_on_anomalies: bool = True
+    distribution: str = "default"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
@@ -86,8 +102,17 @@ class PipelineConfig:
                 fail(name, "give a directory path")
         if not self.input_pattern:
             fail("input_pattern", "give a glob relative to data_root, e.g. '*.csv' or 'span-{SPAN}/*.csv'")
-        if self.input_pattern.count("{SPAN}") > 1:
-            fail("input_pattern", "use the '{SPAN}' placeholder at most once")
+        if self.input_format not in INPUT_FORMATS:
+            fail("input_format", f"use one of {', '.join(INPUT_FORMATS)}")
+        for name in ("input_pattern", "eval_pattern"):
+            if getattr(self, name).count("{SPAN}") > 1:
+                fail(name, "use the '{SPAN}' placeholder at most once")
+        if self.eval_pattern and ("{SPAN}" in self.eval_pattern) != ("{SPAN}" in self.input_pattern):
+            fail("eval_pattern", "use '{SPAN}' in both input_pattern and eval_pattern, or in neither")
+        if self.eval_pattern == self.input_pattern:
+            fail("eval_pattern", "give the eval files a pattern of their own, or '' to split input_pattern by hash")
+        if self.distribution not in DISTRIBUTIONS:
+            fail("distribution", f"use one of {', '.join(DISTRIBUTIONS)}")
         if self.model_type not in MODEL_TYPES:
             fail("model_type", f"use one of {', '.join(MODEL_TYPES)}")
         if "model_type" in self.model_overrides:
@@ -132,4 +157,5 @@ class PipelineConfig:
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,
             "seed": self.seed,
+            "distribution": self.distribution,
         }

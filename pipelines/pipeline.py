@@ -2,7 +2,7 @@
 
 ::
 
-  CsvExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator -> AnomaliesGate
+  Csv/ImportExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator -> AnomaliesGate
         |                              |                                                      | (raises on anomalies)
         +------------------------> Transform (preprocessing.py) -> Trainer (trainer.py)
         |                                                             |
@@ -28,8 +28,8 @@ from pipelines.gates import AnomaliesGate  # noqa: E402
 
 PREPROCESSING_MODULE = str(Path(__file__).with_name("preprocessing.py"))
 TRAINER_MODULE = str(Path(__file__).with_name("trainer.py"))
-# TFMA slices: overall, by a user attribute, by the ad's level-1 category.
-SLICE_KEYS = ("gender", "tag_l1")
+# TFMA slices: overall, by two user attributes, by the ad's level-1 category.
+SLICE_KEYS = ("gender", "age_bucket", "tag_l1")
 GAUC_MODULE = "pipelines.gauc"
 
 
@@ -72,22 +72,37 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
     )
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config: object | None = None) -> tfx.dsl.Pipeline:
-    """The pipeline's components wired together (no orchestrator specifics)."""
-    train_buckets, eval_buckets = config.train_eval_split
-    example_gen = tfx.components.CsvExampleGen(
-        input_base=config.data_root,
+def _example_gen(config: PipelineConfig) -> tfx.types.BaseComponent:
+    """CsvExampleGen or ImportExampleGen, with a hash split or a split by input pattern (train day / eval day)."""
+    if config.eval_pattern:
+        # The paper's protocol: train on day D, evaluate on day D+1 -- the files say which is which.
+        input_config = tfx.proto.Input(
+            splits=[
+                tfx.proto.Input.Split(name="train", pattern=config.input_pattern),
+                tfx.proto.Input.Split(name="eval", pattern=config.eval_pattern),
+            ]
+        )
+        output_config = None
+    else:
         # A '{SPAN}' in the pattern makes ExampleGen read the latest span only (e.g. 'span-{SPAN}/*.csv').
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="single_split", pattern=config.input_pattern)]),
-        output_config=tfx.proto.Output(
+        single = tfx.proto.Input.Split(name="single_split", pattern=config.input_pattern)
+        input_config = tfx.proto.Input(splits=[single])
+        train_buckets, eval_buckets = config.train_eval_split
+        output_config = tfx.proto.Output(
             split_config=tfx.proto.SplitConfig(
                 splits=[
                     tfx.proto.SplitConfig.Split(name="train", hash_buckets=train_buckets),
                     tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
                 ]
             )
-        ),
-    )
+        )
+    component = tfx.components.CsvExampleGen if config.input_format == "csv" else tfx.components.ImportExampleGen
+    return component(input_base=config.data_root, input_config=input_config, output_config=output_config)
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config: object | None = None) -> tfx.dsl.Pipeline:
+    """The pipeline's components wired together (no orchestrator specifics)."""
+    example_gen = _example_gen(config)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     if config.schema_path:  # a curated schema: each run's data is validated against it
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
@@ -173,8 +188,9 @@ def run_local(config: PipelineConfig) -> None:
 def compile_kubeflow(config: PipelineConfig, output_json: str | Path, image: str = "tensorflow/tfx:1.16.0") -> Path:
     """Compiles the pipeline to a Kubeflow Pipelines v2 JSON spec; returns its path.
 
-    The module files are referenced by path, so ``image`` must hold this repository at
-    the same location (or the paths in ``config`` must be on a shared filesystem).
+    TFX packages the module files (``pipelines/``) as wheels under ``<pipeline_root>/_wheels/``
+    while compiling, so the pipeline root must be storage the cluster reads (e.g. ``gs://``), and
+    ``image`` must hold the ``mvke_tf`` library (``pipelines/Dockerfile`` builds one).
     """
     output_json = Path(output_json)
     output_json.parent.mkdir(parents=True, exist_ok=True)

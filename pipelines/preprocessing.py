@@ -69,7 +69,7 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
             b = tft.bucketize(filled, buckets, weights=tf.cast(tf.logical_not(missing), tf.float32), name=spec.name)
             outputs[spec.name] = T.numeric_bucket_ids(x, b)
         elif spec.kind == MULTI_VALUED:
-            outputs[spec.name] = T.multi_valued_ids(T.to_dense_column(inputs[spec.name], ""), spec)
+            outputs[spec.name] = T.multi_valued_ids(T.joined_column(inputs[spec.name], spec.separator), spec)
         elif spec.kind == CATEGORICAL:
             outputs[spec.name] = T.categorical_ids(T.to_dense_column(inputs[spec.name], ""), spec)
     for label in config.labels:

@@ -2,6 +2,8 @@
 
 Reads ML Metadata (SQLite) and the artifact files only; it imports neither TFX nor TFDV, so
 it also works after a failed run (e.g. the anomalies gate stopped it before the Trainer).
+For each anomalous field it counts the rows (ExampleGen's tf.Examples of the run, per split)
+that violate the run's schema, so the report says how many rows to repair.
 
 ::
 
@@ -13,22 +15,39 @@ it also works after a failed run (e.g. the anomalies gate stopped it before the 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 ANOMALIES_FILE = "SchemaDiff.pb"
+DATASET = "<dataset>"
 
 
 @dataclasses.dataclass(frozen=True)
 class FieldAnomaly:
-    """One anomalous field of one split (``field`` is ``"<dataset>"`` for dataset-level anomalies)."""
+    """One anomalous field of one split (``field`` is ``"<dataset>"`` for dataset-level anomalies).
+
+    ``rows`` of ``total`` rows of the split violate the schema in this field (None: not counted).
+    """
 
     split: str
     field: str
     description: str
+    rows: int | None = None
+    total: int | None = None
+
+    @property
+    def counted(self) -> str:
+        """``"37 of 1,612 rows"``, or ``""`` when not counted."""
+        if self.rows is None:
+            return ""
+        return f"{self.rows:,} of {self.total:,} rows" if self.total is not None else f"{self.rows:,} rows"
 
     def line(self) -> str:
-        return f"field '{self.field}' ({self.split}): {self.description}"
+        counted = f"{self.counted}: " if self.counted else ""
+        return f"field '{self.field}' ({self.split}): {counted}{self.description}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,11 +87,15 @@ class RunReport:
         if self.anomalies_uri is None:
             out.append("data validation: did not run")
         elif self.anomalies:
-            by_field: dict[tuple[str, str], list[str]] = {}
-            for a in self.anomalies:  # one line per field (and description), naming its splits
-                by_field.setdefault((a.field, a.description), []).append(a.split)
-            out.append(f"data validation: anomalies in {len({f for f, _ in by_field})} field(s)")
-            out += [f"  field '{f}' ({', '.join(splits)}): {d}" for (f, d), splits in by_field.items()]
+            # One line per field and description, naming its splits; per split where rows were counted.
+            by_field: dict[tuple[str, str, str, str], list[str]] = {}
+            for a in self.anomalies:
+                by_field.setdefault((a.field, a.description, a.counted, a.counted and a.split), []).append(a.split)
+            out.append(f"data validation: anomalies in {len({key[0] for key in by_field})} field(s)")
+            out += [
+                f"  field '{f}' ({', '.join(splits)}): {c + ': ' if c else ''}{d}"
+                for (f, d, c, _), splits in by_field.items()
+            ]
         else:
             out.append("data validation: no anomalies")
         out.append(f"  anomalies: {self.anomalies_uri}" if self.anomalies_uri else "")
@@ -101,7 +124,7 @@ def read_anomalies(anomalies_uri: str | os.PathLike) -> tuple[FieldAnomaly, ...]
         for name, info in sorted(proto.anomaly_info.items()):
             found.append(FieldAnomaly(split, name, _describe(info)))
         if proto.HasField("dataset_anomaly_info"):
-            found.append(FieldAnomaly(split, "<dataset>", _describe(proto.dataset_anomaly_info)))
+            found.append(FieldAnomaly(split, DATASET, _describe(proto.dataset_anomaly_info)))
     return tuple(found)
 
 
@@ -111,6 +134,138 @@ def _describe(info) -> str:
     if short and long and long != short:
         return f"{short}: {long}"
     return short or long or "anomaly"
+
+
+def _field_check(feature, string_domains: dict[str, Collection[str]]):
+    """``check(tf.train.Feature | None) -> bool``: True when the value violates the schema ``feature``.
+
+    ``feature`` None: the column is not in the schema, so every row that has it violates it.
+    """
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    if feature is None:
+        return lambda value: value is not None
+    lo, hi = 0, None
+    if feature.HasField("shape"):
+        lo = hi = math.prod(d.size for d in feature.shape.dim)
+    elif feature.HasField("value_count"):
+        lo, hi = feature.value_count.min, (feature.value_count.max or None)
+    required = feature.presence.min_fraction >= 1.0 or lo > 0
+    kind = feature.type
+    domain: Collection[str] | None = None
+    if feature.HasField("string_domain"):
+        domain = set(feature.string_domain.value)
+    elif feature.HasField("domain"):
+        domain = string_domains.get(feature.domain)
+    bools = None
+    if feature.HasField("bool_domain"):
+        b = feature.bool_domain
+        bools = {b.true_value, b.false_value} if kind == schema_pb2.BYTES and b.true_value else {0, 1}
+    ints = feature.int_domain if feature.HasField("int_domain") else None
+    floats = feature.float_domain if feature.HasField("float_domain") else None
+
+    def parse(v):  # a value as the schema's type; None: it does not parse
+        if kind == schema_pb2.INT:
+            if isinstance(v, bytes):
+                try:
+                    return int(v.decode().strip())
+                except (UnicodeDecodeError, ValueError):
+                    return None
+            return int(v) if float(v).is_integer() else None
+        if kind == schema_pb2.FLOAT:
+            if isinstance(v, bytes):
+                try:
+                    return float(v.decode().strip())
+                except (UnicodeDecodeError, ValueError):
+                    return None
+            return float(v)
+        return v.decode(errors="replace") if isinstance(v, bytes) else str(v)
+
+    def bad_value(x) -> bool:
+        if x is None:
+            return True
+        if bools is not None and x not in bools:
+            return True
+        if ints is not None and ((ints.HasField("min") and x < ints.min) or (ints.HasField("max") and x > ints.max)):
+            return True
+        if floats is not None and (
+            (floats.HasField("min") and x < floats.min) or (floats.HasField("max") and x > floats.max)
+        ):
+            return True
+        return domain is not None and x not in domain
+
+    def check(value) -> bool:
+        kind_field = value.WhichOneof("kind") if value is not None else None
+        values = list(getattr(value, kind_field).value) if kind_field else []
+        if not values:
+            return required
+        if len(values) < lo or (hi is not None and len(values) > hi):
+            return True
+        return any(bad_value(parse(v)) for v in values)
+
+    return check
+
+
+def example_files(examples_uri: str | os.PathLike, split: str) -> list[Path]:
+    """The TFRecord files of one split of an ``Examples`` artifact (``Split-<name>/*``)."""
+    return sorted(p for p in (Path(examples_uri) / f"Split-{split}").glob("*") if p.is_file())
+
+
+def count_violations(files: Iterable[str | os.PathLike], schema, fields: Collection[str]) -> tuple[dict[str, int], int]:
+    """Rows of the tf.Example files (gzipped when named ``*.gz``) that violate ``schema`` in each of ``fields``.
+
+    A row violates a field when the field is missing or empty but required (presence 1.0 or a shape),
+    has a value that does not parse as the schema's type (``b"n/a"`` in a FLOAT column), a value outside
+    its bool / int / float / string domain, or the wrong number of values; or, for a field not in the
+    schema, when the row has it. Streams the files.
+
+    Returns:
+      ``({field: rows}, total rows)``.
+    """
+    import tensorflow as tf
+
+    by_name = {f.name: f for f in schema.feature}
+    domains = {d.name: set(d.value) for d in schema.string_domain}
+    checks = {name: _field_check(by_name.get(name), domains) for name in fields}
+    counts = dict.fromkeys(checks, 0)
+    total = 0
+    for path in files:
+        compression = "GZIP" if str(path).endswith(".gz") else ""
+        for record in tf.data.TFRecordDataset(str(path), compression_type=compression):
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            total += 1
+            for name, check in checks.items():
+                if check(feature.get(name)):
+                    counts[name] += 1
+    return counts, total
+
+
+def count_anomalous_rows(
+    anomalies: Iterable[FieldAnomaly], examples_uri: str | os.PathLike, schema_uri: str | os.PathLike
+) -> tuple[FieldAnomaly, ...]:
+    """``anomalies`` with their ``rows`` and ``total`` counted in the ExampleGen output ``examples_uri``,
+    against the schema artifact ``schema_uri`` (``schema.pbtxt``). Dataset-level anomalies are not counted."""
+    from google.protobuf import text_format
+    from tensorflow_metadata.proto.v0 import schema_pb2
+
+    anomalies = tuple(anomalies)
+    schema = text_format.Parse((Path(schema_uri) / "schema.pbtxt").read_text(), schema_pb2.Schema())
+    fields_by_split: dict[str, set[str]] = {}
+    for a in anomalies:
+        if a.field != DATASET:
+            fields_by_split.setdefault(a.split, set()).add(a.field)
+    counted: dict[str, tuple[dict[str, int], int]] = {}
+    for split, fields in fields_by_split.items():
+        files = example_files(examples_uri, split)
+        if files:
+            counted[split] = count_violations(files, schema, sorted(fields))
+    out = []
+    for a in anomalies:
+        if a.split in counted and a.field in counted[a.split][0]:
+            counts, total = counted[a.split]
+            a = dataclasses.replace(a, rows=counts[a.field], total=total)
+        out.append(a)
+    return tuple(out)
 
 
 def _blessing(uri: str, properties) -> bool | None:
@@ -159,17 +314,35 @@ def run_report(metadata_path: str | os.PathLike, pipeline_name: str | None = Non
     # Outputs of this run's components (not the resolver's picks from earlier runs).
     producers = {e.id for e in executions if "resolver" not in type_names.get(e.type_id, "").lower()}
     events = store.get_events_by_execution_ids(list(producers)) if producers else []
-    output_ids = sorted({ev.artifact_id for ev in events if ev.type == metadata_store_pb2.Event.OUTPUT})
+    outputs = [ev for ev in events if ev.type == metadata_store_pb2.Event.OUTPUT]
+    output_ids = sorted({ev.artifact_id for ev in outputs})
     artifacts = store.get_artifacts_by_id(output_ids) if output_ids else []
     artifact_types = {t.id: t.name for t in store.get_artifact_types()}
+    execution_types = {e.id: type_names.get(e.type_id, "") for e in executions}
+    producer = {ev.artifact_id: execution_types.get(ev.execution_id, "") for ev in outputs}
     latest: dict[str, object] = {}
+    # ExampleGen's raw examples and SchemaGen's / ImportSchemaGen's schema (Transform also outputs Examples
+    # and a Schema: its transformed examples and post-transform schema).
+    raw: dict[str, object] = {}
     for artifact in sorted(artifacts, key=lambda a: a.id):
         if artifact.state == metadata_store_pb2.Artifact.LIVE:
-            latest[artifact_types.get(artifact.type_id, "")] = artifact
+            type_name = artifact_types.get(artifact.type_id, "")
+            latest[type_name] = artifact
+            made_by = producer.get(artifact.id, "").rsplit(".", 1)[-1]
+            if (type_name == "Examples" and "ExampleGen" in made_by) or (
+                type_name == "Schema" and "SchemaGen" in made_by
+            ):
+                raw[type_name] = artifact
 
     report: dict = {"run_id": run.name, "failed": failed}
     if (anomalies := latest.get("ExampleAnomalies")) is not None:
-        report.update(anomalies_uri=anomalies.uri, anomalies=read_anomalies(anomalies.uri))
+        found = read_anomalies(anomalies.uri)
+        if found and "Examples" in raw and "Schema" in raw:
+            try:
+                found = count_anomalous_rows(found, raw["Examples"].uri, raw["Schema"].uri)
+            except Exception as e:  # noqa: BLE001 - the anomalies are reported without row counts
+                logging.getLogger(__name__).warning("could not count the anomalous rows: %s", e)
+        report.update(anomalies_uri=anomalies.uri, anomalies=found)
     if (blessing := latest.get("ModelBlessing")) is not None:
         report.update(blessing_uri=blessing.uri, blessed=_blessing(blessing.uri, blessing.custom_properties))
     if (evaluation := latest.get("ModelEvaluation")) is not None:

@@ -35,6 +35,7 @@ from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 from tfx_bsl.public import tfxio  # noqa: E402
 
+from mvke_tf import distribute  # noqa: E402
 from mvke_tf.config import FeatureConfig  # noqa: E402
 from mvke_tf.data import synthetic  # noqa: E402
 from mvke_tf.data import transform as T  # noqa: E402
@@ -193,31 +194,46 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     epochs = max(1, min(int(custom.get("epochs", 1)), int(fn_args.train_steps)))
 
     seed = int(custom.get("seed", 0))
+    # The strategy before other TensorFlow ops; on multi-worker, TFX's Trainer sets TF_CONFIG.
+    strategy = distribute.make_strategy(str(custom.get("distribution", "default")))
+    chief = distribute.is_chief(strategy)
     tf.keras.utils.set_random_seed(seed)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config, batch_size, seed)
     valid = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, batch_size, seed)
 
-    model = build_model(config, model_config)
-    warm = restore_warm_start(model, fn_args.base_model)
+    if distribute.num_workers(strategy) > 1:
+        # The input repeats (TFXIO), so workers run the same steps; split each global batch by example.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train, valid = train.with_options(options), valid.with_options(options)
+
+    with strategy.scope():
+        model = build_model(config, model_config)
+        warm = restore_warm_start(model, fn_args.base_model)
+        model = compile_model(model, float(custom.get("learning_rate", 1e-3)))
     if warm["warm_started"]:
         logging.info("Trainer: warm-started from %s", warm["source"])
     else:
         logging.warning("Trainer: training from scratch (no warm start): %s", warm["reason"])
-    tf.io.gfile.makedirs(fn_args.model_run_dir)
-    with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, WARM_START_MARKER), "w") as f:
-        f.write(json.dumps(warm, indent=1))
-    model = compile_model(model, float(custom.get("learning_rate", 1e-3)))
-    model.fit(
-        train,
-        epochs=epochs,
-        steps_per_epoch=max(1, int(fn_args.train_steps) // epochs),
-        validation_data=valid,
-        validation_steps=max(1, int(fn_args.eval_steps or 1)),
-        callbacks=[tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")],
-        verbose=2,
-    )
-    # Before signatures(): the checkpoint holds the model's own weights only (not the Transform layer's).
-    logging.info("Trainer: wrote the warm-start checkpoint to %s", save_warm_start(model, fn_args.serving_model_dir))
-    tf.saved_model.save(model, fn_args.serving_model_dir, signatures=signatures(model, tf_transform_output, raw_config))
+    if chief:
+        tf.io.gfile.makedirs(fn_args.model_run_dir)
+        with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, WARM_START_MARKER), "w") as f:
+            f.write(json.dumps(warm, indent=1))
+    # Steps, not passes: the input repeats, so every worker runs the same number of steps.
+    with distribute.write_dir(fn_args.model_run_dir, strategy) as run_dir:
+        model.fit(
+            train,
+            epochs=epochs,
+            steps_per_epoch=max(1, int(fn_args.train_steps) // epochs),
+            validation_data=valid,
+            validation_steps=max(1, int(fn_args.eval_steps or 1)),
+            callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch")],
+            verbose=2,
+        )
+        # Every worker saves (saving may run collective ops); only the chief's export is kept.
+        serving_dir = fn_args.serving_model_dir if chief else os.path.join(run_dir, "serving_model")
+        # Before signatures(): the checkpoint holds the model's own weights only (not the Transform layer's).
+        logging.info("Trainer: wrote the warm-start checkpoint to %s", save_warm_start(model, serving_dir))
+        tf.saved_model.save(model, serving_dir, signatures=signatures(model, tf_transform_output, raw_config))

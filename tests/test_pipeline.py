@@ -43,6 +43,11 @@ def test_transform_functions_ids_and_padding():
     ids = T.multi_valued_ids(tf.constant(["c1|c2", "c3"]), flat).numpy()
     assert ids.shape == (2, flat.max_values) and (ids[1, 1:] == -1).all()
 
+    # A list column (tf.train.Example input) joins to the CSV's '|'-joined form; empty rows give "".
+    listed = tf.SparseTensor([[0, 0], [0, 1], [2, 0]], tf.constant(["c1", "c2", "c3"]), [3, 2])
+    np.testing.assert_array_equal(T.joined_column(listed, "|").numpy(), [b"c1|c2", b"", b"c3"])
+    np.testing.assert_array_equal(T.joined_column(tf.constant(["c1|c2"]), "|").numpy(), [b"c1|c2"])
+
     gender = fc.field("gender")
     np.testing.assert_array_equal(T.categorical_ids(tf.constant(["", "gen1"]), gender).numpy()[:1], [-1])
 
@@ -194,9 +199,90 @@ def test_cli_compiles_kubeflow(tmp_path, capsys):
     from mvke_tf.cli import main
 
     out = tmp_path / "cli.json"
-    argv = ["pipeline", "compile-kubeflow", "--root", str(tmp_path), "--output", str(out), "--train-steps", "5"]
-    assert main(argv) == 0
+    argv = ["pipeline", "compile", "--target", "kubeflow", "--root", str(tmp_path), "--output", str(out)]
+    assert main([*argv, "--train-steps", "5"]) == 0
     assert "Trainer" in out.read_text() and str(out) in capsys.readouterr().out
+    legacy = tmp_path / "legacy.json"  # the older spelling still works
+    assert main(["pipeline", "compile-kubeflow", "--root", str(tmp_path), "--output", str(legacy)]) == 0
+    assert "Trainer" in legacy.read_text()
+
+
+def test_compile_tfrecord_input_with_a_day_split(tmp_path):
+    from pipelines.pipeline import compile_kubeflow
+
+    cfg = _config(
+        tmp_path,
+        metadata_path="",
+        input_format="tfrecord",
+        input_pattern="train/part-*.tfrecord.gz",
+        eval_pattern="eval/part-*.tfrecord.gz",
+    )
+    text = compile_kubeflow(cfg, tmp_path / "kfp.json").read_text()
+    assert "ImportExampleGen" in text and "CsvExampleGen" not in text
+    # The splits come from the two patterns (train day / eval day), not from a hash split.
+    assert "train/part-*.tfrecord.gz" in text and "eval/part-*.tfrecord.gz" in text and "hash_buckets" not in text
+    for kw, field in (
+        (dict(input_format="parquet"), "input_format"),
+        (dict(input_pattern="span-{SPAN}/*.csv", eval_pattern="eval/*.csv"), "eval_pattern"),
+        (dict(input_pattern="a/*.csv", eval_pattern="a/*.csv"), "eval_pattern"),
+        (dict(distribution="tpu"), "distribution"),
+    ):
+        with pytest.raises(ConfigError, match=field):
+            _config(tmp_path, **kw)
+
+
+def test_cli_settings_file_flags_win(tmp_path):
+    from pipelines.__main__ import _parser, config_from_settings, settings_from_args
+
+    settings_file = tmp_path / "pipeline.yaml"
+    settings_file.write_text(
+        "model: mmoe\ntrain_steps: 7\nlearning_rate: 0.01\nmodel_overrides: {embedding_dim: 8}\n"
+        "input_format: tfrecord\neval_pattern: eval/*.tfrecord.gz\n"
+    )
+    args = _parser().parse_args(["run", "--config", str(settings_file), "--train-steps", "9", "--root", str(tmp_path)])
+    cfg = config_from_settings(settings_from_args(args))
+    assert (cfg.model_type, cfg.train_steps, cfg.learning_rate) == ("mmoe", 9, 0.01)
+    assert cfg.model_config().embedding_dim == 8 and cfg.input_format == "tfrecord"
+    assert cfg.input_pattern == "*/part-*.tfrecord.gz" and cfg.eval_pattern == "eval/*.tfrecord.gz"
+    assert cfg.metadata_path == str(tmp_path / "metadata.db") and cfg.serving_dir == str(tmp_path / "serving")
+
+    settings_file.write_text("train_step: 7\n")
+    with pytest.raises(ConfigError, match="train_step"):
+        settings_from_args(_parser().parse_args(["run", "--config", str(settings_file)]))
+
+
+def test_cli_pipeline_errors_name_the_flag(tmp_path, capsys):
+    from mvke_tf.cli import main
+
+    assert main(["pipeline", "run", "--data-root", str(tmp_path / "missing"), "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--data-root" in err and "mvke-tf data synth" in err
+    assert main(["pipeline", "run", "--model-overrides", "{bad", "--root", str(tmp_path)]) == 2
+    assert "--model-overrides" in capsys.readouterr().err
+
+
+def test_auc_table_lists_every_slice_and_task():
+    from pipelines.evaluation import SliceMetrics, format_auc_table
+
+    rows = [
+        SliceMetrics("overall", {"click": {"auc": 0.61234, "gauc": 0.55, "example_count": 1200.0}, "conversion": {}}),
+        SliceMetrics("gender=gen1", {"click": {"auc": float("nan"), "example_count": 3.0}}),
+    ]
+    lines = format_auc_table(rows, ("click", "conversion"))
+    assert lines[0].split() == [
+        "slice",
+        "examples",
+        "click",
+        "AUC",
+        "click",
+        "GAUC",
+        "conversion",
+        "AUC",
+        "conversion",
+        "GAUC",
+    ]
+    assert lines[1].split() == ["overall", "1,200", "0.6123", "0.5500", "-", "-"]
+    assert lines[2].split() == ["gender=gen1", "3", "-", "-", "-", "-"]
 
 
 # ---------------------------------------------------------------------- end to end
@@ -226,13 +312,20 @@ def _raw_examples(csv_path: Path, n: int) -> list[bytes]:
 @pytest.mark.pipeline
 def test_local_pipeline_end_to_end(tmp_path):
     from pipelines.pipeline import run_local
+    from pipelines.schema import CHECKED_IN
 
     data = tmp_path / "data"
-    synthetic.generate(E2E_DATA, data)
+    synthetic.generate(E2E_DATA, data, formats=("csv", "tfrecord"))
+    # TFRecord input (ImportExampleGen) with the paper's day split: train on the first day, evaluate on the
+    # last; the CSV input with a hash split runs in test_pipeline_guards and test_pipeline_incremental.
     cfg = _config(
         tmp_path,
         features_yaml=str(data / "features.yaml"),
-        input_pattern="*/part-*.csv",
+        input_format="tfrecord",
+        input_pattern="train/part-*.tfrecord.gz",
+        eval_pattern="eval/part-*.tfrecord.gz",
+        # The curated schema: an inferred one would hold the train day's `day` range, and the eval day is out of it.
+        schema_path=str(CHECKED_IN),
         train_steps=60,
         eval_steps=5,
         batch_size=128,
@@ -279,4 +372,9 @@ def test_local_pipeline_end_to_end(tmp_path):
         gauc = overall[task][""]["gauc"]["doubleValue"]
         assert math.isnan(gauc) or 0.0 <= gauc <= 1.0, gauc
         print(f"{task}: TFMA GAUC {gauc:.3f}")
-    assert len(result.slicing_metrics) > 1  # gender / tag_l1 slices
+    slices = {tuple(k) for k, _ in result.slicing_metrics}
+    for feature in ("gender", "age_bucket", "tag_l1"):  # two user fields and the tag's level-1 category
+        assert any(k and k[0][0] == feature for k in slices), (feature, slices)
+    # ExampleGen kept the files' split: the eval split is exactly the last day's rows.
+    meta = json.loads((data / "metadata.json").read_text())
+    assert overall["click"][""]["example_count"]["doubleValue"] == meta["splits"]["eval"]["rows"], meta["splits"]

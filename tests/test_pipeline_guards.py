@@ -1,19 +1,18 @@
 """Nothing bad gets pushed, nothing pushed is lost: the anomalies gate, the run report and the CLI's exit status."""
 
-import csv
 import hashlib
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 from pipeline_helpers import TINY
+from test_schema import BAD_ROWS, corrupt_copy
 
 from mvke_tf.data import synthetic
 
 DATA = synthetic.SyntheticConfig(num_rows=2000, num_users=200, num_ads=150, taxonomy=(4, 3, 5), seed=3)
-BAD_FIELD = "avg_ctr_7d"
+SCHEMA = Path(__file__).parents[1] / "pipelines" / "schemas" / "synthetic.pbtxt"
 
 
 def _write_anomalies(split_dir: Path, **fields: str) -> None:
@@ -46,6 +45,17 @@ def test_read_anomalies_and_report_lines(tmp_path):
     assert [line for line in both.lines() if "field '" in line] == [
         "  field 'avg_ctr_7d' (train, eval): Unexpected data type: Unexpected data type (details)"
     ]
+    counted = RunReport(
+        run_id="r",
+        anomalies=tuple(
+            FieldAnomaly(s, "click", "Out-of-range values", rows=37, total=1612) for s in ("train", "eval")
+        ),
+        anomalies_uri="a",
+    )
+    assert [line for line in counted.lines() if "field '" in line] == [
+        "  field 'click' (train): 37 of 1,612 rows: Out-of-range values",
+        "  field 'click' (eval): 37 of 1,612 rows: Out-of-range values",
+    ]
     good = RunReport(run_id="r", anomalies_uri=str(tmp_path), blessed=True, pushed="/s/1")
     assert good.ok and "no anomalies" in "\n".join(good.lines()) and "pushed: /s/1" in good.lines()
     assert not RunReport(run_id="r", blessed=False).ok
@@ -70,18 +80,6 @@ def _digest(directory: Path) -> dict[str, str]:
     }
 
 
-def _garble(src: Path, dest: Path, column: str) -> None:
-    """Copies the CSV data set, with ``column`` filled with text."""
-    shutil.copytree(src, dest)
-    for part in dest.glob("*/part-*.csv"):
-        with open(part) as f:
-            rows = list(csv.DictReader(f))
-        with open(part, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows({**r, column: "n/a"} for r in rows)
-
-
 @pytest.mark.pipeline
 def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
     from pipelines.__main__ import EXIT_BLOCKED, main
@@ -96,9 +94,9 @@ def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
         "--train-steps", "20", "--eval-steps", "2", "--batch-size", "128", "--auc-floor", "0.0",
     ]  # fmt: skip
 
-    # Run 1: clean data, blessed (AUC floor 0) and pushed.
+    # Run 1: clean data, validated against the curated schema kept in the repo, blessed (AUC floor 0) and pushed.
     start = time.perf_counter()
-    assert main(["run", "--data-root", str(data), *common]) == 0
+    assert main(["run", "--data-root", str(data), "--schema", str(SCHEMA), *common]) == 0
     print(f"\nrun 1 (clean): {time.perf_counter() - start:.1f} s")
     out = capsys.readouterr().out
     report = run_report(root / "metadata.db", "mvke-guards")
@@ -109,22 +107,31 @@ def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
         assert line in out, (line, out)
     before = _digest(root / "serving")
 
-    # Run 2: the same data with a numeric column garbled, validated against run 1's schema.
-    schema = sorted((root / "artifacts" / "SchemaGen" / "schema").glob("*/schema.pbtxt"))[-1]
+    # Run 2: every kind of bad input at once (test_schema.BAD_ROWS): "n/a" in a numeric column, click = 2 and an
+    # empty tags value in some rows, an unknown column in every row.
     bad = tmp_path / "bad"
-    _garble(data, bad, BAD_FIELD)
+    expected = corrupt_copy(data, bad)
     start = time.perf_counter()
-    status = main(["run", "--data-root", str(bad), "--schema", str(schema), *common])
-    print(f"run 2 (garbled {BAD_FIELD}): {time.perf_counter() - start:.1f} s")
+    status = main(["run", "--data-root", str(bad), "--schema", str(SCHEMA), *common])
+    print(f"run 2 (bad rows): {time.perf_counter() - start:.1f} s")
     captured = capsys.readouterr()
     with capsys.disabled():
         print(captured.out + captured.err)
     assert status == EXIT_BLOCKED
-    assert f"field '{BAD_FIELD}'" in captured.out and "pushed: nothing" in captured.out
+    assert "pushed: nothing" in captured.out
     assert "data validation found" in captured.err and "nothing was pushed" in captured.err
 
     report = run_report(root / "metadata.db", "mvke-guards")
-    assert {a.field for a in report.anomalies} >= {BAD_FIELD}, report.anomalies
+    assert {a.field for a in report.anomalies} == set(BAD_ROWS), report.anomalies
+    # ExampleGen re-splits the rows (hash buckets), so the counts per split add up to the bad rows written.
+    splits = {a.split for a in report.anomalies}
+    assert splits == {"train", "eval"}, report.anomalies
+    for field in BAD_ROWS:
+        found = {a.split: a for a in report.anomalies if a.field == field}
+        assert sum(a.rows for a in found.values()) == sum(e[field] for e in expected.values()), (field, found)
+        assert sum(a.total for a in found.values()) == sum(e["rows"] for e in expected.values())
+        for a in found.values():
+            assert f"  field '{field}' ({a.split}): {a.rows:,} of {a.total:,} rows: " in captured.out, (a, captured.out)
     assert report.pushed is None and report.blessed is None and report.model_uri is None
     assert "AnomaliesGate" in report.failed
     assert (

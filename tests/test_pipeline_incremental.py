@@ -1,4 +1,5 @@
-"""Incremental training: ExampleGen reads the latest span; the Trainer warm-starts from the last blessed model."""
+"""Incremental training: ExampleGen reads the latest span; the Trainer warm-starts from the last blessed model;
+the Evaluator's blessing keeps a worse model from being pushed."""
 
 import json
 import shutil
@@ -10,11 +11,21 @@ from pipeline_helpers import TINY, pipeline_config
 
 from mvke_tf.data import synthetic
 
-SPAN_DATA = dict(num_rows=3000, num_users=300, num_ads=200, taxonomy=(4, 3, 5))
+# More clicks than the default, and sharper click odds: a tiny model learns enough in a few dozen steps
+# (eval click AUC ~0.65) for the blessing to tell it from an untrained one (~0.5).
+SPAN_DATA = dict(num_rows=3000, num_users=300, num_ads=200, taxonomy=(4, 3, 5), target_ctr=0.15, click_sharpness=10.0)
+NAME = "mvke-incremental"
 
 
 def _config(tmp: Path, **kw):
-    return pipeline_config(tmp, name="mvke-incremental", **kw)
+    # The command line's layout (<root>/artifacts, <root>/metadata.db, <root>/serving), so the CLI can go on.
+    root = tmp / "tfx"
+    paths = dict(
+        pipeline_root=str(root / "artifacts"),
+        metadata_path=str(root / "metadata.db"),
+        serving_dir=str(root / "serving"),
+    )
+    return pipeline_config(tmp, name=NAME, **{**paths, **kw})
 
 
 def _tiny_model(**overrides):
@@ -92,9 +103,10 @@ def test_incremental_runs_read_the_latest_span_and_warm_start(tmp_path):
         tmp_path,
         features_yaml=str(data / "features.yaml"),
         input_pattern="span-{SPAN}/*.csv",
-        train_steps=20,
+        train_steps=30,
         eval_steps=2,
         batch_size=128,
+        learning_rate=0.01,
         eval_auc_floor=0.0,  # bless (and push) whatever trains; the gate is not what is tested here
         eval_auc_change=1.0,
     )
@@ -127,3 +139,42 @@ def test_incremental_runs_read_the_latest_span_and_warm_start(tmp_path):
     assert Path(second_run["source"]).resolve() == (first_model / trainer.WARM_START_DIR).resolve()
     assert second_run["digest"] == pytest.approx(first_meta["digest"], rel=1e-9)
     assert len(list(Path(cfg.serving_dir).iterdir())) == 2
+
+    # Run 3, through the command line: a broken config (a learning rate typo'd to 1e-9, no warm start)
+    # trains a model that is no better than its random initialization. The Evaluator compares it with the
+    # latest blessed model (run 2's) and does not bless it: nothing is pushed, the pushed versions stay.
+    from pipelines.__main__ import EXIT_BLOCKED, main
+    from pipelines.evaluation import slice_metrics
+    from pipelines.report import run_report
+
+    pushed_before = _digest(Path(cfg.serving_dir))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("learning_rate: 1.0e-9\nno_warm_start: true\neval_auc_change: 0.02\n")
+    start = time.perf_counter()
+    status = main(
+        ["run", "--config", str(broken), "--name", NAME, "--root", str(tmp_path / "tfx"), "--data-root", str(data),
+         "--features-yaml", str(data / "features.yaml"), "--input-pattern", "span-{SPAN}/*.csv",
+         "--model-overrides", json.dumps(TINY), "--train-steps", "20", "--eval-steps", "2", "--batch-size", "128",
+         "--auc-floor", "0.0"]
+    )  # fmt: skip
+    print(f"run 3 (broken config): {time.perf_counter() - start:.1f} s")
+    assert status == EXIT_BLOCKED
+    report = run_report(cfg.metadata_path, NAME)
+    assert report.blessed is False and report.pushed is None and report.model_uri
+    third_run = json.loads((_latest(root, "Trainer", "model_run") / trainer.WARM_START_MARKER).read_text())
+    assert third_run["warm_started"] is False
+    evaluations = sorted((root / "Evaluator" / "evaluation").iterdir(), key=lambda p: int(p.name))
+    auc = [next(r for r in slice_metrics(e) if r.slice == "overall").metrics["click"]["auc"] for e in evaluations[-2:]]
+    print(f"click AUC: run 2 {auc[0]:.3f}, run 3 (broken) {auc[1]:.3f}")
+    assert auc[1] < auc[0] - 0.02, auc
+    assert _digest(Path(cfg.serving_dir)) == pushed_before
+
+
+def _digest(directory: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }

@@ -46,6 +46,19 @@ def to_dense_column(x: tf.Tensor | tf.SparseTensor, default: str | float | int) 
     return x
 
 
+def joined_column(x: tf.Tensor | tf.SparseTensor, separator: str) -> tf.Tensor:
+    """A multi-valued raw column -> ``separator``-joined strings ``[B]`` (``""`` where empty).
+
+    CSV rows hold the list already joined (one string per row); ``tf.train.Example`` rows may hold
+    it as a list of strings (a sparse ``[B, (n)]`` column in Transform, or dense ``[B, n]``).
+    """
+    if isinstance(x, tf.SparseTensor):
+        return tf.strings.reduce_join(tf.RaggedTensor.from_sparse(x), axis=1, separator=separator)
+    if x.shape.rank == 2:
+        return tf.strings.reduce_join(x, axis=1, separator=separator)
+    return x
+
+
 def categorical_ids(values: tf.Tensor, spec: FieldSpec) -> tf.Tensor:
     """Strings ``[B]`` -> hashed ``int64 [B]`` ids, ``-1`` where empty."""
     ids = tf.strings.to_hash_bucket_fast(values, spec.hash_buckets)
