@@ -25,7 +25,11 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["mvke_tf", "mvke_tf.*", "pipelines", "pipelines.*"]),
+    packages=find_packages(include=["mvke_tf", "mvke_tf.*", "pipelines", "pipelines.*", "serving", "serving.*"]),
+    package_data={
+        "pipelines": ["configs/*.yaml", "schemas/*.pbtxt", "Dockerfile"],
+        "serving": ["deploy/*"],
+    },
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mvke-tf=mvke_tf.cli:main"]},

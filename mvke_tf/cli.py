@@ -166,6 +166,55 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return pipeline_main(args.pipeline_args)
 
 
+def cmd_tag_users(args: argparse.Namespace) -> int:
+    """Batch tagging: per user and task the top-K tags of a SavedModel (locally or with Beam)."""
+    import shlex
+
+    from mvke_tf import tagging
+
+    if args.tags and args.tags_from_data:
+        raise CLIError("--tags and --tags-from-data: give one of them")
+    if args.tags:
+        tags = tagging.read_tags(args.tags)
+    elif args.tags_from_data:
+        tags = tagging.tags_from_data(args.tags_from_data)
+    else:
+        raise CLIError("give the tag vocabulary with --tags FILE (one tag per line) or --tags-from-data DIR")
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    common = dict(
+        top_k=args.top_k,
+        min_score=args.min_score,
+        batch_size=args.batch_size,
+        tasks=tasks,
+        features=args.features,
+        user_id_column=args.user_id_column,
+    )
+    if args.runner == "beam":
+        if args.format != "parquet":
+            raise CLIError("--runner beam writes Parquet only; use --format parquet")
+        from mvke_tf.tagging_beam import run_beam
+
+        manifest = run_beam(
+            args.model, args.users, tags, args.out, beam_args=shlex.split(args.beam_args or ""), **common
+        )
+        print(f"tagged users against {len(tags):,} tags with Beam in {manifest['seconds']:.1f} s -> {args.out}")
+        return 0
+    if args.beam_args:
+        raise CLIError("--beam-args needs --runner beam")
+    from tqdm import tqdm
+
+    with tqdm(unit="users", desc="tagging", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
+        manifest = tagging.tag_users(
+            args.model, args.users, tags, args.out, fmt=args.format, progress=bar.update, **common
+        )
+    print(
+        f"tagged {manifest['users']:,} users against {len(tags):,} tags ({', '.join(manifest['tasks'])}) "
+        f"in {manifest['seconds']:.1f} s: {manifest['shards_computed']} shard(s) computed, "
+        f"{manifest['shards_skipped']} already done; manifest in {Path(args.out) / tagging.MANIFEST}"
+    )
+    return 0
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from mvke_tf.models.config import MODEL_TYPES
 
@@ -222,6 +271,25 @@ def build_parser() -> argparse.ArgumentParser:
     # On 200k training rows a model at 1/4 of Table 5's hidden sizes with batch 512 generalizes
     # better than the full size with batch 2048 (fewer than 100 steps); see docs/benchmarks.md.
     demo.set_defaults(func=cmd_demo, scale=0.25, batch_size=512)
+
+    tag = sub.add_parser(
+        "tag-users", help="batch tagging: per user and task the top-K tags of a SavedModel (resumable by shard)"
+    )
+    tag.add_argument("--model", required=True, help="a SavedModel directory, or a Pusher base dir (newest version)")
+    tag.add_argument("--users", required=True, help="CSV or TFRecord (tf.Example) files: a glob or a directory")
+    tag.add_argument("--tags", help="the tag vocabulary: a file with one tag per line")
+    tag.add_argument("--tags-from-data", help="or: every tag in the tag column of the data files under DIR")
+    tag.add_argument("--out", required=True, help="output directory (rerun to resume: finished shards are skipped)")
+    tag.add_argument("--top-k", type=int, default=20, help="tags per user and task (default %(default)s)")
+    tag.add_argument("--min-score", type=float, default=0.0, help="drop tags with a lower probability")
+    tag.add_argument("--format", default="parquet", choices=("parquet", "tfrecord"), help="output format")
+    tag.add_argument("--batch-size", type=int, default=1024, help="users per batch (default %(default)s)")
+    tag.add_argument("--tasks", help="comma-separated tasks, e.g. click,conversion (default: all the model has)")
+    tag.add_argument("--features", help="features.yaml for CSV users (default: found next to the data)")
+    tag.add_argument("--user-id-column", default="user_id", help="the user id column (default %(default)s)")
+    tag.add_argument("--runner", default="local", choices=("local", "beam"), help="local job or Beam pipeline")
+    tag.add_argument("--beam-args", help="Beam pipeline options, e.g. '--runner=DirectRunner --direct_num_workers=2'")
+    tag.set_defaults(func=cmd_tag_users)
     return parser
 
 

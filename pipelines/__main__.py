@@ -174,8 +174,8 @@ def config_from_settings(settings: dict[str, Any], for_run: bool = True):
 def _oracle_auc(config) -> list[str]:
     """The synthetic generator's oracle AUC per task, when the eval split is exactly its eval day."""
     path = os.path.join(config.data_root, "metadata.json")
-    if config.eval_pattern != "eval/part-*.csv" and config.eval_pattern != "eval/part-*.tfrecord.gz":
-        return []
+    if not config.eval_pattern.startswith("eval/") or "{SPAN}" in config.eval_pattern:
+        return []  # the generator's eval/ directory is its last day; anything else is another split
     try:
         with open(path) as f:
             oracle = json.load(f).get("oracle_auc_eval", {})

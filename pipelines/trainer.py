@@ -39,7 +39,7 @@ from mvke_tf import distribute  # noqa: E402
 from mvke_tf.config import FeatureConfig  # noqa: E402
 from mvke_tf.data import synthetic  # noqa: E402
 from mvke_tf.data import transform as T  # noqa: E402
-from mvke_tf.export.saved_model import tag_tower_outputs, user_tower_outputs  # noqa: E402
+from mvke_tf.export.saved_model import tag_tower_outputs, user_tower_outputs, write_warmup  # noqa: E402
 from mvke_tf.models import ModelConfig, UserTagModel, build_model  # noqa: E402
 from mvke_tf.train import compile_model  # noqa: E402
 
@@ -88,7 +88,11 @@ def _optional(spec: Any) -> Any:
 def signatures(
     model: UserTagModel, tf_transform_output: tft.TFTransformOutput, raw_config: FeatureConfig
 ) -> dict[str, Any]:
-    """The exported signatures over raw inputs (Transform graph + model)."""
+    """The exported signatures over raw inputs (Transform graph + model).
+
+    The library's contract (:mod:`mvke_tf.export.saved_model`: the same inputs and outputs for
+    ``serving_default``, ``user_tower`` and ``tag_tower``, incl. ``<task>_bias``) plus ``transform_features``.
+    """
     model.tft_layer = tf_transform_output.transform_features_layer()  # tracked, so its assets are saved
     raw_spec = tf_transform_output.raw_feature_spec()
     feature_spec = {n: _optional(raw_spec[n]) for n in raw_config.feature_names}
@@ -237,3 +241,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # Before signatures(): the checkpoint holds the model's own weights only (not the Transform layer's).
         logging.info("Trainer: wrote the warm-start checkpoint to %s", save_warm_start(model, serving_dir))
         tf.saved_model.save(model, serving_dir, signatures=signatures(model, tf_transform_output, raw_config))
+        # TF Serving replays these on load (serving_default, user_tower, tag_tower; made-up rows typed as the
+        # raw schema says, so they parse).
+        raw_dtypes = {n: s.dtype for n, s in tf_transform_output.raw_feature_spec().items()}
+        logging.info("Trainer: wrote warm-up requests to %s", write_warmup(serving_dir, raw_config, dtypes=raw_dtypes))

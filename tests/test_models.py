@@ -177,7 +177,7 @@ def test_savedmodel_round_trip(batch, tmp_path, small_data):
     want = model(x)
     for t in model.tasks:
         np.testing.assert_allclose(got[t].numpy(), want[t].numpy(), atol=1e-6)
-    user = loaded.signatures["user_tower"](**{f.name: x[f.name] for f in FC.user_fields})
+    user = loaded.signatures["user_tower"](examples=serialized)  # the same contract as serving_default
     tag = loaded.signatures["tag_tower"](tags=tf.constant(TAGS))
     ref_user, ref_tag = model.user_tower_outputs(x), model.tag_tower_outputs(tf.constant(TAGS))
     for t in model.tasks:

@@ -340,6 +340,11 @@ def test_local_pipeline_end_to_end(tmp_path):
     assert len(versions) == 1 and versions[0].name.isdigit()
     loaded = tf.saved_model.load(str(versions[0]))
     assert {"serving_default", "transform_features", "user_tower", "tag_tower"} <= set(loaded.signatures)
+    from mvke_tf.export.warmup import read_warmup_requests
+
+    warmup = read_warmup_requests(versions[0])  # TF Serving replays these on load
+    signatures = {r.predict_log.request.model_spec.signature_name for r in warmup}
+    assert signatures >= {"serving_default", "user_tower", "tag_tower"}, signatures
     examples = _raw_examples(data / "eval" / "part-00000.csv", 16)
     out = loaded.signatures["serving_default"](examples=tf.constant(examples))
     assert set(out) >= {"click", "conversion"}

@@ -1,0 +1,646 @@
+"""Batch tagging: every user x every tag through an exported SavedModel (the paper's user-profile job).
+
+The job needs only the SavedModel contract (``mvke_tf.export`` or the TFX Pusher):
+
+* ``user_tower`` (serialized ``tf.Example`` ``[B]`` -> ``<task>_experts [B, S, d]``) runs once per
+  user, in batches;
+* ``tag_tower`` (tags ``[T]`` -> ``<task>_embedding [T, d]``, ``<task>_gate [T, S]``) runs once over
+  the whole tag vocabulary;
+* the two are combined exactly with the decomposition of :mod:`mvke_tf.models.fast`: per task one
+  ``[B, S*d] x [S*d, T]`` matrix product (plus the score bias, and for the cosine score the Gram
+  term), then top-K per user.
+
+Output: per user and task the top-K tags with their probabilities, one output shard per input
+shard (``part-NNNNN.parquet`` with columns ``user_id, task, rank, tag, score``, or
+``part-NNNNN.tfrecord.gz`` with one ``tf.Example`` per user and task: ``user_id``, ``task``,
+``tags`` and ``scores``, best first). Each shard is written to a temporary file and renamed, so a
+rerun skips the shards already done; ``manifest.json`` is written at the end.
+
+Users are deduplicated by ``user_id``: the first row of a user (files in sorted order) is scored,
+in the shard that row is in. This module never imports TFX or Beam (see :mod:`mvke_tf.tagging_beam`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
+from mvke_tf.data.dataset import resolve_files
+from mvke_tf.models.fast import FastScorer, TaskTagTable, pack_tags
+
+FORMATS = ("parquet", "tfrecord")
+MANIFEST = "manifest.json"
+JOB_FILE = "_job.json"
+DEFAULT_TAG_FIELD = "tags"
+_READ_BATCH = 4096
+
+
+class TaggingError(ValueError):
+    """A user-facing error of the tagging job (bad model dir, no users, unknown task ...)."""
+
+
+# ----------------------------------------------------------------------------- inputs
+def resolve_model_dir(path: str | os.PathLike) -> str:
+    """A SavedModel directory, or a Pusher base directory -> its newest numeric version."""
+    path = str(path)
+    if not tf.io.gfile.isdir(path):
+        raise TaggingError(f"--model {path}: no such directory")
+    if tf.io.gfile.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = [
+        d.rstrip("/")
+        for d in tf.io.gfile.listdir(path)
+        if d.rstrip("/").isdigit() and tf.io.gfile.exists(os.path.join(path, d.rstrip("/"), "saved_model.pb"))
+    ]
+    if not versions:
+        raise TaggingError(
+            f"--model {path}: neither a SavedModel (no saved_model.pb) nor a Pusher base directory "
+            "(no numeric version subdirectory holding one)"
+        )
+    return os.path.join(path, max(versions, key=int))
+
+
+def read_tags(path: str | os.PathLike) -> list[str]:
+    """One tag per line (blank lines ignored, duplicates dropped, order kept)."""
+    if not tf.io.gfile.exists(str(path)):
+        raise FileNotFoundError(f"--tags {path}: no such file")
+    with tf.io.gfile.GFile(str(path), "r") as f:
+        tags = list(dict.fromkeys(line.strip() for line in f if line.strip()))
+    if not tags:
+        raise TaggingError(f"--tags {path}: no tags in the file (one tag per line)")
+    return tags
+
+
+def _find_feature_config(start: str) -> FeatureConfig | None:
+    """``features.yaml`` in ``start`` or up to two directories above it (the ``data synth`` layout)."""
+    d = Path(start)
+    for cand in (d, d.parent, d.parent.parent):
+        if (cand / "features.yaml").exists():
+            return FeatureConfig.from_yaml(cand / "features.yaml")
+    return None
+
+
+def _data_files(path: str) -> list[str]:
+    """Data files under a directory: its ``part-*`` files, else those of its subdirectories."""
+    try:
+        return resolve_files(path)
+    except FileNotFoundError:
+        for pattern in ("*/part-*.csv", "*/part-*.tfrecord*"):
+            files = sorted(tf.io.gfile.glob(os.path.join(path, pattern)))
+            if files:
+                return files
+        raise
+
+
+def tags_from_data(path: str | os.PathLike, feature_config: FeatureConfig | None = None) -> list[str]:
+    """Every distinct tag in the tag column of the data files under ``path`` (sorted)."""
+    path = str(path)
+    files = _data_files(path)
+    fc = feature_config or _find_feature_config(path if tf.io.gfile.isdir(path) else os.path.dirname(files[0]))
+    field = fc.tag_field if fc else FieldSpec(DEFAULT_TAG_FIELD, MULTI_VALUED, max_values=8)
+    tags: set[str] = set()
+    for f in files:
+        if f.endswith(".csv"):
+            with tf.io.gfile.GFile(f, "r") as fh:
+                reader = csv.reader(fh)
+                header = next(reader, [])
+                if field.name not in header:
+                    raise TaggingError(f"--tags-from-data: {f} has no '{field.name}' column")
+                col = header.index(field.name)
+                for row in reader:
+                    tags.update(t for t in row[col].split(field.separator) if t)
+        else:
+            ds = tf.data.TFRecordDataset(f, compression_type="GZIP" if f.endswith(".gz") else None)
+            spec = {field.name: tf.io.RaggedFeature(tf.string)}
+            for batch in ds.batch(_READ_BATCH):
+                values = tf.io.parse_example(batch, spec)[field.name].flat_values.numpy()
+                tags.update(v.decode() for v in values if v)
+    if not tags:
+        raise TaggingError(f"--tags-from-data {path}: no tags found in column '{field.name}'")
+    return sorted(tags)
+
+
+def _csv_example(row: Sequence[str], columns: Sequence[tuple[int, FieldSpec]]) -> bytes:
+    feats = {}
+    for i, spec in columns:
+        v = row[i]
+        if spec.kind == NUMERIC:
+            if v != "":
+                feats[spec.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+        elif spec.kind == MULTI_VALUED:
+            vals = [s.encode() for s in v.split(spec.separator) if s]
+            feats[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=vals))
+        else:
+            feats[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode()]))
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def iter_user_records(
+    path: str, user_fields: Sequence[FieldSpec] | None, user_id_column: str = "user_id"
+) -> Iterator[tuple[str, bytes]]:
+    """``(user_id, serialized tf.Example)`` for every row of one CSV or TFRecord file.
+
+    TFRecord rows are passed on as they are (the SavedModel parses the fields it needs); CSV rows
+    become ``tf.Example`` with the ``user_fields`` (their kinds come from the feature config).
+    """
+    if path.endswith(".csv"):
+        if user_fields is None:
+            raise TaggingError(
+                f"{path}: CSV users need the feature config for the field types; pass --features FILE "
+                "(features.yaml as written by `mvke-tf data synth`) or use TFRecord users"
+            )
+        with tf.io.gfile.GFile(path, "r") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if header is None:
+                return
+            missing = [c for c in (user_id_column, *(f.name for f in user_fields)) if c not in header]
+            if missing:
+                raise TaggingError(f"{path}: CSV header lacks column(s) {missing}")
+            uid = header.index(user_id_column)
+            columns = [(header.index(f.name), f) for f in user_fields]
+            for row in reader:
+                yield row[uid], _csv_example(row, columns)
+        return
+    ds = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else None)
+    spec = {user_id_column: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    for batch in ds.batch(_READ_BATCH):
+        try:
+            ids = tf.io.parse_example(batch, spec)[user_id_column].numpy()
+        except tf.errors.InvalidArgumentError as e:
+            raise TaggingError(f"{path}: cannot read the '{user_id_column}' feature as a string: {e.message}") from e
+        for uid, record in zip(ids, batch.numpy()):
+            if not uid:
+                raise TaggingError(f"{path}: a record lacks the '{user_id_column}' feature")
+            yield uid.decode(), record
+
+
+# ----------------------------------------------------------------------------- model
+def _variable(loaded: Any, attr: str, task: str) -> tf.Variable | None:
+    holder = getattr(loaded, attr, None)
+    if holder is not None:
+        try:
+            return holder[task]
+        except (KeyError, TypeError):
+            pass
+    suffix = f"{attr}_{task}:0"
+    for v in getattr(loaded, "variables", ()):
+        if v.name == suffix or v.name.endswith("/" + suffix):
+            return v
+    return None
+
+
+class TaggingModel:
+    """The SavedModel's ``user_tower`` and ``tag_tower`` plus the per-task score parameters."""
+
+    def __init__(self, model_dir: str | os.PathLike, tasks: Sequence[str] | None = None) -> None:
+        self.dir = resolve_model_dir(model_dir)
+        try:
+            self.loaded = tf.saved_model.load(self.dir)
+        except (OSError, ValueError, tf.errors.OpError) as e:
+            raise TaggingError(f"--model {self.dir}: cannot load the SavedModel: {e}") from e
+        sigs = self.loaded.signatures
+        for name in ("user_tower", "tag_tower"):
+            if name not in sigs:
+                raise TaggingError(
+                    f"--model {self.dir}: the SavedModel has no '{name}' signature (it has {sorted(sigs)}); "
+                    "export it with mvke_tf.export.export_saved_model or the TFX pipeline"
+                )
+        self._user_fn = sigs["user_tower"]
+        self._tag_fn = sigs["tag_tower"]
+        # Signature outputs are a dict in no fixed order: sort for reproducible output rows.
+        available = sorted(k[: -len("_experts")] for k in self._user_fn.structured_outputs if k.endswith("_experts"))
+        if tasks is None:
+            tasks = available
+        unknown = [t for t in tasks if t not in available]
+        if unknown or not tasks:
+            raise TaggingError(f"--tasks: unknown task(s) {unknown or list(tasks)}; the model has {available}")
+        self.tasks = list(tasks)
+        _, inputs = self._user_fn.structured_input_signature
+        self.raw_inputs: dict[str, tf.TensorSpec] | None = None if set(inputs) == {"examples"} else dict(inputs)
+        self.bias: dict[str, float] = {}
+        self.scale: dict[str, float] = {}
+        for t in self.tasks:
+            b = _variable(self.loaded, "score_bias", t)
+            if b is None:
+                raise TaggingError(f"--model {self.dir}: no 'score_bias_{t}' variable in the SavedModel")
+            self.bias[t] = float(b.numpy())
+            s = _variable(self.loaded, "cosine_scale", t)
+            if s is not None:
+                self.scale[t] = float(s.numpy())
+        self.score = "cosine" if self.scale else "dot"
+
+    def user_fields(self) -> list[FieldSpec] | None:
+        """The user fields, when the ``user_tower`` signature names them (raw-feature contract)."""
+        if self.raw_inputs is None:
+            return None
+        out = []
+        for name, spec in self.raw_inputs.items():
+            if spec.dtype == tf.string and spec.shape.rank == 2:
+                out.append(FieldSpec(name, MULTI_VALUED, max_values=int(spec.shape[1])))
+            elif spec.dtype == tf.string:
+                out.append(FieldSpec(name, "categorical"))
+            else:
+                out.append(FieldSpec(name, NUMERIC))
+        return out
+
+    def _parse(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Serialized examples -> the raw feature dict the older ``user_tower(features)`` contract takes."""
+        spec = {}
+        for name, s in self.raw_inputs.items():
+            if s.dtype == tf.string and s.shape.rank == 2:
+                spec[name] = tf.io.RaggedFeature(tf.string)
+            elif s.dtype == tf.string:
+                spec[name] = tf.io.FixedLenFeature([], tf.string, default_value="")
+            else:
+                spec[name] = tf.io.FixedLenFeature([], s.dtype, default_value=math.nan)
+        parsed = tf.io.parse_example(examples, spec)
+        out = {}
+        for name, s in self.raw_inputs.items():
+            x = parsed[name]
+            if isinstance(x, tf.RaggedTensor):
+                x = x.to_tensor(default_value="", shape=[None, s.shape[1]])
+            out[name] = x
+        return out
+
+    def user_experts(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Serialized user ``tf.Example`` ``[B]`` -> per task ``[B, S, d]``."""
+        out = self._user_fn(examples=examples) if self.raw_inputs is None else self._user_fn(**self._parse(examples))
+        return {t: out[f"{t}_experts"] for t in self.tasks}
+
+    def scorer(self, tags: Sequence[str], batch_size: int = 4096) -> FastScorer:
+        """Runs ``tag_tower`` once over ``tags`` and packs the per-task tag tables."""
+        if not tags:
+            raise TaggingError("no tags to score against")
+        es: dict[str, list[tf.Tensor]] = {t: [] for t in self.tasks}
+        ws: dict[str, list[tf.Tensor]] = {t: [] for t in self.tasks}
+        for start in range(0, len(tags), batch_size):
+            out = self._tag_fn(tags=tf.constant(list(tags[start : start + batch_size])))
+            for t in self.tasks:
+                es[t].append(out[f"{t}_embedding"])
+                ws[t].append(out[f"{t}_gate"])
+        tables = {}
+        for t in self.tasks:
+            e, w = tf.concat(es[t], axis=0), tf.concat(ws[t], axis=0)
+            outer = tf.reshape(w[:, :, None] * w[:, None, :], [tf.shape(w)[0], -1])
+            tables[t] = TaskTagTable(pack_tags(e, w), outer, tf.norm(e, axis=-1), self.bias[t], self.scale.get(t))
+        return FastScorer(tags, tables, self.score)
+
+
+class TopKTagger:
+    """Serialized user examples -> per task top-K ``(probabilities [B, k], tag indices [B, k])``.
+
+    One compiled graph per batch: ``user_tower``, per task one ``[B, S*d] x [S*d, T]`` product, top-K.
+    """
+
+    def __init__(self, model: TaggingModel, tags: Sequence[str], top_k: int) -> None:
+        if top_k < 1:
+            raise TaggingError(f"--top-k: must be at least 1, got {top_k}")
+        self.model = model
+        self.tags = list(tags)
+        self.scorer = model.scorer(self.tags)
+        self.k = min(top_k, len(self.tags))
+        self._fn = tf.function(self._top_k, input_signature=[tf.TensorSpec([None], tf.string)])
+
+    def _top_k(self, examples: tf.Tensor) -> dict[str, tuple[tf.Tensor, tf.Tensor]]:
+        experts = self.model.user_experts(examples)
+        out = {}
+        for t in self.model.tasks:
+            values, indices = tf.math.top_k(self.scorer.logits(t, experts[t]), k=self.k)
+            out[t] = (tf.sigmoid(values), indices)
+        return out
+
+    def __call__(self, examples: Sequence[bytes]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        out = self._fn(tf.constant(list(examples), tf.string))
+        return {t: (v.numpy(), i.numpy()) for t, (v, i) in out.items()}
+
+    def rows(self, user_ids: Sequence[str], examples: Sequence[bytes], min_score: float = 0.0) -> dict[str, np.ndarray]:
+        """Output rows (user-major, then task, then rank) as column arrays, scores >= ``min_score``."""
+        res = self(examples)
+        tasks = self.model.tasks
+        scores = np.stack([res[t][0] for t in tasks], axis=1)  # [B, T, k]
+        idx = np.stack([res[t][1] for t in tasks], axis=1)
+        b, n_tasks, k = scores.shape
+        keep = scores >= min_score
+        cols = {
+            "user_id": np.broadcast_to(np.asarray(user_ids, dtype=object)[:, None, None], scores.shape)[keep],
+            "task": np.broadcast_to(np.asarray(tasks, dtype=object)[None, :, None], scores.shape)[keep],
+            "rank": np.broadcast_to(np.arange(1, k + 1, dtype=np.int32)[None, None, :], scores.shape)[keep],
+            "tag_index": idx[keep].astype(np.int32),
+            "score": scores[keep].astype(np.float32),
+        }
+        return cols
+
+
+# ----------------------------------------------------------------------------- outputs
+def parquet_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("user_id", pa.string()),
+            ("task", pa.string()),
+            ("rank", pa.int32()),
+            ("tag", pa.string()),
+            ("score", pa.float32()),
+        ]
+    )
+
+
+class _ShardWriter:
+    """Writes one output shard to ``<name>.tmp`` and renames it into place on ``commit``."""
+
+    def __init__(self, path: Path, fmt: str, tags: Sequence[str]) -> None:
+        self.path, self.fmt = path, fmt
+        self.tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        self.tags = np.asarray(tags, dtype=object)
+        self.rows = 0
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(str(self.tmp), parquet_schema())
+        else:
+            self._writer = tf.io.TFRecordWriter(str(self.tmp), options="GZIP")
+
+    def write(self, cols: Mapping[str, np.ndarray]) -> None:
+        n = len(cols["score"])
+        self.rows += n
+        if not n:
+            return
+        if self.fmt == "parquet":
+            import pyarrow as pa
+
+            arrays = [
+                pa.array(cols["user_id"], pa.string()),
+                pa.array(cols["task"], pa.string()),
+                pa.array(cols["rank"], pa.int32()),
+                pa.array(self.tags[cols["tag_index"]], pa.string()),
+                pa.array(cols["score"], pa.float32()),
+            ]
+            self._writer.write_table(pa.Table.from_arrays(arrays, schema=parquet_schema()))
+            return
+        # One tf.Example per (user, task): rows arrive grouped by user, then task, rank-ordered.
+        keys = list(zip(cols["user_id"], cols["task"]))
+        start = 0
+        for i in range(1, n + 1):
+            if i == n or keys[i] != keys[start]:
+                ex = tf.train.Example(
+                    features=tf.train.Features(
+                        feature={
+                            "user_id": _bytes([keys[start][0]]),
+                            "task": _bytes([keys[start][1]]),
+                            "tags": _bytes(self.tags[cols["tag_index"][start:i]]),
+                            "scores": tf.train.Feature(
+                                float_list=tf.train.FloatList(value=cols["score"][start:i].tolist())
+                            ),
+                        }
+                    )
+                )
+                self._writer.write(ex.SerializeToString())
+                start = i
+
+    def commit(self) -> None:
+        self._writer.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def _bytes(values: Sequence[str]) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.encode() for v in values]))
+
+
+def output_name(index: int, fmt: str) -> str:
+    return f"part-{index:05d}." + ("parquet" if fmt == "parquet" else "tfrecord.gz")
+
+
+def read_output(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """All rows of a tagging output directory (either format), as dicts, in shard order."""
+    out_dir = Path(out_dir)
+    rows: list[dict[str, Any]] = []
+    for f in sorted(out_dir.glob("part-*")):
+        if ".tmp-" in f.name:
+            continue
+        if f.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows.extend(pq.read_table(str(f)).to_pylist())
+        elif f.name.endswith(".tfrecord.gz"):
+            for rec in tf.data.TFRecordDataset(str(f), compression_type="GZIP"):
+                feats = tf.train.Example.FromString(rec.numpy()).features.feature
+                user, task = feats["user_id"].bytes_list.value[0].decode(), feats["task"].bytes_list.value[0].decode()
+                for r, (tag, s) in enumerate(zip(feats["tags"].bytes_list.value, feats["scores"].float_list.value)):
+                    rows.append({"user_id": user, "task": task, "rank": r + 1, "tag": tag.decode(), "score": s})
+    return rows
+
+
+# ----------------------------------------------------------------------------- the job
+@dataclasses.dataclass
+class ShardResult:
+    input: str
+    output: str
+    users: int
+    rows: int
+    status: str  # "computed" | "skipped" (output already there)
+    seconds: float
+
+
+def _fingerprint(model_dir: str) -> str:
+    f = os.path.join(model_dir, "saved_model.pb")
+    with tf.io.gfile.GFile(f, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:16]
+
+
+def resolve_user_fields(
+    users_files: Sequence[str], model: TaggingModel, features: str | os.PathLike | FeatureConfig | None
+) -> list[FieldSpec] | None:
+    """The user fields to build ``tf.Example`` from CSV rows (``None`` for TFRecord input)."""
+    if isinstance(features, FeatureConfig):
+        return list(features.user_fields)
+    if features is not None:
+        if not Path(features).exists():
+            raise FileNotFoundError(f"--features {features}: no such file")
+        return list(FeatureConfig.from_yaml(features).user_fields)
+    if not users_files[0].endswith(".csv"):
+        return None
+    fc = _find_feature_config(os.path.dirname(users_files[0]))
+    if fc is not None:
+        return list(fc.user_fields)
+    return model.user_fields()
+
+
+def _new_user_batches(
+    path: str, user_fields: Sequence[FieldSpec] | None, user_id_column: str, seen: set[str], batch_size: int
+) -> Iterator[tuple[list[str], list[bytes]]]:
+    """Batches of users of one file not ``seen`` before (``seen`` is updated)."""
+    ids: list[str] = []
+    examples: list[bytes] = []
+    for uid, ex in iter_user_records(path, user_fields, user_id_column):
+        if uid in seen:
+            continue
+        seen.add(uid)
+        ids.append(uid)
+        examples.append(ex)
+        if len(ids) >= batch_size:
+            yield ids, examples
+            ids, examples = [], []
+    if ids:
+        yield ids, examples
+
+
+def tag_users(
+    model: str | os.PathLike,
+    users: str | os.PathLike | Sequence[str],
+    tags: Sequence[str],
+    out: str | os.PathLike,
+    top_k: int = 20,
+    min_score: float = 0.0,
+    fmt: str = "parquet",
+    batch_size: int = 1024,
+    tasks: Sequence[str] | None = None,
+    features: str | os.PathLike | FeatureConfig | None = None,
+    user_id_column: str = "user_id",
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Tags every user in ``users`` with its top-``top_k`` ``tags`` per task; returns the manifest.
+
+    Args:
+      model: a SavedModel directory or a Pusher base directory (newest numeric version).
+      users: CSV or TFRecord (``tf.Example``) files: a glob, a directory or a list.
+      tags: the tag vocabulary (e.g. :func:`read_tags` or :func:`tags_from_data`).
+      out: output directory; shards already there are kept (resume).
+      top_k: tags per user and task; ``min_score``: drop tags with a lower probability.
+      fmt: ``parquet`` or ``tfrecord``.
+      batch_size: users per ``user_tower`` call and matrix product.
+      tasks: which tasks (default: all the model has).
+      features: feature config (``features.yaml`` or object), needed for CSV users when the
+        model's ``user_tower`` takes serialized examples; found next to the data by default.
+      user_id_column: the user id column / feature.
+      progress: called with the number of users done after each batch.
+    """
+    if fmt not in FORMATS:
+        raise TaggingError(f"--format: {fmt!r} not supported; use one of {list(FORMATS)}")
+    if batch_size < 1:
+        raise TaggingError(f"--batch-size: must be at least 1, got {batch_size}")
+    if not 0.0 <= min_score <= 1.0:
+        raise TaggingError(f"--min-score: a probability in [0, 1], got {min_score}")
+    if fmt == "parquet":
+        try:
+            import pyarrow.parquet  # noqa: F401
+        except ImportError as e:
+            raise TaggingError("--format parquet needs pyarrow (pip install pyarrow), or use --format tfrecord") from e
+    files = resolve_files(users)
+    tags = list(dict.fromkeys(tags))
+    start = time.perf_counter()
+    tm = TaggingModel(model, tasks)
+    user_fields = resolve_user_fields(files, tm, features)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = {
+        "model": tm.dir,
+        "model_fingerprint": _fingerprint(tm.dir),
+        "input_files": files,
+        "num_tags": len(tags),
+        "tags_sha256": hashlib.sha256("\n".join(tags).encode()).hexdigest(),
+        "tasks": tm.tasks,
+        "top_k": top_k,
+        "min_score": min_score,
+        "format": fmt,
+        "user_id_column": user_id_column,
+    }
+    job_path = out_dir / JOB_FILE
+    if job_path.exists():
+        previous = json.loads(job_path.read_text())
+        if previous != job:
+            diff = sorted(k for k in job if previous.get(k) != job[k])
+            raise TaggingError(
+                f"--out {out_dir}: holds the output of a different job (differs in {diff}); "
+                "use a new output directory or delete this one"
+            )
+    else:
+        job_path.write_text(json.dumps(job, indent=2))
+
+    tagger: TopKTagger | None = None  # built lazily: a fully resumed job loads no tag tables
+    seen: set[str] = set()
+    shards: list[ShardResult] = []
+    for index, path in enumerate(files):
+        shard_start = time.perf_counter()
+        target = out_dir / output_name(index, fmt)
+        if target.exists():
+            n = 0
+            for uid, _ in iter_user_records(path, user_fields, user_id_column):
+                if uid not in seen:
+                    seen.add(uid)
+                    n += 1
+            if progress:
+                progress(n)
+            shards.append(ShardResult(path, target.name, n, -1, "skipped", time.perf_counter() - shard_start))
+            continue
+        if tagger is None:
+            tagger = TopKTagger(tm, tags, top_k)
+        writer = _ShardWriter(target, fmt, tags)
+        n = 0
+        try:
+            for ids, examples in _new_user_batches(path, user_fields, user_id_column, seen, batch_size):
+                writer.write(tagger.rows(ids, examples, min_score))
+                n += len(ids)
+                if progress:
+                    progress(len(ids))
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+        shards.append(ShardResult(path, target.name, n, writer.rows, "computed", time.perf_counter() - shard_start))
+    total_users = sum(s.users for s in shards)
+    if total_users == 0:
+        raise TaggingError(f"--users: no users in {len(files)} file(s) ({files[0]} ...)")
+    secs = time.perf_counter() - start
+    computed = [s for s in shards if s.status == "computed"]
+    computed_users = sum(s.users for s in computed)
+    manifest = {
+        **job,
+        "tasks": tm.tasks,
+        "score": tm.score,
+        "top_k_effective": min(top_k, len(tags)),
+        "shards": [dataclasses.asdict(s) for s in shards],
+        "users": total_users,
+        "users_computed": computed_users,
+        "shards_computed": len(computed),
+        "shards_skipped": len(shards) - len(computed),
+        "seconds": round(secs, 3),
+        "users_per_second": round(computed_users / max(sum(s.seconds for s in computed), 1e-9), 1)
+        if computed
+        else None,
+    }
+    tmp = out_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, out_dir / MANIFEST)
+    return manifest
+
+
+__all__ = [
+    "FORMATS",
+    "TaggingError",
+    "TaggingModel",
+    "TopKTagger",
+    "iter_user_records",
+    "read_output",
+    "read_tags",
+    "resolve_model_dir",
+    "tag_users",
+    "tags_from_data",
+]

@@ -1,0 +1,87 @@
+"""``python -m serving``: run the gRPC model server.
+
+    python -m serving --model mvke=/path/to/serving_dir --port 8500
+    python -m serving --model_name mvke --model_base_path /path/to/serving_dir   # tensorflow_model_server style
+
+``serving_dir`` holds numeric version subdirectories (``<serving_dir>/<version>/saved_model.pb``),
+the layout the TFX Pusher writes. SIGTERM / SIGINT stop the server gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def parse_models(pairs: list[str]) -> dict[str, str]:
+    models: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise argparse.ArgumentTypeError(f"--model expects name=base_path, got {pair!r}")
+        if name in models:
+            raise argparse.ArgumentTypeError(f"model {name!r} given twice")
+        models[name] = path
+    return models
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving", description="TF Serving compatible gRPC model server.")
+    p.add_argument("--model", action="append", default=[], metavar="NAME=BASE_PATH", help="a model to serve (repeat)")
+    p.add_argument("--model_name", help="with --model_base_path: one model, tensorflow_model_server style")
+    p.add_argument("--model_base_path", help="base path of --model_name (numeric version subdirectories)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500; 0 picks a free one)")
+    p.add_argument("--poll_seconds", type=float, default=1.0, help="version poll interval; 0 disables (default 1)")
+    p.add_argument("--max_message_mb", type=int, default=64, help="max gRPC request / response size in MiB")
+    p.add_argument("--workers", type=int, default=8, help="request threads (default 8)")
+    p.add_argument("--load_retries", type=int, default=5, help="retries of a version that fails to load")
+    p.add_argument(
+        "--enable_model_warmup",
+        type=lambda v: v.lower() in ("1", "true", "yes"),
+        default=True,
+        help="replay assets.extra/tf_serving_warmup_requests before a version is AVAILABLE (default true)",
+    )
+    p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight requests get on shutdown")
+    p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        models = parse_models(args.model)
+    except argparse.ArgumentTypeError as e:
+        parser.error(str(e))
+    if args.model_name or args.model_base_path:
+        if not (args.model_name and args.model_base_path):
+            parser.error("--model_name and --model_base_path go together")
+        if args.model_name in models:
+            parser.error(f"model {args.model_name!r} given twice")
+        models[args.model_name] = args.model_base_path
+    if not models:
+        parser.error("no model: pass --model NAME=BASE_PATH (or --model_name and --model_base_path)")
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+    from serving.server import ModelServer  # imports TensorFlow
+
+    server = ModelServer(
+        models,
+        host=args.host,
+        port=args.port,
+        poll_seconds=args.poll_seconds,
+        max_message_bytes=args.max_message_mb * 1024 * 1024,
+        max_workers=args.workers,
+        load_retries=args.load_retries,
+        warmup=args.enable_model_warmup,
+    )
+    server.serve(grace=args.grace)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

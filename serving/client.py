@@ -1,0 +1,349 @@
+"""A typed gRPC client for TF Serving's ``PredictionService`` / ``ModelService``.
+
+Works against ``serving.server`` and the real ``tensorflow_model_server`` alike (same protos)::
+
+    with ServingClient("localhost:8500", "mvke", timeout=5.0, retries=3, max_batch=256) as c:
+        c.status()                        # [VersionStatus(version=3, state='AVAILABLE', ...)]
+        c.metadata()["serving_default"]   # SignatureInfo(inputs={'examples': TensorInfo(string, (None,))}, ...)
+        c.score(serialized_examples)      # {'click': array([...]), 'conversion': array([...])}
+        c.user_tower(serialized_examples) # {'click_experts': array([B, S, d]), ...}
+        c.tag_tower(["t0_1_3", ...])      # {'click_embedding': [B, d], 'click_gate': [B, S], ...}
+        c.predict("tag_tower", {"tags": np.array([b"t0"])})
+
+* numpy in and out (``tf.make_tensor_proto`` / ``tf.make_ndarray``); Python lists and ``str`` are
+  accepted; numeric arrays are cast to the signature's dtype (read once from the model metadata).
+* a per-attempt ``timeout`` (seconds); ``retries`` with exponential backoff and jitter on
+  ``UNAVAILABLE`` (server down, restarting, not yet up) and, with ``retry_deadline_exceeded``, on
+  ``DEADLINE_EXCEEDED``.
+* requests larger than ``max_batch`` rows are split along the batch axis (axis 0 of every input)
+  and the outputs concatenated, so large jobs stay under message size and server batching limits.
+* every failure is a :class:`ServingError` with the gRPC ``code`` and the server's ``details``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first import (see mvke_tf._env)
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+log = logging.getLogger("serving.client")
+
+DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
+_STATE_BY_NUMBER = {v: k for k, v in _STATE_NAMES.items()}
+
+ArrayLike = np.ndarray | Sequence[Any]
+
+
+class ServingError(Exception):
+    """A failed RPC: ``code`` (``grpc.StatusCode``), ``details`` (the server's message) and the call."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, method: str, model: str, signature: str | None = None):
+        self.code = code
+        self.details = details
+        self.method = method
+        self.model = model
+        self.signature = signature
+        where = f"{method} model={model!r}" + (f" signature={signature!r}" if signature else "")
+        super().__init__(f"{code.name}: {details} ({where})")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: tf.DType
+    shape: tuple[int | None, ...] | None  # None: unknown rank
+
+
+@dataclass(frozen=True)
+class SignatureInfo:
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+    method_name: str
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: str  # UNKNOWN, START, LOADING, AVAILABLE, UNLOADING, END
+    error_code: int = 0  # google.rpc code, 0 = OK
+    error_message: str = ""
+
+
+def _state_name(state: int) -> str:
+    return _STATE_BY_NUMBER.get(state, str(state))
+
+
+def _tensor_info(ti: Any) -> TensorInfo:
+    dims = ti.tensor_shape.dim
+    shape = None if ti.tensor_shape.unknown_rank else tuple(d.size if d.size >= 0 else None for d in dims)
+    return TensorInfo(tf.dtypes.as_dtype(ti.dtype), shape)
+
+
+def _as_array(value: ArrayLike, dtype: tf.DType | None) -> np.ndarray:
+    """numpy array for ``make_tensor_proto``: text as bytes objects, numbers cast to ``dtype``."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value, dtype=object if _is_text(value) else None)
+    if arr.dtype.kind in "USO" and (dtype is None or dtype == tf.string):
+        flat = [v.encode() if isinstance(v, str) else v for v in arr.ravel().tolist()]
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return out.reshape(arr.shape)
+    if dtype is not None and dtype.is_numpy_compatible and dtype != tf.string and arr.dtype.kind in "biuf":
+        return arr.astype(dtype.as_numpy_dtype, copy=False)
+    return arr
+
+
+def _is_text(value: Any) -> bool:
+    while isinstance(value, list | tuple) and value:
+        value = value[0]
+    return isinstance(value, str | bytes)
+
+
+class ServingClient:
+    """Client for one model on a TF Serving compatible server.
+
+    Args:
+      target: ``host:port`` of the gRPC endpoint.
+      model_name: the served model's name (``mvke`` in ``serving/deploy/models.config``).
+      timeout: seconds per attempt of each RPC.
+      retries: extra attempts on ``UNAVAILABLE`` (and ``DEADLINE_EXCEEDED`` if ``retry_deadline_exceeded``).
+      backoff, max_backoff: the first retry waits up to ``backoff`` s, doubling up to ``max_backoff`` (full jitter).
+      max_batch: default row limit per request (``None``: never split).
+      version: pin a model version (``None``: the latest the server has).
+      max_message_bytes: gRPC send / receive limits of the channel.
+      coerce_dtypes: cast numeric inputs to the signature's dtype (one metadata call, cached).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        model_name: str,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.1,
+        max_backoff: float = 2.0,
+        retry_deadline_exceeded: bool = False,
+        max_batch: int | None = None,
+        version: int | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        coerce_dtypes: bool = True,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.target = target
+        self.model_name = model_name
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.max_batch = max_batch
+        self.version = version
+        self.coerce_dtypes = coerce_dtypes
+        self.retry_codes = {grpc.StatusCode.UNAVAILABLE}
+        if retry_deadline_exceeded:
+            self.retry_codes.add(grpc.StatusCode.DEADLINE_EXCEEDED)
+        self._own_channel = channel is None
+        self.channel = channel or grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_send_message_length", max_message_bytes),
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ],
+        )
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self._signatures: dict[str, SignatureInfo] | None = None
+
+    # -- plumbing ----------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._own_channel:
+            self.channel.close()
+
+    def __enter__(self) -> ServingClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _spec(self, spec: Any, signature: str | None = None) -> None:
+        spec.name = self.model_name
+        if self.version is not None:
+            spec.version.value = self.version
+        if signature is not None:
+            spec.signature_name = signature
+
+    def _call(self, method: str, rpc: Callable[..., Any], request: Any, signature: str | None = None) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return rpc(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
+                details = e.details() if callable(getattr(e, "details", None)) else str(e)
+                if code in self.retry_codes and attempt < self.retries:
+                    delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+                    attempt += 1
+                    msg = "%s on %s: %s; retry %d/%d in %.2fs"
+                    log.warning(msg, method, self.target, code.name, attempt, self.retries, delay)
+                    time.sleep(delay)
+                    continue
+                raise ServingError(code, details or "", method, self.model_name, signature) from None
+
+    # -- ModelService / metadata -------------------------------------------------------------------
+
+    def status(self) -> list[VersionStatus]:
+        """Every version the server knows of, newest first (``state='AVAILABLE'`` when serving)."""
+        req = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(req.model_spec)
+        resp = self._call("GetModelStatus", self._models.GetModelStatus, req)
+        out = [
+            VersionStatus(s.version, _state_name(s.state), s.status.error_code, s.status.error_message)
+            for s in resp.model_version_status
+        ]
+        return sorted(out, key=lambda s: -s.version)
+
+    def wait_until_available(self, timeout: float = 60.0, poll: float = 0.5) -> VersionStatus:
+        """Blocks until a version is ``AVAILABLE`` (server down or model loading: keeps polling)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                for s in self.status():
+                    if s.state == "AVAILABLE":
+                        return s
+            except ServingError as e:
+                if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                    raise
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"model {self.model_name!r} not AVAILABLE on {self.target} after {timeout}s")
+            time.sleep(poll)
+
+    def metadata_response(self) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(req.model_spec)
+        return self._call("GetModelMetadata", self._predict.GetModelMetadata, req)
+
+    def metadata(self) -> dict[str, SignatureInfo]:
+        """The model's signatures (name -> inputs / outputs with dtype and shape), as the server reports them."""
+        sigmap = get_model_metadata_pb2.SignatureDefMap()
+        self.metadata_response().metadata["signature_def"].Unpack(sigmap)
+        out = {
+            name: SignatureInfo(
+                {k: _tensor_info(v) for k, v in sd.inputs.items()},
+                {k: _tensor_info(v) for k, v in sd.outputs.items()},
+                sd.method_name,
+            )
+            for name, sd in sigmap.signature_def.items()
+            if not name.startswith("__")  # __saved_model_init_op is not callable
+        }
+        self._signatures = out
+        return out
+
+    def _signature(self, name: str) -> SignatureInfo | None:
+        if self._signatures is None:
+            try:
+                self.metadata()
+            except ServingError as e:
+                log.debug("no metadata for dtype coercion: %s", e)
+                self._signatures = {}
+        return self._signatures.get(name)
+
+    # -- Predict -----------------------------------------------------------------------------------
+
+    def predict(
+        self,
+        signature: str,
+        inputs: Mapping[str, ArrayLike],
+        output_filter: Iterable[str] | None = None,
+        max_batch: int | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Runs ``signature`` on ``inputs`` (name -> array, batch on axis 0); outputs as numpy arrays.
+
+        Requests with more than ``max_batch`` (default: the client's) rows are split into chunks of
+        ``max_batch`` rows, sent one after the other, and the outputs concatenated along axis 0.
+        """
+        signature = signature or DEFAULT_SIGNATURE
+        info = self._signature(signature) if self.coerce_dtypes else None
+        arrays = {
+            k: _as_array(v, info.inputs[k].dtype if info and k in info.inputs else None) for k, v in inputs.items()
+        }
+        if not arrays:
+            raise ValueError("predict needs at least one input")
+        limit = max_batch or self.max_batch
+        sizes = {k: a.shape[0] if a.ndim else None for k, a in arrays.items()}
+        n = next(iter(sizes.values()))
+        if limit is None or n is None or n <= limit:
+            return self._predict_once(signature, arrays, output_filter)
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"cannot split a request whose inputs have different batch sizes: {sizes}")
+        parts = [
+            self._predict_once(signature, {k: a[i : i + limit] for k, a in arrays.items()}, output_filter)
+            for i in range(0, n, limit)
+        ]
+        return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
+
+    def _predict_once(
+        self, signature: str, arrays: Mapping[str, np.ndarray], output_filter: Iterable[str] | None
+    ) -> dict[str, np.ndarray]:
+        req = predict_pb2.PredictRequest()
+        self._spec(req.model_spec, signature)
+        for k, a in arrays.items():
+            req.inputs[k].CopyFrom(tf.make_tensor_proto(a))
+        if output_filter:
+            req.output_filter.extend(output_filter)
+        resp = self._call("Predict", self._predict.Predict, req, signature)
+        return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+
+    def _single_input(self, signature: str, default: str) -> str:
+        info = self._signature(signature)
+        if info is not None and len(info.inputs) == 1:
+            return next(iter(info.inputs))
+        return default
+
+    # -- the MVKE signatures -----------------------------------------------------------------------
+
+    def score(self, examples: ArrayLike, max_batch: int | None = None) -> dict[str, np.ndarray]:
+        """``serving_default``: serialized ``tf.Example`` (or ``tf.train.Example``) ``[B]`` -> ``{task: [B]}``."""
+        return self.predict(DEFAULT_SIGNATURE, {"examples": _serialized(examples)}, max_batch=max_batch)
+
+    def user_tower(
+        self, examples: ArrayLike | Mapping[str, ArrayLike], max_batch: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """``user_tower`` -> ``{<task>_experts: [B, S, d]}``.
+
+        ``examples``: serialized ``tf.Example`` rows (sent as the signature's single input), or a dict
+        of the signature's named inputs (e.g. raw features) sent as is.
+        """
+        if isinstance(examples, Mapping):
+            return self.predict("user_tower", examples, max_batch=max_batch)
+        name = self._single_input("user_tower", "examples")
+        return self.predict("user_tower", {name: _serialized(examples)}, max_batch=max_batch)
+
+    def tag_tower(self, tags: ArrayLike, max_batch: int | None = None) -> dict[str, np.ndarray]:
+        """``tag_tower``: tags ``[B]`` -> ``{<task>_embedding: [B, d], <task>_gate: [B, S]}``."""
+        name = self._single_input("tag_tower", "tags")
+        return self.predict("tag_tower", {name: tags}, max_batch=max_batch)
+
+
+def _serialized(examples: ArrayLike) -> ArrayLike:
+    if isinstance(examples, np.ndarray):
+        return examples
+    return [e.SerializeToString() if hasattr(e, "SerializeToString") else e for e in examples]

@@ -1,0 +1,614 @@
+"""A small gRPC model server speaking TF Serving's protocol (``tensorflow_serving.apis``).
+
+It implements the parts of ``tensorflow_model_server`` this project uses, with the same protos,
+the same version layout and the same error codes, so :class:`serving.client.ServingClient` (or any
+TF Serving client) works against either:
+
+* ``PredictionService.Predict`` for every signature of the SavedModel (``model_spec.signature_name``,
+  empty means ``serving_default``), inputs and outputs as ``TensorProto``; ``output_filter`` honoured.
+* ``PredictionService.GetModelMetadata`` with ``metadata_field: "signature_def"``: the response's
+  ``metadata["signature_def"]`` packs a ``SignatureDefMap`` read from the SavedModel's MetaGraph.
+* ``ModelService.GetModelStatus``: ``ModelVersionStatus`` per version (``AVAILABLE`` / ``END``).
+* ``Classify``, ``Regress``, ``MultiInference`` and ``HandleReloadConfigRequest`` answer ``UNIMPLEMENTED``.
+
+Models come from TF Serving's layout: ``<base_path>/<version>/saved_model.pb`` with numeric
+versions (what the TFX Pusher writes). Version policy: latest only (TF Serving's default). A poller
+checks the base paths every ``poll_seconds``; a new version is loaded once its files stop changing
+between two polls, then swapped in atomically and the old one unloaded (requests in flight finish
+on the version they started with). A version that fails to load is retried ``load_retries`` times,
+then reported as ``END`` with the error while the previous version keeps serving. Before a version
+is reported ``AVAILABLE`` its warm-up requests (``assets.extra/tf_serving_warmup_requests``, the
+file TF Serving replays with ``--enable_model_warmup``) are run; a failing one fails the load.
+
+Errors (as TF Serving): unknown model or version -> ``NOT_FOUND``; unknown signature or version label, missing
+or extra input, wrong dtype or shape, malformed tensor, unknown output filter -> ``INVALID_ARGUMENT``;
+a failure while running the signature -> ``INTERNAL``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first import (see mvke_tf._env)
+
+import grpc  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2  # noqa: E402
+from tensorflow_serving.apis import (  # noqa: E402
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_log_pb2,
+    prediction_service_pb2_grpc,
+)
+
+log = logging.getLogger("serving.server")
+
+DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8500
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+WARMUP_PATH = "assets.extra/tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+_VERSION_DIR = re.compile(r"^\d+$")
+_State = get_model_status_pb2.ModelVersionStatus.State
+
+
+class ServingStatusError(Exception):
+    """An error with the gRPC status code the RPC answers with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _not_found(message: str) -> ServingStatusError:
+    return ServingStatusError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def _invalid(message: str) -> ServingStatusError:
+    return ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+# --------------------------------------------------------------------------------------------------
+# Loaded models
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One callable signature: its function and input / output specs (from the function itself)."""
+
+    name: str
+    fn: Any  # a ConcreteFunction of the loaded SavedModel
+    inputs: Mapping[str, tf.TensorSpec]
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def from_function(cls, name: str, fn: Any) -> Signature:
+        args, kwargs = fn.structured_input_signature
+        specs = dict(kwargs)
+        for spec in args:  # signatures take keyword arguments; positional ones are keyed by their name
+            specs[spec.name] = spec
+        out = fn.structured_outputs
+        outputs = tuple(out) if isinstance(out, Mapping) else ("output_0",)
+        return cls(name, fn, specs, outputs)
+
+
+@dataclass
+class LoadedVersion:
+    """A loaded SavedModel version. Kept alive by in-flight requests after it is unloaded."""
+
+    model: str
+    version: int
+    path: Path
+    obj: Any = field(repr=False)
+    signatures: dict[str, Signature] = field(repr=False)
+    signature_defs: dict[str, meta_graph_pb2.SignatureDef] = field(repr=False)
+
+    @classmethod
+    def load(cls, model: str, version: int, path: Path) -> LoadedVersion:
+        obj = tf.saved_model.load(str(path))
+        signatures = {n: Signature.from_function(n, f) for n, f in obj.signatures.items()}
+        return cls(model, version, path, obj, signatures, read_signature_defs(path))
+
+
+def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The ``serve`` MetaGraph's SignatureDefs, as TF Serving reports them in model metadata."""
+    sm = saved_model_pb2.SavedModel()
+    pb, pbtxt = path / "saved_model.pb", path / "saved_model.pbtxt"
+    if pb.exists():
+        sm.ParseFromString(pb.read_bytes())
+    else:
+        text_format.Parse(pbtxt.read_text(), sm)
+    for mg in sm.meta_graphs:
+        if "serve" in mg.meta_info_def.tags:
+            return dict(mg.signature_def)
+    return dict(sm.meta_graphs[0].signature_def) if sm.meta_graphs else {}
+
+
+def list_versions(base_path: Path) -> list[int]:
+    """Numeric version subdirectories holding a SavedModel, ascending."""
+    if not base_path.is_dir():
+        return []
+    out = []
+    for d in base_path.iterdir():
+        has_model = (d / "saved_model.pb").exists() or (d / "saved_model.pbtxt").exists()
+        if _VERSION_DIR.match(d.name) and d.is_dir() and has_model:
+            out.append(int(d.name))
+    return sorted(out)
+
+
+def _snapshot(path: Path) -> tuple:
+    """(relative path, size, mtime) of every file under ``path``: unchanged across polls = fully written."""
+    items = []
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = Path(root) / f
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            items.append((str(p.relative_to(path)), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(items))
+
+
+class ServedModel:
+    """One model name: its base path, the loaded (latest) version and every version's status."""
+
+    def __init__(self, name: str, base_path: str | Path, load_retries: int = 5, warmup: bool = True) -> None:
+        self.name = name
+        self.warmup = warmup
+        self.base_path = Path(base_path)
+        self.load_retries = load_retries
+        self._lock = threading.Lock()
+        self._current: LoadedVersion | None = None
+        self._status: dict[int, get_model_status_pb2.ModelVersionStatus] = {}
+        self._pending: dict[int, tuple] = {}  # version -> snapshot seen at the previous poll
+        self._failures: dict[int, tuple[tuple, int]] = {}  # version -> (snapshot, attempts)
+
+    # -- reading (request threads) -----------------------------------------------------------------
+
+    @property
+    def current(self) -> LoadedVersion | None:
+        return self._current
+
+    def resolve(self, spec: Any) -> LoadedVersion:
+        """The loaded version a ``ModelSpec`` asks for, or ``NOT_FOUND``."""
+        current = self._current
+        which = spec.WhichOneof("version_choice")
+        if which == "version":
+            v = spec.version.value
+            if current is None or current.version != v:
+                loaded = f"loaded: {current.version}" if current else "none loaded"
+                raise _not_found(f"Servable not found for request: Specific({self.name}, {v}) ({loaded})")
+            return current
+        if which == "version_label":  # no labels are configured (TF Serving: INVALID_ARGUMENT as well)
+            raise _invalid(f"Unrecognized servable version label: {spec.version_label} (model {self.name})")
+        if current is None:
+            raise _not_found(f"Servable not found for request: Latest({self.name}): no version loaded yet")
+        return current
+
+    def statuses(self) -> list[get_model_status_pb2.ModelVersionStatus]:
+        with self._lock:
+            return [self._status[v] for v in sorted(self._status, reverse=True)]
+
+    # -- loading (poller thread) -------------------------------------------------------------------
+
+    def _set_status(self, version: int, state: int, error: str = "") -> None:
+        st = get_model_status_pb2.ModelVersionStatus(version=version, state=state)
+        if error:
+            st.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+            st.status.error_message = error
+        with self._lock:
+            self._status[version] = st
+
+    def poll(self, wait_for_stable: bool = True) -> None:
+        """Loads the newest version if it differs from the loaded one (and its files are complete)."""
+        versions = list_versions(self.base_path)
+        current = self._current
+        if not versions:
+            if current is not None:
+                msg = "model %s: no versions under %s; keeping version %d"
+                log.warning(msg, self.name, self.base_path, current.version)
+            return
+        # Newest version that has not failed for good (with unchanged files).
+        target = None
+        for v in reversed(versions):
+            snap = _snapshot(self.base_path / str(v))
+            failed = self._failures.get(v)
+            if failed and failed[0] == snap and failed[1] > self.load_retries:
+                continue
+            target = (v, snap)
+            break
+        if target is None or (current is not None and current.version == target[0]):
+            self._pending.clear()
+            return
+        v, snap = target
+        if wait_for_stable and self._pending.get(v) != snap:
+            self._pending = {v: snap}  # load on the next poll if nothing changed in between
+            return
+        self._pending.clear()
+        self._load(v, snap)
+
+    def _load(self, version: int, snap: tuple) -> None:
+        path = self.base_path / str(version)
+        log.info("model %s: loading version %d from %s", self.name, version, path)
+        self._set_status(version, _State.LOADING)
+        t0 = time.monotonic()
+        try:
+            loaded = LoadedVersion.load(self.name, version, path)
+            if self.warmup and (n := warm_up(loaded)):
+                log.info("model %s: version %d warmed up with %d requests", self.name, version, n)
+        except Exception as e:  # noqa: BLE001 - any load failure keeps the old version serving
+            prev_snap, attempts = self._failures.get(version, (snap, 0))
+            attempts = attempts + 1 if prev_snap == snap else 1
+            self._failures[version] = (snap, attempts)
+            final = attempts > self.load_retries
+            log.error(
+                "model %s: loading version %d failed (attempt %d of %d): %s",
+                self.name,
+                version,
+                attempts,
+                self.load_retries + 1,
+                e,
+            )
+            self._set_status(version, _State.END if final else _State.START, f"Failed to load: {e}")
+            return
+        self._failures.pop(version, None)
+        with self._lock:
+            old, self._current = self._current, loaded
+        self._set_status(version, _State.AVAILABLE)
+        log.info(
+            "model %s: version %d AVAILABLE in %.1fs, signatures %s",
+            self.name,
+            version,
+            time.monotonic() - t0,
+            sorted(loaded.signatures),
+        )
+        if old is not None:
+            self._set_status(old.version, _State.END)
+            log.info("model %s: version %d unloaded", self.name, old.version)
+
+    def unload(self) -> None:
+        with self._lock:
+            old, self._current = self._current, None
+        if old is not None:
+            self._set_status(old.version, _State.END)
+
+
+class ModelRegistry:
+    """The served models by name, and the poller thread that keeps them on their newest version."""
+
+    def __init__(
+        self,
+        models: Mapping[str, str | Path],
+        poll_seconds: float = 1.0,
+        load_retries: int = 5,
+        warmup: bool = True,
+    ) -> None:
+        if not models:
+            raise ValueError("no models to serve: pass at least one name=base_path")
+        self.models = {name: ServedModel(name, path, load_retries, warmup) for name, path in models.items()}
+        self.poll_seconds = poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def get(self, name: str) -> ServedModel:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise _not_found(
+                f"Servable not found for request: Latest({name}): model {name!r} is not served "
+                f"(served: {sorted(self.models)})"
+            ) from None
+
+    def resolve(self, spec: Any) -> LoadedVersion:
+        if not spec.name:
+            raise _invalid("model_spec.name is required")
+        return self.get(spec.name).resolve(spec)
+
+    def load_initial(self) -> None:
+        """Loads each model's newest version now (no stability wait); logs models with none."""
+        for m in self.models.values():
+            m.poll(wait_for_stable=False)
+            if m.current is None:
+                log.warning("model %s: no loadable version under %s yet; polling", m.name, m.base_path)
+
+    def poll_once(self) -> None:
+        for m in self.models.values():
+            try:
+                m.poll()
+            except Exception:  # noqa: BLE001 - the poller must survive anything
+                log.exception("model %s: poll failed", m.name)
+
+    def start_polling(self) -> None:
+        if self.poll_seconds <= 0 or self._thread is not None:
+            return
+
+        def run() -> None:
+            while not self._stop.wait(self.poll_seconds):
+                self.poll_once()
+
+        self._thread = threading.Thread(target=run, name="model-version-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+# --------------------------------------------------------------------------------------------------
+# Request handling
+# --------------------------------------------------------------------------------------------------
+
+
+def _shape_str(shape: tf.TensorShape) -> str:
+    if shape.rank is None:
+        return "?"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape.as_list()) + "]"
+
+
+def tensors_from_request(sig: Signature, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
+    """Validates ``TensorProto`` inputs against ``sig`` and converts them (``INVALID_ARGUMENT`` on mismatch)."""
+    expected, given = set(sig.inputs), set(inputs)
+    if given != expected:
+        missing, extra = sorted(expected - given), sorted(given - expected)
+        parts = []
+        if missing:
+            parts.append(f"missing inputs {missing}")
+        if extra:
+            parts.append(f"unknown inputs {extra}")
+        raise _invalid(
+            f"input names do not match signature {sig.name!r}: {'; '.join(parts)} (expected {sorted(expected)})"
+        )
+    out = {}
+    for name, proto in inputs.items():
+        spec = sig.inputs[name]
+        dtype = tf.dtypes.as_dtype(proto.dtype) if proto.dtype else None
+        if dtype != spec.dtype:
+            got = dtype.name if dtype is not None else "DT_INVALID"
+            raise _invalid(f"input {name!r} of signature {sig.name!r}: expects dtype {spec.dtype.name}, got {got}")
+        shape = tf.TensorShape(proto.tensor_shape)
+        if not spec.shape.is_compatible_with(shape):
+            raise _invalid(
+                f"input {name!r} of signature {sig.name!r}: expects shape {_shape_str(spec.shape)}, "
+                f"got {_shape_str(shape)}"
+            )
+        try:
+            array = tf.make_ndarray(proto)
+        except Exception as e:  # noqa: BLE001 - malformed TensorProto content
+            raise _invalid(f"input {name!r}: malformed TensorProto: {e}") from None
+        out[name] = tf.constant(array, dtype=spec.dtype)
+    return out
+
+
+def predict(loaded: LoadedVersion, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+    """Runs one ``PredictRequest`` on ``loaded`` (raises :class:`ServingStatusError`)."""
+    sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    sig = loaded.signatures.get(sig_name)
+    if sig is None:
+        raise _invalid(
+            f"Serving signature name: {sig_name!r} not found in signature def "
+            f"(model {loaded.model} version {loaded.version} has {sorted(loaded.signatures)})"
+        )
+    wanted = list(request.output_filter) or list(sig.outputs)
+    unknown = sorted(set(wanted) - set(sig.outputs))
+    if unknown:
+        raise _invalid(f"output_filter {unknown} not in signature {sig_name!r} outputs {list(sig.outputs)}")
+    tensors = tensors_from_request(sig, request.inputs)
+    try:
+        result = sig.fn(**tensors)
+    except tf.errors.InvalidArgumentError as e:
+        raise _invalid(f"signature {sig_name!r}: {e.message}") from None
+    except Exception as e:  # noqa: BLE001
+        log.exception("Predict %s/%d/%s failed", loaded.model, loaded.version, sig_name)
+        raise ServingStatusError(grpc.StatusCode.INTERNAL, f"signature {sig_name!r} failed: {e}") from None
+    if not isinstance(result, Mapping):
+        result = {"output_0": result}
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = loaded.model
+    response.model_spec.version.value = loaded.version
+    response.model_spec.signature_name = sig_name
+    for name in wanted:
+        response.outputs[name].CopyFrom(tf.make_tensor_proto(result[name].numpy()))
+    return response
+
+
+def warm_up(loaded: LoadedVersion, limit: int = MAX_WARMUP_RECORDS) -> int:
+    """Replays ``assets.extra/tf_serving_warmup_requests`` (``PredictionLog`` records), as TF Serving does.
+
+    Only ``predict_log`` records are run (others are skipped); a failing request fails the load.
+    Returns the number of requests run.
+    """
+    path = loaded.path / WARMUP_PATH
+    if not path.exists():
+        return 0
+    n = 0
+    for i, record in enumerate(tf.data.TFRecordDataset(str(path)).take(limit)):
+        entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if entry.WhichOneof("log_type") != "predict_log":
+            continue
+        try:
+            predict(loaded, entry.predict_log.request)
+        except ServingStatusError as e:
+            raise RuntimeError(f"warm-up request {i} in {path} failed: {e.code.name}: {e.message}") from None
+        n += 1
+    return n
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        t0 = time.monotonic()
+        try:
+            response = predict(self.registry.resolve(request.model_spec), request)
+        except ServingStatusError as e:
+            log.info("Predict %s: %s %s", request.model_spec.name, e.code.name, e.message)
+            context.abort(e.code, e.message)
+        spec = response.model_spec
+        log.debug(
+            "Predict %s/%d/%s in %.1f ms",
+            spec.name,
+            spec.version.value,
+            spec.signature_name,
+            1e3 * (time.monotonic() - t0),
+        )
+        return response
+
+    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        try:
+            loaded = self.registry.resolve(request.model_spec)
+            fields = list(request.metadata_field)
+            if not fields:
+                raise _invalid("GetModelMetadataRequest must specify at least one metadata_field")
+            unsupported = [f for f in fields if f != "signature_def"]
+            if unsupported:
+                raise _invalid(f"Metadata field {unsupported[0]} is not supported (supported: signature_def)")
+            response = get_model_metadata_pb2.GetModelMetadataResponse()
+            response.model_spec.name = loaded.model
+            response.model_spec.version.value = loaded.version
+            sigmap = get_model_metadata_pb2.SignatureDefMap()
+            for name, sd in loaded.signature_defs.items():
+                sigmap.signature_def[name].CopyFrom(sd)
+            response.metadata["signature_def"].Pack(sigmap)
+        except ServingStatusError as e:
+            log.info("GetModelMetadata %s: %s %s", request.model_spec.name, e.code.name, e.message)
+            context.abort(e.code, e.message)
+        return response
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        try:
+            spec = request.model_spec
+            if not spec.name:
+                raise _invalid("model_spec.name is required")
+            model = self.registry.get(spec.name)
+            statuses = model.statuses()
+            if spec.HasField("version"):
+                statuses = [s for s in statuses if s.version == spec.version.value]
+                if not statuses:
+                    raise _not_found(
+                        f"Could not find version {spec.version.value} of model {spec.name} "
+                        f"(known: {[s.version for s in model.statuses()]})"
+                    )
+            elif spec.version_label:
+                raise _invalid(f"Unrecognized servable version label: {spec.version_label} (model {spec.name})")
+            elif not statuses:
+                raise _not_found(f"Could not find any versions of model {spec.name}")
+        except ServingStatusError as e:
+            log.info("GetModelStatus %s: %s %s", request.model_spec.name, e.code.name, e.message)
+            context.abort(e.code, e.message)
+        return get_model_status_pb2.GetModelStatusResponse(model_version_status=statuses)
+
+
+# --------------------------------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------------------------------
+
+
+class ModelServer:
+    """The gRPC server: models from ``{name: base_path}``, bound to ``host:port`` (port 0: a free one).
+
+    ``start()`` loads each model's newest version, then starts serving and polling; ``stop(grace)``
+    stops accepting requests, lets the in-flight ones finish for up to ``grace`` seconds, stops the
+    poller. ``serve()`` does both around SIGTERM / SIGINT.
+    """
+
+    def __init__(
+        self,
+        models: Mapping[str, str | Path],
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        poll_seconds: float = 1.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_workers: int = 8,
+        load_retries: int = 5,
+        warmup: bool = True,
+    ) -> None:
+        self.registry = ModelRegistry(models, poll_seconds=poll_seconds, load_retries=load_retries, warmup=warmup)
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.max_message_bytes = max_message_bytes
+        self.max_workers = max_workers
+        self._server: grpc.Server | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def start(self) -> ModelServer:
+        self.registry.load_initial()
+        options = [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+        ]
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers), options=options)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.registry), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.registry), server)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = server.add_insecure_port(f"{host}:{self.requested_port}")
+        if port == 0:
+            raise OSError(f"could not bind {host}:{self.requested_port}")
+        server.start()
+        self._server, self.port = server, port
+        self.registry.start_polling()
+        log.info("serving %s on %s", {n: str(m.base_path) for n, m in self.registry.models.items()}, self.target)
+        return self
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Graceful shutdown: new RPCs are refused, in-flight ones get ``grace`` seconds."""
+        if self._server is not None and not self._stopped.is_set():
+            log.info("shutting down (grace %ss)", grace)
+            self._server.stop(grace).wait()
+            self.registry.stop()
+            for m in self.registry.models.values():
+                m.unload()
+            self._stopped.set()
+            log.info("server stopped")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stopped.wait(timeout)
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def serve(self, grace: float = 5.0, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)) -> None:
+        """Starts, blocks until SIGTERM / SIGINT, then stops gracefully (main thread only)."""
+        self.start()
+
+        def handler(signum: int, _frame: Any) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            threading.Thread(target=self.stop, args=(grace,), name="graceful-stop").start()
+
+        for s in signals:
+            signal.signal(s, handler)
+        while not self.wait(1.0):
+            pass
