@@ -40,3 +40,13 @@ def write_section(name: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+def section(title: str, command: str, facts: dict[str, str], table: str, note: str = "") -> str:
+    """A section's markdown: the title, the exact command, one line per fact, an optional note, the table."""
+    lines = [f"## {title}", "", f"Command: `{command.strip()}`  "]
+    lines += [f"{name}: {value}  " for name, value in facts.items()]
+    lines[-1] = lines[-1].rstrip()
+    if note:
+        lines += ["", note]
+    return "\n".join(lines) + "\n\n" + table.rstrip() + "\n"

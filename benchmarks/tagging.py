@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from benchmarks.report import machine, write_section
+from benchmarks.report import machine, section, write_section
 from mvke_tf import tagging
 from mvke_tf.data import synthetic
 from mvke_tf.export import export_saved_model
@@ -202,14 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"targets: decomposition >= 100x naive: {'met' if ok_ratio else 'NOT met'}; ", end="")
     print(f"product >= 50% of plain matmul GFLOP/s: {'met' if ok_share else 'NOT met'}")
     if not args.no_write:
-        body = (
-            "## Batch tagging: naive pair scoring vs the matrix-product decomposition\n\n"
-            f"Command: `{cmd.strip()}`  \n"
-            f"Model: MVKE-mt, the paper's Table 5 hidden layers x{args.scale} (untrained weights), "
+        model = (
+            f"MVKE-mt, the paper's Table 5 hidden layers x{args.scale} (untrained weights), "
             f"expert shapes {shapes}; {len(tags):,} tags (the paper's taxonomy size); "
-            f"{n_users:,} users, batch {args.batch_size}, top-{tagger.k}; best of {args.repeats} runs.  \n"
-            f"Machine: {machine()}.\n\n" + table + "\n"
+            f"{n_users:,} users, batch {args.batch_size}, top-{tagger.k}; best of {args.repeats} runs."
         )
+        facts = {"Model": model, "Machine": f"{machine()}."}
+        body = section("Batch tagging: naive pair scoring vs the matrix-product decomposition", cmd, facts, table)
         write_section("tagging", body)
     return 0
 

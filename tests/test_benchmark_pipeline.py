@@ -1,6 +1,7 @@
 """The pipeline benchmark's pure parts: ML Metadata timing extraction and the table (no pipeline run)."""
 
 from argparse import Namespace
+from pathlib import Path
 from types import SimpleNamespace
 
 from ml_metadata.proto import metadata_store_pb2 as mlmd
@@ -107,9 +108,14 @@ def test_format_table_components_by_rows():
 
 
 def test_markdown_names_the_command_sizes_and_machine():
-    args = Namespace(scale=0.25, users=20_000, batch_size=512, train_steps=1000)
-    body = markdown("| t |", args, "python -m benchmarks.pipeline --rows 100000", "2 cores")
+    from benchmarks.pipeline import MAIN_JOB, main_job_config
+
+    args = Namespace(users=20_000, train_steps=0, config=MAIN_JOB)
+    cfg = main_job_config(100_000, Path("data"), Path("run"), args)  # the main job's settings, other paths
+    assert (cfg.model_type, cfg.batch_size, cfg.eval_pattern) == ("mvke_mt", 512, "eval/part-*.csv")
+    body = markdown("| t |", cfg, args, "python -m benchmarks.pipeline --rows 100000", "2 cores")
     assert body.startswith("## TFX pipeline wall time")
     assert "Command: `python -m benchmarks.pipeline --rows 100000`" in body
-    assert "dnn [128, 64, 32]" in body and "1000 train steps" in body and "Machine: 2 cores." in body
+    assert "dnn [128, 64, 32]" in body and "400 train steps" in body and "Machine: 2 cores." in body
+    assert main_job_config(1, Path("d"), Path("r"), Namespace(train_steps=50, config=MAIN_JOB)).train_steps == 50
     assert body.endswith("| t |\n")
