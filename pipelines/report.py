@@ -329,13 +329,16 @@ def run_report(metadata_path: str | os.PathLike, pipeline_name: str | None = Non
             type_name = artifact_types.get(artifact.type_id, "")
             latest[type_name] = artifact
             made_by = producer.get(artifact.id, "").rsplit(".", 1)[-1]
-            if (type_name == "Examples" and "ExampleGen" in made_by) or (
-                type_name == "Schema" and "SchemaGen" in made_by
+            if (
+                (type_name == "Examples" and "ExampleGen" in made_by)
+                or (type_name == "Schema" and "SchemaGen" in made_by)
+                # Transform also outputs ExampleAnomalies (post-transform); the data check is the validator's.
+                or (type_name == "ExampleAnomalies" and "ExampleValidator" in made_by)
             ):
                 raw[type_name] = artifact
 
     report: dict = {"run_id": run.name, "failed": failed}
-    if (anomalies := latest.get("ExampleAnomalies")) is not None:
+    if (anomalies := raw.get("ExampleAnomalies", latest.get("ExampleAnomalies"))) is not None:
         found = read_anomalies(anomalies.uri)
         if found and "Examples" in raw and "Schema" in raw:
             try:

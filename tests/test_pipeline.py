@@ -336,6 +336,11 @@ def test_local_pipeline_end_to_end(tmp_path):
     seconds = time.perf_counter() - start
     print(f"\nend-to-end LocalDagRunner run: {seconds:.1f} s")
 
+    from pipelines.report import run_report
+
+    report = run_report(cfg.metadata_path, cfg.pipeline_name)
+    # The data check is the ExampleValidator's (Transform's post-transform anomalies have the same type).
+    assert report.ok and "ExampleValidator" in report.anomalies_uri, report
     versions = [p for p in Path(cfg.serving_dir).iterdir() if p.is_dir()]
     assert len(versions) == 1 and versions[0].name.isdigit()
     loaded = tf.saved_model.load(str(versions[0]))
