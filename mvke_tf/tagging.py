@@ -26,7 +26,6 @@ import csv
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -188,20 +187,6 @@ def iter_user_records(
 
 
 # ----------------------------------------------------------------------------- model
-def _variable(loaded: Any, attr: str, task: str) -> tf.Variable | None:
-    holder = getattr(loaded, attr, None)
-    if holder is not None:
-        try:
-            return holder[task]
-        except (KeyError, TypeError):
-            pass
-    suffix = f"{attr}_{task}:0"
-    for v in getattr(loaded, "variables", ()):
-        if v.name == suffix or v.name.endswith("/" + suffix):
-            return v
-    return None
-
-
 class TaggingModel:
     """The SavedModel's ``user_tower`` and ``tag_tower`` plus the per-task score parameters."""
 
@@ -229,55 +214,23 @@ class TaggingModel:
             raise TaggingError(f"--tasks: unknown task(s) {unknown or list(tasks)}; the model has {available}")
         self.tasks = list(tasks)
         _, inputs = self._user_fn.structured_input_signature
-        self.raw_inputs: dict[str, tf.TensorSpec] | None = None if set(inputs) == {"examples"} else dict(inputs)
-        self.bias: dict[str, float] = {}
-        self.scale: dict[str, float] = {}
-        for t in self.tasks:
-            b = _variable(self.loaded, "score_bias", t)
-            if b is None:
-                raise TaggingError(f"--model {self.dir}: no 'score_bias_{t}' variable in the SavedModel")
-            self.bias[t] = float(b.numpy())
-            s = _variable(self.loaded, "cosine_scale", t)
-            if s is not None:
-                self.scale[t] = float(s.numpy())
+        if set(inputs) != {"examples"}:
+            raise TaggingError(
+                f"--model {self.dir}: 'user_tower' takes {sorted(inputs)}, not serialized tf.Examples ('examples'); "
+                "re-export it with mvke_tf.export.export_saved_model or the TFX pipeline"
+            )
+        # The score's bias (and the cosine score's scale) per task: constant over tags, from tag_tower itself.
+        probe = self._tag_fn(tags=tf.constant([""]))
+        missing = [t for t in self.tasks if f"{t}_bias" not in probe]
+        if missing:
+            raise TaggingError(f"--model {self.dir}: 'tag_tower' has no '<task>_bias' output for {missing}; re-export")
+        self.bias: dict[str, float] = {t: float(probe[f"{t}_bias"][0]) for t in self.tasks}
+        self.scale: dict[str, float] = {t: float(probe[f"{t}_scale"][0]) for t in self.tasks if f"{t}_scale" in probe}
         self.score = "cosine" if self.scale else "dot"
-
-    def user_fields(self) -> list[FieldSpec] | None:
-        """The user fields, when the ``user_tower`` signature names them (raw-feature contract)."""
-        if self.raw_inputs is None:
-            return None
-        out = []
-        for name, spec in self.raw_inputs.items():
-            if spec.dtype == tf.string and spec.shape.rank == 2:
-                out.append(FieldSpec(name, MULTI_VALUED, max_values=int(spec.shape[1])))
-            elif spec.dtype == tf.string:
-                out.append(FieldSpec(name, "categorical"))
-            else:
-                out.append(FieldSpec(name, NUMERIC))
-        return out
-
-    def _parse(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Serialized examples -> the raw feature dict the older ``user_tower(features)`` contract takes."""
-        spec = {}
-        for name, s in self.raw_inputs.items():
-            if s.dtype == tf.string and s.shape.rank == 2:
-                spec[name] = tf.io.RaggedFeature(tf.string)
-            elif s.dtype == tf.string:
-                spec[name] = tf.io.FixedLenFeature([], tf.string, default_value="")
-            else:
-                spec[name] = tf.io.FixedLenFeature([], s.dtype, default_value=math.nan)
-        parsed = tf.io.parse_example(examples, spec)
-        out = {}
-        for name, s in self.raw_inputs.items():
-            x = parsed[name]
-            if isinstance(x, tf.RaggedTensor):
-                x = x.to_tensor(default_value="", shape=[None, s.shape[1]])
-            out[name] = x
-        return out
 
     def user_experts(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         """Serialized user ``tf.Example`` ``[B]`` -> per task ``[B, S, d]``."""
-        out = self._user_fn(examples=examples) if self.raw_inputs is None else self._user_fn(**self._parse(examples))
+        out = self._user_fn(examples=examples)
         return {t: out[f"{t}_experts"] for t in self.tasks}
 
     def scorer(self, tags: Sequence[str], batch_size: int = 4096) -> FastScorer:
@@ -478,9 +431,11 @@ def resolve_user_fields(
     if not users_files[0].endswith(".csv"):
         return None
     fc = _find_feature_config(os.path.dirname(users_files[0]))
-    if fc is not None:
-        return list(fc.user_fields)
-    return model.user_fields()
+    if fc is None:
+        raise TaggingError(
+            f"--users {users_files[0]}: CSV input needs the field types; fix: pass --features features.yaml"
+        )
+    return list(fc.user_fields)
 
 
 def _new_user_batches(
