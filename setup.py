@@ -25,7 +25,9 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["mvke_tf", "mvke_tf.*", "pipelines", "pipelines.*", "serving", "serving.*"]),
+    packages=find_packages(
+        include=[f"{pkg}{sub}" for pkg in ("mvke_tf", "pipelines", "serving", "benchmarks") for sub in ("", ".*")]
+    ),
     package_data={
         "pipelines": ["configs/*.yaml", "schemas/*.pbtxt", "Dockerfile"],
         "serving": ["deploy/*"],

@@ -31,6 +31,13 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one ``mvke-tf: error:`` line (exit 2) like every other error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def _int_tuple(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(x) for x in text.split(",") if x.strip())
@@ -126,6 +133,9 @@ def _train(data_dir: Path, args: argparse.Namespace) -> dict:
         # Every worker saves (saving may run collective ops); only the chief's copy is kept.
         with distribute.write_dir(args.model_dir, model.distribute_strategy) as out:
             model.save_weights(str(Path(out) / "weights"))
+            # What `mvke-tf export` needs to rebuild the model around the weights.
+            model.feature_config.to_yaml(Path(out) / "features.yaml")
+            (Path(out) / "model_config.json").write_text(json.dumps(model.model_config.to_dict(), indent=2))
     print(format_report(report))
     return report
 
@@ -155,6 +165,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _train(data_dir, args)
     print(f"done in {time.perf_counter() - start:.1f} s; report in {out / 'model' / 'report.json'}")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Rebuilds a model trained by ``mvke-tf train --model-dir`` and writes a servable SavedModel."""
+    model_dir = Path(args.model_dir)
+    needed = [model_dir / n for n in ("features.yaml", "model_config.json", "weights.index")]
+    missing = [p.name for p in needed if not p.exists()]
+    if missing:
+        raise CLIError(
+            f"--model-dir {model_dir}: missing {', '.join(missing)}; "
+            "train with `mvke-tf train --data DIR --model-dir DIR` first"
+        )
+    from mvke_tf.config import FeatureConfig
+    from mvke_tf.export import export_saved_model
+    from mvke_tf.models.config import ModelConfig
+    from mvke_tf.models.user_tag import build_model
+
+    model = build_model(
+        FeatureConfig.from_yaml(model_dir / "features.yaml"),
+        ModelConfig.from_dict(json.loads((model_dir / "model_config.json").read_text())),
+    )
+    model.load_weights(str(model_dir / "weights")).expect_partial()
+    base = Path(args.out)
+    if args.version is None:
+        versions = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()]
+        version = max(versions, default=0) + 1
+    else:
+        version = args.version
+    target = base / str(version)
+    if target.exists():
+        raise CLIError(f"{target} already exists; TF Serving versions are immutable: pick another --version")
+    export_saved_model(model, target)
+    print(f"exported {model.model_config.model_type} to {target} (signatures serving_default, user_tower, tag_tower)")
+    print(f"serve it with: mvke-tf serve --model {args.name}={base}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Delegates to the gRPC model server (``python -m serving``), with its own flags."""
+    try:
+        from serving.__main__ import main as serving_main
+    except ImportError as e:
+        raise CLIError(f"the serving package is not importable ({e}); install with: pip install -e '.[serving]'") from e
+    return serving_main(args.rest)
+
+
+BENCHMARKS = {
+    "models": "the MVKE paper's model line-up on synthetic data",
+    "pipeline": "TFX pipeline wall time, whole run and per component",
+    "tagging": "batch tagging: naive pair scoring vs the matrix-product decomposition",
+    "serving": "user_tower latency over gRPC vs in-process",
+    "census": "MMoE vs baselines on census-income (needs --data DIR with the UCI files)",
+    "multidomain": "M3oE vs multi-domain baselines on synthetic multi-domain data",
+}
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Runs one benchmark module (``python -m benchmarks.<name>``) with its own flags."""
+    import importlib
+
+    if not args.rest or args.rest[0] in ("-h", "--help"):
+        print("usage: mvke-tf bench NAME [flags of that benchmark; NAME --help lists them]\n\nbenchmarks:")
+        for name, what in BENCHMARKS.items():
+            print(f"  {name:<12} {what}")
+        return 0
+    name, rest = args.rest[0], args.rest[1:]
+    if name not in BENCHMARKS:
+        raise CLIError(f"bench: unknown benchmark {name!r}; pick one of {', '.join(BENCHMARKS)}")
+    try:
+        module = importlib.import_module(f"benchmarks.{name}")
+    except ImportError as e:
+        raise CLIError(f"benchmark {name!r} is not importable ({e}); run from a source checkout") from e
+    return int(module.main(rest) or 0)
 
 
 def cmd_pipeline(args: argparse.Namespace) -> int:
@@ -227,7 +310,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mvke-tf", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mvke-tf", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks and TensorFlow logs")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -290,19 +373,48 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--runner", default="local", choices=("local", "beam"), help="local job or Beam pipeline")
     tag.add_argument("--beam-args", help="Beam pipeline options, e.g. '--runner=DirectRunner --direct_num_workers=2'")
     tag.set_defaults(func=cmd_tag_users)
+
+    export = sub.add_parser(
+        "export", help="write a model trained by `mvke-tf train --model-dir` as a versioned, servable SavedModel"
+    )
+    export.add_argument("--model-dir", required=True, help="the --model-dir of `mvke-tf train`")
+    export.add_argument("--out", required=True, help="the model's base path; the version is a subdirectory")
+    export.add_argument("--version", type=int, help="version number (default: one above the newest there)")
+    export.add_argument("--name", default="mvke", help="model name in the printed serve command")
+    export.set_defaults(func=cmd_export)
+
+    serve = sub.add_parser(
+        "serve",
+        help="the local TF Serving-compatible gRPC server (`serve --model NAME=BASE_PATH`; see `serve -h`)",
+        add_help=False,
+    )
+    serve.add_argument("rest", nargs=argparse.REMAINDER)
+    serve.set_defaults(func=cmd_serve)
+
+    bench = sub.add_parser(
+        "bench", help="run a benchmark (`bench NAME ...`; `bench --help` lists them)", add_help=False
+    )
+    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if "pipeline" in argv and all(a == "--debug" for a in argv[: argv.index("pipeline")]):
-        # Everything after `pipeline` (including -h) belongs to the pipeline's own parser.
-        cut = argv.index("pipeline") + 1
-        args = parser.parse_args(argv[:cut])
-        args.pipeline_args = argv[cut:]
-    else:
-        args = parser.parse_args(argv)
+    passthrough = {"pipeline": "pipeline_args", "serve": "rest", "bench": "rest"}
+    first = next((a for a in argv if a != "--debug"), None)
+    try:
+        if first in passthrough:
+            # Everything after the command (including -h) belongs to that tool's own parser.
+            cut = argv.index(first) + 1
+            args = parser.parse_args(argv[:cut])
+            setattr(args, passthrough[first], argv[cut:])
+        else:
+            args = parser.parse_args(argv)
+    except CLIError as e:
+        print(f"mvke-tf: error: {e}", file=sys.stderr)
+        return 2
     if not args.debug:
         warnings.filterwarnings("ignore")
         logging.getLogger("tensorflow").setLevel(logging.ERROR)

@@ -58,6 +58,34 @@ def test_data_synth_and_train(tmp_path, capsys):
     report = json.loads((tmp_path / "model" / "report.json").read_text())
     assert report["model_type"] == "mvke_mt" and set(report["eval"]) == {"click", "conversion"}
 
+    # export: the trained weights become a versioned SavedModel that scores like the trained model
+    serving = tmp_path / "serving"
+    assert main(["export", "--model-dir", str(tmp_path / "model"), "--out", str(serving)]) == 0
+    assert main(["export", "--model-dir", str(tmp_path / "model"), "--out", str(serving)]) == 0
+    assert sorted(p.name for p in serving.iterdir()) == ["1", "2"]
+    out = capsys.readouterr().out
+    assert "mvke-tf serve --model mvke=" in out
+    import tensorflow as tf
+
+    from mvke_tf.config import FeatureConfig
+    from mvke_tf.data.dataset import parse_examples
+    from mvke_tf.models.config import ModelConfig
+    from mvke_tf.models.user_tag import build_model
+
+    loaded = tf.saved_model.load(str(serving / "1"))
+    assert {"serving_default", "user_tower", "tag_tower"} <= set(loaded.signatures)
+    fc = FeatureConfig.from_yaml(tmp_path / "model" / "features.yaml")
+    model = build_model(fc, ModelConfig.from_dict(json.loads((tmp_path / "model" / "model_config.json").read_text())))
+    model.load_weights(str(tmp_path / "model" / "weights")).expect_partial()
+    records = tf.data.TFRecordDataset(str(data / "eval" / "part-00000.tfrecord.gz"), compression_type="GZIP")
+    examples = tf.stack(list(records.take(16)))
+    got = loaded.signatures["serving_default"](examples=examples)
+    want = model(parse_examples(examples, fc))
+    for task in ("click", "conversion"):
+        assert abs(got[task].numpy() - want[task].numpy()).max() < 1e-5
+    assert main(["export", "--model-dir", str(tmp_path / "model"), "--out", str(serving), "--version", "2"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
 
 @pytest.mark.parametrize(
     "argv, message",
@@ -66,6 +94,11 @@ def test_data_synth_and_train(tmp_path, capsys):
         (["data", "synth", "--out", "{tmp}/x", "--rows", "0"], "num_rows=0 is invalid"),
         (["data", "synth", "--out", "{tmp}/x", "--taxonomy", "18,5"], "taxonomy"),
         (["train", "--data", "{tmp}", "--config", "{tmp}/missing.yaml"], "does not exist"),
+        (["train"], "the following arguments are required: --data"),
+        (["train", "--data", "{tmp}", "--model", "nope"], "invalid choice"),
+        (["export", "--model-dir", "{tmp}", "--out", "{tmp}/s"], "missing model_config.json, weights.index"),
+        (["bench", "nope"], "unknown benchmark 'nope'"),
+        (["no-such-command"], "invalid choice"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(argv, message, tmp_path, capsys):
@@ -81,8 +114,11 @@ def test_entry_point_has_help_and_no_traceback(tmp_path):
     if not exe.exists():
         pytest.skip("mvke-tf entry point not installed in this environment")
     help_text = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
-    for cmd in ("data", "train", "demo"):
+    for cmd in ("data", "train", "pipeline", "export", "serve", "tag-users", "bench"):
         assert cmd in help_text
+    for argv in (["serve", "--help"], ["bench", "--help"], ["export", "--help"], ["tag-users", "--help"]):
+        shown = subprocess.run([str(exe), *argv], capture_output=True, text=True)
+        assert shown.returncode == 0 and shown.stdout.strip(), argv
     bad = subprocess.run([str(exe), "train", "--data", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "no features.yaml" in bad.stderr
