@@ -20,6 +20,7 @@ if not _DEBUG:
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import shutil  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -99,15 +100,21 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def _model_config(args: argparse.Namespace):
     from mvke_tf.models.config import ModelConfig
+    from mvke_tf.models.ranking import RANKING_MODEL_NAMES, ranking_config_for
 
-    mc = ModelConfig(model_type=args.model)
+    overrides = {}
     if args.config:
         path = Path(args.config)
         if not path.exists():
             raise CLIError(f"--config: file {path} does not exist")
         import yaml
 
-        mc = ModelConfig.from_dict({**mc.to_dict(), **(yaml.safe_load(path.read_text()) or {})})
+        overrides = yaml.safe_load(path.read_text()) or {}
+    if args.model in RANKING_MODEL_NAMES:
+        if args.scale != 1.0:
+            raise CLIError("--scale applies to the two-tower models; size a ranking model with --config")
+        return ranking_config_for(args.model, overrides)
+    mc = ModelConfig.from_dict({**ModelConfig(model_type=args.model).to_dict(), **overrides})
     if args.scale != 1.0:
         mc = mc.scaled(args.scale)
     return mc
@@ -134,8 +141,10 @@ def _train(data_dir: Path, args: argparse.Namespace) -> dict:
         with distribute.write_dir(args.model_dir, model.distribute_strategy) as out:
             model.save_weights(str(Path(out) / "weights"))
             # What `mvke-tf export` needs to rebuild the model around the weights.
-            model.feature_config.to_yaml(Path(out) / "features.yaml")
-            (Path(out) / "model_config.json").write_text(json.dumps(model.model_config.to_dict(), indent=2))
+            shutil.copyfile(data_dir / "features.yaml", Path(out) / "features.yaml")
+            family = report.get("model_family", "user_tag")
+            saved = {**model.model_config.to_dict(), "family": family}
+            (Path(out) / "model_config.json").write_text(json.dumps(saved, indent=2))
     print(format_report(report))
     return report
 
@@ -179,13 +188,15 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     from mvke_tf.config import FeatureConfig
     from mvke_tf.export import export_saved_model
+    from mvke_tf.export.ranking import export_ranking_model
     from mvke_tf.models.config import ModelConfig
-    from mvke_tf.models.user_tag import build_model
+    from mvke_tf.models.ranking import RankingConfig
+    from mvke_tf.train import build_any
 
-    model = build_model(
-        FeatureConfig.from_yaml(model_dir / "features.yaml"),
-        ModelConfig.from_dict(json.loads((model_dir / "model_config.json").read_text())),
-    )
+    saved = json.loads((model_dir / "model_config.json").read_text())
+    ranking = saved.pop("family", "user_tag") == "ranking"
+    model_config = RankingConfig.from_dict(saved) if ranking else ModelConfig.from_dict(saved)
+    model = build_any(FeatureConfig.from_yaml(model_dir / "features.yaml"), model_config)
     model.load_weights(str(model_dir / "weights")).expect_partial()
     base = Path(args.out)
     if args.version is None:
@@ -196,8 +207,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = base / str(version)
     if target.exists():
         raise CLIError(f"{target} already exists; TF Serving versions are immutable: pick another --version")
-    export_saved_model(model, target)
-    print(f"exported {model.model_config.model_type} to {target} (signatures serving_default, user_tower, tag_tower)")
+    if ranking:
+        export_ranking_model(model, target)
+        signatures = "serving_default"
+    else:
+        export_saved_model(model, target)
+        signatures = "serving_default, user_tower, tag_tower"
+    print(f"exported {model.model_config.model_type} to {target} (signatures {signatures})")
     print(f"serve it with: mvke-tf serve --model {args.name}={base}")
     return 0
 
@@ -300,9 +316,16 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from mvke_tf.models.config import MODEL_TYPES
+    from mvke_tf.models.ranking import RANKING_MODEL_NAMES
 
-    p.add_argument("--model", default="mvke_mt", choices=MODEL_TYPES, help="model variant (default %(default)s)")
-    p.add_argument("--config", help="YAML file of ModelConfig fields overriding the defaults")
+    p.add_argument(
+        "--model",
+        default="mvke_mt",
+        choices=MODEL_TYPES + RANKING_MODEL_NAMES,
+        help="model: a two-tower variant, or a pair-ranking one (app_store = MMoE + FM cross + ESMM; "
+        "ranking_<type>) (default %(default)s)",
+    )
+    p.add_argument("--config", help="YAML file of ModelConfig (or RankingConfig) fields overriding the defaults")
     p.add_argument("--scale", type=float, default=1.0, help="scale hidden layer sizes (e.g. 0.25 for quick runs)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=2048)

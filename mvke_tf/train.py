@@ -18,6 +18,13 @@ from mvke_tf.config import ConfigError, FeatureConfig
 from mvke_tf.data.dataset import make_dataset, resolve_files
 from mvke_tf.metrics import auc
 from mvke_tf.models.config import ModelConfig
+from mvke_tf.models.ranking import (
+    RankingConfig,
+    RankingModel,
+    build_ranking_model,
+    compile_ranking_model,
+    ranking_fields,
+)
 from mvke_tf.models.user_tag import UserTagModel, build_model
 
 
@@ -55,8 +62,18 @@ class TrainConfig:
             raise ConfigError(f"learning_rate={self.learning_rate} must be > 0")
 
 
-def compile_model(model: UserTagModel, learning_rate: float = 1e-3) -> UserTagModel:
+def build_any(feature_config: FeatureConfig, model_config: ModelConfig | RankingConfig) -> tf.keras.Model:
+    """The model a config describes: a two-tower :class:`UserTagModel` for a :class:`ModelConfig`, a
+    pair-ranking :class:`RankingModel` over the user fields and the ad's tags for a :class:`RankingConfig`."""
+    if isinstance(model_config, RankingConfig):
+        return build_ranking_model(ranking_fields(feature_config), model_config)
+    return build_model(feature_config, model_config)
+
+
+def compile_model(model: UserTagModel | RankingModel, learning_rate: float = 1e-3) -> tf.keras.Model:
     """Compiles with per-task BCE (weighted by the config) and per-task AUC metrics."""
+    if isinstance(model, RankingModel):
+        return compile_ranking_model(model, learning_rate)
     tasks = model.tasks
     model.compile(
         optimizer=tf.keras.optimizers.Adam(learning_rate),
@@ -127,7 +144,7 @@ def evaluate(
 
 def train_and_evaluate(
     data_dir: str | Path,
-    model_config: ModelConfig,
+    model_config: ModelConfig | RankingConfig,
     train_config: TrainConfig = TrainConfig(),
     out_dir: str | Path | None = None,
     verbose: int = 1,
@@ -154,7 +171,7 @@ def train_and_evaluate(
         )
     tf.keras.utils.set_random_seed(train_config.seed)
     with strategy.scope():
-        model = compile_model(build_model(feature_config, model_config), train_config.learning_rate)
+        model = compile_model(build_any(feature_config, model_config), train_config.learning_rate)
     train_rows = _count_rows(data_dir, "train")
     steps_per_epoch = None
     if workers > 1:
@@ -182,6 +199,7 @@ def train_and_evaluate(
     train_seconds = time.perf_counter() - start
     report = {
         "model_type": model_config.model_type,
+        "model_family": "ranking" if isinstance(model_config, RankingConfig) else "user_tag",
         "model_config": model_config.to_dict(),
         "train_config": dataclasses.asdict(train_config),
         "eval": {},

@@ -7,6 +7,11 @@ from typing import Any
 
 from mvke_tf.config import ConfigError
 from mvke_tf.models.config import MODEL_TYPES, ModelConfig
+from mvke_tf.models.ranking import RANKING_MODEL_NAMES, RankingConfig, ranking_config_for
+
+# Pair-ranking models (mvke_tf.models.ranking) as pipeline model types: ``ranking_<type>``, and
+# ``app_store`` for the MMoE + FM cross + ESMM model. Their overrides are RankingConfig fields.
+PIPELINE_MODEL_TYPES = MODEL_TYPES + RANKING_MODEL_NAMES
 
 INPUT_FORMATS = ("csv", "tfrecord")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker")
@@ -34,8 +39,11 @@ class PipelineConfig:
         the train split and ``eval_pattern`` the eval split, e.g. the paper's "train on day D,
         test on day D+1" (``train/*.csv`` and ``eval/*.csv`` of the synthetic generator, whose
         last day is the eval split). Both may hold ``{SPAN}``.
-      model_type: model variant, one of :data:`mvke_tf.models.MODEL_TYPES`.
-      model_overrides: other :class:`~mvke_tf.models.ModelConfig` fields (e.g. sizes).
+      model_type: model variant: a two-tower model of :data:`mvke_tf.models.MODEL_TYPES`, or a
+        pair-ranking model (:mod:`mvke_tf.models.ranking`) as ``ranking_<type>`` (e.g.
+        ``ranking_mmoe``) or ``app_store`` (MMoE with FM cross and ESMM heads).
+      model_overrides: other fields of the model's config (:class:`~mvke_tf.models.ModelConfig`,
+        or :class:`~mvke_tf.models.ranking.RankingConfig` for ranking models), e.g. sizes.
       train_steps: Trainer steps (over all epochs).
       eval_steps: validation steps in the Trainer.
       epochs: Keras epochs the train steps are split into.
@@ -113,8 +121,8 @@ class PipelineConfig:
             fail("eval_pattern", "give the eval files a pattern of their own, or '' to split input_pattern by hash")
         if self.distribution not in DISTRIBUTIONS:
             fail("distribution", f"use one of {', '.join(DISTRIBUTIONS)}")
-        if self.model_type not in MODEL_TYPES:
-            fail("model_type", f"use one of {', '.join(MODEL_TYPES)}")
+        if self.model_type not in PIPELINE_MODEL_TYPES:
+            fail("model_type", f"use one of {', '.join(PIPELINE_MODEL_TYPES)}")
         if "model_type" in self.model_overrides:
             fail("model_overrides", "set model_type through the model_type field, not the overrides")
         try:
@@ -143,8 +151,15 @@ class PipelineConfig:
         """Whether ``input_pattern`` has a ``{SPAN}`` placeholder (ExampleGen reads the latest span)."""
         return "{SPAN}" in self.input_pattern
 
-    def model_config(self) -> ModelConfig:
-        """The :class:`ModelConfig`: ``model_type`` plus ``model_overrides``."""
+    @property
+    def is_ranking(self) -> bool:
+        """Whether the model is a pair-ranking model (serving_default only) rather than a two-tower one."""
+        return self.model_type in RANKING_MODEL_NAMES
+
+    def model_config(self) -> ModelConfig | RankingConfig:
+        """The model's config: ``model_type`` plus ``model_overrides``."""
+        if self.is_ranking:
+            return ranking_config_for(self.model_type, self.model_overrides)
         return ModelConfig.from_dict({**self.model_overrides, "model_type": self.model_type})
 
     def custom_config(self) -> dict[str, Any]:
@@ -153,6 +168,7 @@ class PipelineConfig:
             "features_yaml": self.features_yaml,
             "num_buckets": self.num_buckets,
             "model_config": self.model_config().to_dict(),
+            "model_family": "ranking" if self.is_ranking else "user_tag",
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,

@@ -10,6 +10,11 @@ carries the Transform graph, so clients send raw ``tf.Example`` records:
 * ``user_tower``: serialized raw ``tf.Example`` ``[B]`` -> ``<task>_experts [B, S_task, d]``;
 * ``tag_tower``: raw tags ``[B]`` (one tag each) -> ``<task>_embedding``, ``<task>_gate``.
 
+A pair-ranking model (``custom_config["model_family"] == "ranking"``, :mod:`mvke_tf.models.ranking`)
+reads the user fields and the ad's tags together; it has no towers to split, so its SavedModel has
+``serving_default`` (every output: with ESMM ``click`` = pCTR, ``conversion`` = pCTCVR, ``cvr``,
+``rank_score``) and ``transform_features`` only.
+
 Warm start (incremental training): next to the SavedModel, ``<model>/warm_start/`` holds a TF
 checkpoint of the model's weights and ``meta.json`` (the model's config, its weights' names and
 shapes). When the Trainer gets a ``base_model`` (the latest blessed model) whose ``meta.json``
@@ -39,8 +44,17 @@ from mvke_tf import distribute  # noqa: E402
 from mvke_tf.config import FeatureConfig  # noqa: E402
 from mvke_tf.data import synthetic  # noqa: E402
 from mvke_tf.data import transform as T  # noqa: E402
+from mvke_tf.export.examples import dummy_rows, examples_from_rows  # noqa: E402
 from mvke_tf.export.saved_model import tag_tower_outputs, user_tower_outputs, write_warmup  # noqa: E402
+from mvke_tf.export.warmup import write_warmup_requests  # noqa: E402
 from mvke_tf.models import ModelConfig, UserTagModel, build_model  # noqa: E402
+from mvke_tf.models.ranking import (  # noqa: E402
+    RankingConfig,
+    RankingModel,
+    build_ranking_model,
+    compile_ranking_model,
+    ranking_fields,
+)
 from mvke_tf.train import compile_model  # noqa: E402
 
 DEFAULT_NUM_BUCKETS = 10  # keep equal to pipelines.preprocessing.DEFAULT_NUM_BUCKETS
@@ -97,7 +111,7 @@ def signatures(
     raw_spec = tf_transform_output.raw_feature_spec()
     feature_spec = {n: _optional(raw_spec[n]) for n in raw_config.feature_names}
     user_spec = {f.name: feature_spec[f.name] for f in raw_config.user_fields}
-    names = model.feature_config.feature_names
+    names = raw_config.feature_names
     examples = tf.TensorSpec([None], tf.string, name="examples")
 
     @tf.function(input_signature=[examples])
@@ -108,6 +122,12 @@ def signatures(
     @tf.function(input_signature=[examples])
     def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
         return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+
+    if isinstance(model, RankingModel):
+        return {
+            "serving_default": serving_default.get_concrete_function(),
+            "transform_features": transform_features.get_concrete_function(),
+        }
 
     @tf.function(input_signature=[examples])
     def user_tower(examples: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -193,7 +213,11 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     custom = dict(fn_args.custom_config or {})
     raw_config = _raw_feature_config(custom)
     config = T.transformed_feature_config(raw_config, int(custom.get("num_buckets", DEFAULT_NUM_BUCKETS)))
-    model_config = ModelConfig.from_dict(custom.get("model_config", {}))
+    ranking = custom.get("model_family") == "ranking"
+    if ranking:
+        model_config: ModelConfig | RankingConfig = RankingConfig.from_dict(custom.get("model_config", {}))
+    else:
+        model_config = ModelConfig.from_dict(custom.get("model_config", {}))
     batch_size = int(custom.get("batch_size", 256))
     epochs = max(1, min(int(custom.get("epochs", 1)), int(fn_args.train_steps)))
 
@@ -213,10 +237,14 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train, valid = train.with_options(options), valid.with_options(options)
 
+    learning_rate = float(custom.get("learning_rate", 1e-3))
     with strategy.scope():
-        model = build_model(config, model_config)
+        if ranking:
+            model = build_ranking_model(ranking_fields(config), model_config)
+        else:
+            model = build_model(config, model_config)
         warm = restore_warm_start(model, fn_args.base_model)
-        model = compile_model(model, float(custom.get("learning_rate", 1e-3)))
+        model = compile_ranking_model(model, learning_rate) if ranking else compile_model(model, learning_rate)
     if warm["warm_started"]:
         logging.info("Trainer: warm-started from %s", warm["source"])
     else:
@@ -244,4 +272,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # TF Serving replays these on load (serving_default, user_tower, tag_tower; made-up rows typed as the
         # raw schema says, so they parse).
         raw_dtypes = {n: s.dtype for n, s in tf_transform_output.raw_feature_spec().items()}
-        logging.info("Trainer: wrote warm-up requests to %s", write_warmup(serving_dir, raw_config, dtypes=raw_dtypes))
+        warmup = write_warmup(serving_dir, raw_config, dtypes=raw_dtypes)
+        if ranking:  # serving_default is its only serving signature: keep that request alone
+            examples = examples_from_rows(dummy_rows(raw_config, 2, dtypes=raw_dtypes), raw_config, raw_dtypes)
+            warmup = write_warmup_requests(serving_dir, {"serving_default": {"examples": examples}})
+        logging.info("Trainer: wrote warm-up requests to %s", warmup)

@@ -75,7 +75,9 @@ def test_data_synth_and_train(tmp_path, capsys):
     loaded = tf.saved_model.load(str(serving / "1"))
     assert {"serving_default", "user_tower", "tag_tower"} <= set(loaded.signatures)
     fc = FeatureConfig.from_yaml(tmp_path / "model" / "features.yaml")
-    model = build_model(fc, ModelConfig.from_dict(json.loads((tmp_path / "model" / "model_config.json").read_text())))
+    saved = json.loads((tmp_path / "model" / "model_config.json").read_text())
+    assert saved.pop("family") == "user_tag"
+    model = build_model(fc, ModelConfig.from_dict(saved))
     model.load_weights(str(tmp_path / "model" / "weights")).expect_partial()
     records = tf.data.TFRecordDataset(str(data / "eval" / "part-00000.tfrecord.gz"), compression_type="GZIP")
     examples = tf.stack(list(records.take(16)))
@@ -85,6 +87,20 @@ def test_data_synth_and_train(tmp_path, capsys):
         assert abs(got[task].numpy() - want[task].numpy()).max() < 1e-5
     assert main(["export", "--model-dir", str(tmp_path / "model"), "--out", str(serving), "--version", "2"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+    # A pair-ranking model through the same commands: the app-store MMoE + FM cross + ESMM.
+    sizes = tmp_path / "ranker.yaml"
+    sizes.write_text("embedding_dim: 4\nexpert_units: [8]\ntower_units: [4]\n")
+    ranker = str(tmp_path / "ranker")
+    argv = ["train", "--data", str(data), "--model", "app_store", "--config", str(sizes), "--model-dir", ranker]
+    assert main([*argv, "--batch-size", "512"]) == 0
+    assert "app_store" not in capsys.readouterr().err
+    assert main(["export", "--model-dir", ranker, "--out", str(tmp_path / "ranker_serving")]) == 0
+    ranked = tf.saved_model.load(str(tmp_path / "ranker_serving" / "1"))
+    out = ranked.signatures["serving_default"](examples=examples)
+    assert set(out) == {"click", "conversion", "cvr", "rank_score"}
+    assert main([*argv, "--scale", "0.5"]) == 2
+    assert "--scale applies to the two-tower models" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -388,3 +388,39 @@ def test_local_pipeline_end_to_end(tmp_path):
     # ExampleGen kept the files' split: the eval split is exactly the last day's rows.
     meta = json.loads((data / "metadata.json").read_text())
     assert overall["click"][""]["example_count"]["doubleValue"] == meta["splits"]["eval"]["rows"], meta["splits"]
+
+
+@pytest.mark.pipeline
+def test_pipeline_trains_and_pushes_the_app_store_ranking_model(tmp_path):
+    """model_type app_store (MMoE + FM cross + ESMM heads) runs through Transform, Trainer, Evaluator and Pusher."""
+    from mvke_tf.export.warmup import read_warmup_requests
+    from pipelines.pipeline import run_local
+    from pipelines.report import run_report
+
+    data = tmp_path / "data"
+    synthetic.generate(E2E_DATA, data)
+    cfg = _config(
+        tmp_path,
+        features_yaml=str(data / "features.yaml"),
+        input_pattern="*/part-*.csv",  # both days, split by hash
+        model_type="app_store",
+        model_overrides=dict(embedding_dim=8, expert_units=(16,), tower_units=(8,)),
+        train_steps=40,
+        eval_steps=5,
+        batch_size=128,
+        eval_auc_floor=0.2,
+    )
+    assert cfg.custom_config()["model_family"] == "ranking"
+    run_local(cfg)
+    report = run_report(cfg.metadata_path, cfg.pipeline_name)
+    assert report.ok and report.pushed, report
+    versions = [p for p in Path(cfg.serving_dir).iterdir() if p.is_dir()]
+    assert len(versions) == 1
+    loaded = tf.saved_model.load(str(versions[0]))
+    assert set(loaded.signatures) == {"serving_default", "transform_features"}
+    warmup = read_warmup_requests(versions[0])
+    assert {r.predict_log.request.model_spec.signature_name for r in warmup} == {"serving_default"}
+    out = loaded.signatures["serving_default"](examples=tf.constant(_raw_examples(data / "eval" / "part-00000.csv", 8)))
+    assert set(out) == {"click", "conversion", "cvr", "rank_score"}
+    np.testing.assert_allclose(out["conversion"].numpy(), out["click"].numpy() * out["cvr"].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(out["rank_score"].numpy(), 0.5 * (out["click"].numpy() + out["cvr"].numpy()), rtol=1e-6)

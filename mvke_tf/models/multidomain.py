@@ -1,0 +1,429 @@
+"""Multi-domain multi-task (MDMT) models: M3oE (SIGIR 2024) and its baselines.
+
+Every model embeds the same fields, flattens them to ``x [B, F * d]`` and ends in one
+tower per (domain, task): ``Linear -> LayerNorm -> ReLU -> Linear -> sigmoid``. Each
+sample is scored by its own domain's towers, and the loss is the sum over (domain,
+task) of the binary cross-entropy averaged within that domain's samples of the batch.
+The bodies:
+
+* ``mlp``: an independent MLP per (domain, task);
+* ``shared_bottom``: one shared MLP;
+* ``mmoe``: K shared experts, a softmax gate per (domain, task);
+* ``ple``: one CGC level: K shared experts plus one specific expert per (domain, task),
+  each (domain, task) gate mixing the shared experts and its own;
+* ``star``: the STAR domain representation layer (star topology + MLP + skip);
+* ``m3oe``: the STAR representation, then shared / domain / task experts fused by
+  learned weights alpha, beta (:class:`~mvke_tf.layers.multidomain.FusedExperts`).
+
+M3oE's fusion weights are trained by bi-level optimisation (``fusion="bilevel"``): the
+model parameters by the main optimiser on training batches, the raw alpha / beta by a
+second optimiser on held-out validation batches, alternating. ``fusion="code"`` is the
+official code's schedule (alpha / beta in the main optimiser too, plus one extra
+fusion step per epoch on a training batch); ``fusion="fixed"`` pins alpha = beta = 0.5.
+See :func:`train_multidomain`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from mvke_tf.config import ConfigError, FieldSpec
+from mvke_tf.layers.embedding import FieldsEmbedding
+from mvke_tf.layers.multidomain import FusedExperts, GroupedMLP, StarDomainLayer
+
+MULTIDOMAIN_MODEL_TYPES = ("m3oe", "mlp", "shared_bottom", "mmoe", "ple", "star")
+FUSION_MODES = ("bilevel", "code", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiDomainConfig:
+    """Architecture of an MDMT model. Sizes default to a CPU-scale version of the paper's.
+
+    Attributes:
+      model_type: one of ``MULTIDOMAIN_MODEL_TYPES``.
+      domains: number of domains D (domain ids are 0..D-1).
+      tasks: task names, in order; each is an output and a label column.
+      embedding_dim: field embedding size d.
+      bottom_units: the STAR layer's units (star, m3oe; the first layer is the star
+        layer), and the MLP of ``mlp`` and ``shared_bottom``. The code: [512, 256].
+      skip_units: the STAR layer's skip MLP from x; the last size must equal
+        ``bottom_units[-1]``. The code: [256].
+      expert_units: every expert's ``[Linear -> LayerNorm -> ReLU]`` sizes (m3oe, mmoe, ple).
+      num_shared_experts: K shared experts (m3oe, mmoe, ple).
+      tower_units: hidden size of each (domain, task) tower.
+      fusion: M3oE's fusion-weight schedule: ``bilevel`` (the paper), ``code`` (the
+        official code) or ``fixed`` (alpha = beta = 0.5, not trained: "w/o AutoML").
+      fusion_every: bilevel only: one fusion step on a validation batch after every
+        ``fusion_every`` training steps.
+      fusion_init: initial raw value of the fusion weights (sigmoid(1.0) = 0.73).
+      domain_feature: the feature holding each sample's domain id.
+    """
+
+    model_type: str = "m3oe"
+    domains: int = 3
+    tasks: tuple[str, ...] = ("click", "conversion")
+    embedding_dim: int = 8
+    bottom_units: tuple[int, ...] = (64, 32)
+    skip_units: tuple[int, ...] = (32,)
+    expert_units: tuple[int, ...] = (32, 32)
+    num_shared_experts: int = 4
+    tower_units: int = 16
+    fusion: str = "bilevel"
+    fusion_every: int = 1
+    fusion_init: float = 1.0
+    domain_feature: str = "domain"
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "bottom_units", "skip_units", "expert_units"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.model_type not in MULTIDOMAIN_MODEL_TYPES:
+            raise ConfigError(
+                f"model_type={self.model_type!r} is not one of {', '.join(MULTIDOMAIN_MODEL_TYPES)}; "
+                "fix: pick one of them"
+            )
+        if not isinstance(self.domains, int) or self.domains < 1:
+            raise ConfigError(f"domains={self.domains!r} must be an integer >= 1")
+        if (
+            not self.tasks
+            or len(set(self.tasks)) != len(self.tasks)
+            or not all(isinstance(t, str) and t for t in self.tasks)
+        ):
+            raise ConfigError(
+                f"tasks={list(self.tasks)} must be distinct, non-empty names; fix: e.g. [click, conversion]"
+            )
+        if self.model_type == "m3oe" and (self.domains < 2 or len(self.tasks) < 2):
+            raise ConfigError(
+                f"m3oe fuses each domain's (task's) expert with the others: it needs domains >= 2 and >= 2 "
+                f"tasks, got domains={self.domains}, tasks={list(self.tasks)}; fix: use star or mmoe"
+            )
+        if self.embedding_dim < 1:
+            raise ConfigError(f"embedding_dim={self.embedding_dim} must be >= 1")
+        for name in ("bottom_units", "skip_units", "expert_units"):
+            units = getattr(self, name)
+            if not units or any(not isinstance(u, int) or u < 1 for u in units):
+                raise ConfigError(f"{name}={list(units)} must be a non-empty list of positive layer sizes")
+        if self.skip_units[-1] != self.bottom_units[-1]:
+            raise ConfigError(
+                f"skip_units[-1]={self.skip_units[-1]} must equal bottom_units[-1]={self.bottom_units[-1]} "
+                "(the skip output is added to the STAR MLP's); fix: make the last sizes equal"
+            )
+        if self.num_shared_experts < 1:
+            raise ConfigError(f"num_shared_experts={self.num_shared_experts} must be >= 1")
+        if self.tower_units < 1:
+            raise ConfigError(f"tower_units={self.tower_units} must be >= 1")
+        if self.fusion not in FUSION_MODES:
+            raise ConfigError(
+                f"fusion={self.fusion!r} is not one of {', '.join(FUSION_MODES)}; fix: 'bilevel' (the paper), "
+                "'code' (the official code) or 'fixed' (alpha = beta = 0.5)"
+            )
+        if not isinstance(self.fusion_every, int) or self.fusion_every < 1:
+            raise ConfigError(f"fusion_every={self.fusion_every!r} must be an integer >= 1")
+        if not self.domain_feature:
+            raise ConfigError("domain_feature: empty; fix: name the feature holding the domain id")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> MultiDomainConfig:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"multi-domain config: expected a mapping, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"multi-domain config: unknown key(s) {unknown}; fix: use only {sorted(known)}")
+        return cls(**dict(d))
+
+
+@tf.keras.utils.register_keras_serializable(package="mvke_tf")
+class MultiDomainModel(tf.keras.Model):
+    """An MDMT model: feature dict (with the domain id) -> ``{task: probability [B]}``.
+
+    Inputs: the fields of ``feature_specs`` (see
+    :class:`~mvke_tf.layers.embedding.FieldsEmbedding`) and ``config.domain_feature``,
+    ``[B]`` integer domain ids in ``[0, D)``. Internally: embeddings ``[B, F, d]`` ->
+    ``x [B, F * d]`` -> body -> per (domain, task) representation ``[B, D, T, h]`` (or
+    one shared ``[B, h]``) -> towers ``[B, D, T]`` logits -> each sample's own domain row
+    ``[B, T]``.
+    """
+
+    def __init__(
+        self,
+        config: MultiDomainConfig | Mapping[str, Any],
+        feature_specs: Sequence[FieldSpec | Mapping[str, Any]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config_ = config if isinstance(config, MultiDomainConfig) else MultiDomainConfig.from_dict(config)
+        self.feature_specs = tuple(s if isinstance(s, FieldSpec) else FieldSpec.from_dict(s) for s in feature_specs)
+        c = self.config_
+        d, t = c.domains, len(c.tasks)
+        self.embedding = FieldsEmbedding(self.feature_specs, c.embedding_dim, name="embedding")
+        self.star = self.fused = self.bottom = self.experts = self.specific = self.gates = None
+        if c.model_type in ("star", "m3oe"):
+            self.star = StarDomainLayer(d, c.bottom_units, c.skip_units, name="star")
+        if c.model_type == "m3oe":
+            self.fused = FusedExperts(
+                d,
+                t,
+                c.num_shared_experts,
+                c.expert_units,
+                trainable_fusion=c.fusion != "fixed",
+                fusion_init=c.fusion_init,
+                name="fused_experts",
+            )
+        elif c.model_type == "mlp":
+            self.bottom = GroupedMLP(c.bottom_units, d * t, name="mlps")
+        elif c.model_type == "shared_bottom":
+            self.bottom = GroupedMLP(c.bottom_units, 1, name="bottom")
+        elif c.model_type in ("mmoe", "ple"):
+            k = c.num_shared_experts
+            self.experts = GroupedMLP(c.expert_units, k, name="shared_experts")
+            if c.model_type == "ple":
+                self.specific = GroupedMLP(c.expert_units, d * t, name="specific_experts")
+                k += 1
+            self.gates = tf.keras.layers.Dense(d * t * k, name="gates")
+        self.towers = GroupedMLP((c.tower_units,), d * t, output_dim=1, name="towers")
+        self.fusion_optimizer: tf.keras.optimizers.Optimizer | None = None
+
+    # ------------------------------------------------------------------ forward
+    @property
+    def mdmt_config(self) -> MultiDomainConfig:
+        return self.config_
+
+    def _representation(self, x: tf.Tensor, domain: tf.Tensor) -> tf.Tensor:
+        """``x [B, in]`` -> ``[B, D*T, h]`` (one row per tower) or ``[B, h]`` (shared by all)."""
+        c = self.config_
+        d, t = c.domains, len(c.tasks)
+        if c.model_type == "star":
+            return self.star(x, domain)
+        if c.model_type == "m3oe":
+            fused = self.fused(self.star(x, domain))  # [B, D, T, h]
+            return tf.reshape(fused, [-1, d * t, fused.shape[-1]])
+        if c.model_type == "mlp":
+            return self.bottom(x)
+        if c.model_type == "shared_bottom":
+            return self.bottom(x)[:, 0]
+        experts = self.experts(x)  # [B, K, h]
+        k = experts.shape[1]
+        if c.model_type == "ple":
+            own = self.specific(x)  # [B, D*T, h]: each (domain, task) gate also sees its own expert
+            experts = tf.concat([tf.tile(experts[:, None], [1, d * t, 1, 1]), own[:, :, None]], axis=2)
+            gates = tf.nn.softmax(tf.reshape(self.gates(x), [-1, d * t, k + 1]), axis=-1)
+            return tf.einsum("bgk,bgkh->bgh", gates, experts)
+        gates = tf.nn.softmax(tf.reshape(self.gates(x), [-1, d * t, k]), axis=-1)
+        return tf.einsum("bgk,bkh->bgh", gates, experts)
+
+    def logits(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
+        """Each sample's own-domain tower logits, ``[B, T]`` (tasks in config order)."""
+        c = self.config_
+        if c.domain_feature not in features:
+            raise KeyError(f"input features lack the domain id '{c.domain_feature}'")
+        domain = tf.cast(features[c.domain_feature], tf.int32)
+        emb = self.embedding(features)  # [B, F, d]
+        x = tf.reshape(emb, [-1, emb.shape[1] * emb.shape[2]])
+        rep = self._representation(x, domain)
+        all_logits = tf.reshape(self.towers(rep), [-1, c.domains, len(c.tasks)])  # [B, D, T]
+        # A gather (not a masked sum): other domains' towers get exactly zero gradient.
+        return tf.gather(all_logits, domain, axis=1, batch_dims=1)
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
+        probs = tf.sigmoid(self.logits(features, training=training))
+        return {task: tf.identity(probs[:, i], name=task) for i, task in enumerate(self.config_.tasks)}
+
+    # --------------------------------------------------------------------- loss
+    def mdmt_loss(
+        self, features: Mapping[str, tf.Tensor], labels: Mapping[str, tf.Tensor], training: bool
+    ) -> tf.Tensor:
+        """Sum over (domain, task) of the BCE averaged within that domain's samples.
+
+        Domains absent from the batch contribute 0 (the count is floored at 1).
+        """
+        c = self.config_
+        logits = self.logits(features, training=training)  # [B, T]
+        y = tf.stack([tf.cast(tf.reshape(labels[t], [-1]), tf.float32) for t in c.tasks], axis=1)
+        bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)  # [B, T]
+        onehot = tf.one_hot(tf.cast(features[c.domain_feature], tf.int32), c.domains)  # [B, D]
+        per_domain = tf.einsum("bd,bt->dt", onehot, bce) / tf.maximum(tf.reduce_sum(onehot, 0), 1.0)[:, None]
+        loss = tf.reduce_sum(per_domain)
+        if self.losses:
+            loss += tf.add_n(self.losses)
+        return loss
+
+    # ------------------------------------------------------------------ training
+    @property
+    def fusion_variables(self) -> list[tf.Variable]:
+        """The raw alpha / beta scalars when they are trained (m3oe, fusion != fixed)."""
+        if self.fused is None or not self.fused.trainable_fusion:
+            return []
+        return list(self.fused.fusion_weights)
+
+    @property
+    def main_variables(self) -> list[tf.Variable]:
+        """What the main optimiser trains: everything but alpha / beta in bilevel mode."""
+        if self.config_.fusion == "bilevel":
+            fusion = {id(v) for v in self.fusion_variables}
+            return [v for v in self.trainable_variables if id(v) not in fusion]
+        return list(self.trainable_variables)
+
+    def fusion_values(self) -> dict[str, float]:
+        """Current alpha / beta (after the sigmoid); empty for models without fusion."""
+        return {k: float(v) for k, v in self.fused.fusion_values().items()} if self.fused is not None else {}
+
+    def compile(
+        self,
+        optimizer: Any = "adam",
+        fusion_optimizer: tf.keras.optimizers.Optimizer | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Compiles with the main optimiser and, for m3oe, a separate fusion-weight optimiser."""
+        super().compile(optimizer=optimizer, **kwargs)
+        self.fusion_optimizer = fusion_optimizer or tf.keras.optimizers.Adam(1e-3)
+
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+        """One main step on a training batch (model parameters; alpha / beta too in code mode)."""
+        features, labels = data[0], data[1]
+        with tf.GradientTape() as tape:
+            loss = self.mdmt_loss(features, labels, training=True)
+        # Listed after the forward pass: on a first call it is what builds the variables.
+        variables = self.main_variables
+        grads = tape.gradient(loss, variables)
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, variables) if g is not None])
+        return {"loss": loss}
+
+    def fusion_step(self, data: Any) -> dict[str, tf.Tensor]:
+        """One step of the fusion weights alone (the upper level of the bi-level problem)."""
+        features, labels = data[0], data[1]
+        with tf.GradientTape() as tape:
+            loss = self.mdmt_loss(features, labels, training=False)
+        variables = self.fusion_variables
+        if variables:
+            grads = tape.gradient(loss, variables)
+            self.fusion_optimizer.apply_gradients(zip(grads, variables))
+        return {"fusion_loss": loss}
+
+    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
+        return {"loss": self.mdmt_loss(data[0], data[1], training=False)}
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "config": self.config_.to_dict(),
+            "feature_specs": [s.to_dict() for s in self.feature_specs],
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> MultiDomainModel:
+        return cls(**config)
+
+
+def train_multidomain(
+    model: MultiDomainModel,
+    train: tf.data.Dataset,
+    val: tf.data.Dataset | None = None,
+    epochs: int = 1,
+    learning_rate: float = 1e-3,
+    fusion_learning_rate: float = 1e-3,
+    seed: int | None = None,
+) -> dict[str, list[float]]:
+    """Trains ``model`` with its fusion schedule; returns per-epoch mean losses.
+
+    * bilevel (m3oe): after every ``fusion_every`` training steps, one fusion step on the
+      next validation batch (``val`` is cycled; required).
+    * code (m3oe): main steps on everything, then one fusion step per epoch on the
+      epoch's first training batch (the official trainer's schedule).
+    * fixed, and every baseline: main steps only.
+
+    Args:
+      model: the model (compiled here with Adam if it is not compiled yet).
+      train: batches of ``(features, labels)``, one pass per epoch.
+      val: held-out batches of ``(features, labels)`` for the fusion steps.
+      epochs: passes over ``train``.
+      learning_rate: Adam learning rate of the model parameters.
+      fusion_learning_rate: Adam learning rate of the fusion weights.
+      seed: if given, ``tf.random.set_seed(seed)`` before building (initialisation).
+    """
+    if seed is not None:
+        tf.random.set_seed(seed)
+    if getattr(model, "optimizer", None) is None:
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(learning_rate),
+            fusion_optimizer=tf.keras.optimizers.Adam(fusion_learning_rate),
+        )
+    c = model.mdmt_config
+    fusing = bool(model.fusion_variables)
+    if fusing and c.fusion == "bilevel" and val is None:
+        raise ValueError("bilevel fusion needs validation batches; fix: pass val=...")
+    # Build the model and both optimisers eagerly: variables created inside a traced
+    # step would be created again on the retrace tf.function does after a first call.
+    first_batch = next(iter(train))
+    model.logits(first_batch[0])
+    model.optimizer.build(model.main_variables)
+    if fusing:
+        model.fusion_optimizer.build(model.fusion_variables)
+    main_step = tf.function(model.train_step)
+    fusion_step = tf.function(model.fusion_step)
+    val_batches = iter(val.repeat()) if fusing and c.fusion == "bilevel" else None
+    history: dict[str, list[float]] = {"loss": [], "fusion_loss": []}
+    for _ in range(epochs):
+        losses, fusion_losses, first = [], [], None
+        for step, batch in enumerate(train):
+            first = batch if first is None else first
+            losses.append(float(main_step(batch)["loss"]))
+            if val_batches is not None and (step + 1) % c.fusion_every == 0:
+                fusion_losses.append(float(fusion_step(next(val_batches))["fusion_loss"]))
+        if fusing and c.fusion == "code" and first is not None:
+            fusion_losses.append(float(fusion_step(first)["fusion_loss"]))
+        history["loss"].append(float(np.mean(losses)) if losses else float("nan"))
+        history["fusion_loss"].append(float(np.mean(fusion_losses)) if fusion_losses else float("nan"))
+    return history
+
+
+def predict_multidomain(model: MultiDomainModel, batches: Iterable[Any]) -> dict[str, np.ndarray]:
+    """``{task: [N] probabilities}`` over ``(features, ...)`` batches, in order."""
+    step = tf.function(model.call)
+    out: dict[str, list[np.ndarray]] = {t: [] for t in model.mdmt_config.tasks}
+    for batch in batches:
+        features = batch[0] if isinstance(batch, tuple) else batch
+        for t, p in step(features).items():
+            out[t].append(p.numpy())
+    return {t: np.concatenate(v) for t, v in out.items()}
+
+
+def mdmt_metrics(
+    labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], domain: np.ndarray, num_domains: int
+) -> dict[str, Any]:
+    """AUC per (domain, task), their mean, and the macro AUC over tasks pooled across domains.
+
+    Returns ``{"auc": {domain: {task: auc}}, "mean_auc": float, "total_auc": float}``;
+    ``total_auc`` is the official code's "total AUC" (per task over all samples, then the
+    mean over tasks). A (domain, task) with one class only gets NaN and is left out of means.
+    """
+    from mvke_tf.metrics import auc
+
+    def safe_auc(y: np.ndarray, p: np.ndarray) -> float:
+        return auc(y, p) if 0 < y.sum() < len(y) else float("nan")
+
+    per: dict[int, dict[str, float]] = {}
+    for d in range(num_domains):
+        m = domain == d
+        per[d] = {t: safe_auc(np.asarray(labels[t])[m], np.asarray(probs[t])[m]) for t in probs}
+    values = [v for row in per.values() for v in row.values() if not np.isnan(v)]
+    pooled = [safe_auc(np.asarray(labels[t]), np.asarray(probs[t])) for t in probs]
+    return {"auc": per, "mean_auc": float(np.mean(values)), "total_auc": float(np.nanmean(pooled))}
+
+
+__all__ = [
+    "FUSION_MODES",
+    "MULTIDOMAIN_MODEL_TYPES",
+    "MultiDomainConfig",
+    "MultiDomainModel",
+    "mdmt_metrics",
+    "predict_multidomain",
+    "train_multidomain",
+]

@@ -1,0 +1,400 @@
+"""Multi-task pair-ranking models: user, item and context fields together -> per-task probabilities.
+
+Unlike the two-tower models of :mod:`mvke_tf.models.user_tag`, every field meets every other one
+from the first layer on, as in a CTR/CVR ranker. One :class:`RankingConfig` selects the variant:
+
+* ``single_task``: a separate model per task (own embeddings, MLP, tower): the no-sharing baseline;
+* ``shared_bottom``: shared embeddings and MLP, a tower per task;
+* ``omoe``: MLP experts mixed by one softmax gate shared by the tasks;
+* ``mmoe``: the same experts, one gate per task (Ma et al., KDD 2018);
+* ``ple``: Progressive Layered Extraction (Tang et al., RecSys 2020; ``ple_levels=1`` is CGC).
+
+Options shared by all of them:
+
+* ``fm_cross``: a first-order (linear) term and the FM second-order cross term over the same field
+  embeddings, added to every task's logit (the app-store "Guess You Like" system keeps FM's cross
+  and adds its output to MMoE's final output);
+* ``esmm``: ESMM heads (Ma et al., SIGIR 2018) for ``tasks = (click, conversion)``: pCTR = σ(logit_ctr),
+  pCVR = σ(logit_cvr), pCTCVR = pCTR · pCVR; trained on all impressions with
+  ``0.95 · BCE(click, pCTR) + 0.05 · BCE(click ∧ conversion, pCTCVR)``, so pCVR is never fitted on the
+  biased clicked-only sample. The model also returns ``cvr`` (pCVR) and ``rank_score``
+  (``w0 · pCTR + w1 · pCVR``).
+
+The app-store model is ``RankingConfig(model_type="mmoe", num_experts=2, fm_cross=True, esmm=True)``
+(:data:`APP_STORE`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from mvke_tf.config import MULTI_VALUED, NUMERIC, ConfigError, FeatureConfig, FieldSpec
+from mvke_tf.layers.embedding import FieldsEmbedding
+from mvke_tf.layers.interaction import MLP, FactorizationMachine
+from mvke_tf.layers.ranking import ExtractionLayer, MixtureOfExperts, ranking_score
+
+RANKING_TYPES = ("single_task", "shared_bottom", "omoe", "mmoe", "ple")
+# Extra outputs of ESMM models (beside one per task): they carry no loss.
+CVR_OUTPUT = "cvr"
+RANK_OUTPUT = "rank_score"
+_ESMM_DEFAULT_WEIGHTS = (0.95, 0.05)
+
+
+def _units(name: str, units: tuple[int, ...], allow_empty: bool = False) -> None:
+    if (not units and not allow_empty) or any(int(u) < 1 for u in units):
+        raise ConfigError(f"{name}={list(units)} must be a list of positive layer sizes; fix: e.g. [64, 32]")
+
+
+@dataclasses.dataclass(frozen=True)
+class RankingConfig:
+    """Architecture of a multi-task ranking model.
+
+    Attributes:
+      model_type: one of :data:`RANKING_TYPES`.
+      tasks: task names = label columns = output names, in order. With ``esmm`` exactly two:
+        the click task and the click-and-convert task.
+      embedding_dim: field embedding size d.
+      expert_units: each expert's MLP (omoe, mmoe, ple).
+      num_experts: experts of omoe / mmoe.
+      num_shared_experts, num_task_experts: experts per level of ple.
+      ple_levels: extraction levels of ple (1 = CGC).
+      bottom_units: the shared MLP of shared_bottom, and each task's MLP of single_task.
+      tower_units: each task's tower before its one-unit logit (may be empty: logit directly).
+      fm_cross: add the linear and FM cross terms to every task logit.
+      esmm: ESMM heads (see the module docstring).
+      task_loss_weights: loss weight per task (default 1 each; with esmm 0.95 / 0.05).
+      rank_weights: ``(w_ctr, w_cvr)`` of the ranking score (esmm).
+      dropout: dropout in experts, bottoms and towers.
+      embedding_l2: L2 penalty on the embedding tables.
+    """
+
+    model_type: str = "mmoe"
+    tasks: tuple[str, ...] = ("click", "conversion")
+    embedding_dim: int = 8
+    expert_units: tuple[int, ...] = (64, 32)
+    num_experts: int = 2
+    num_shared_experts: int = 1
+    num_task_experts: int = 1
+    ple_levels: int = 1
+    bottom_units: tuple[int, ...] = (64, 32)
+    tower_units: tuple[int, ...] = (32,)
+    fm_cross: bool = False
+    esmm: bool = False
+    task_loss_weights: tuple[float, ...] = ()
+    rank_weights: tuple[float, float] = (0.5, 0.5)
+    dropout: float = 0.0
+    embedding_l2: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("tasks", "expert_units", "bottom_units", "tower_units", "task_loss_weights", "rank_weights"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if self.model_type not in RANKING_TYPES:
+            raise ConfigError(
+                f"model_type={self.model_type!r} is not one of {', '.join(RANKING_TYPES)}; fix: pick one of them"
+            )
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(
+                f"tasks={list(self.tasks)} must be distinct, non-empty names; fix: e.g. [click, conversion]"
+            )
+        reserved = {CVR_OUTPUT, RANK_OUTPUT} & set(self.tasks)
+        if self.esmm and reserved:
+            raise ConfigError(f"tasks {sorted(reserved)}: reserved for ESMM's extra outputs; fix: rename the task")
+        if self.esmm and len(self.tasks) != 2:
+            raise ConfigError(
+                f"esmm needs exactly two tasks (click, click-and-convert), got {list(self.tasks)}; "
+                "fix: tasks: [click, conversion] or esmm: false"
+            )
+        if self.embedding_dim < 1:
+            raise ConfigError(f"embedding_dim={self.embedding_dim} must be >= 1")
+        _units("expert_units", self.expert_units)
+        _units("bottom_units", self.bottom_units)
+        _units("tower_units", self.tower_units, allow_empty=True)
+        for name in ("num_experts", "num_shared_experts", "num_task_experts", "ple_levels"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.task_loss_weights and len(self.task_loss_weights) != len(self.tasks):
+            raise ConfigError(
+                f"task_loss_weights has {len(self.task_loss_weights)} entries for {len(self.tasks)} tasks; "
+                "fix: give one weight per task or none"
+            )
+        if any(w < 0 for w in self.task_loss_weights):
+            raise ConfigError(f"task_loss_weights={list(self.task_loss_weights)} must be >= 0")
+        if len(self.rank_weights) != 2:
+            raise ConfigError(f"rank_weights={list(self.rank_weights)} must be two numbers: (w_ctr, w_cvr)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
+
+    @property
+    def loss_weights(self) -> dict[str, float]:
+        default = _ESMM_DEFAULT_WEIGHTS if self.esmm else (1.0,) * len(self.tasks)
+        return dict(zip(self.tasks, (float(w) for w in (self.task_loss_weights or default))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RankingConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"ranking config: unknown key(s) {unknown}; fix: use only {sorted(known)}")
+        return cls(**dict(d))
+
+
+APP_STORE = RankingConfig(model_type="mmoe", num_experts=2, fm_cross=True, esmm=True)
+"""The app-store "Guess You Like" model: two experts, a pCTR and a pCVR gate, FM cross, ESMM heads."""
+
+# Names under which the command line and the pipeline offer the ranking models, beside the two-tower
+# model types: ``app_store`` and ``ranking_<type>``.
+RANKING_MODEL_NAMES = ("app_store",) + tuple(f"ranking_{t}" for t in RANKING_TYPES)
+
+
+def ranking_config_for(name: str, overrides: Mapping[str, Any] | None = None) -> RankingConfig:
+    """The :class:`RankingConfig` of a model name of :data:`RANKING_MODEL_NAMES`, plus field overrides."""
+    overrides = dict(overrides or {})
+    if name == "app_store":
+        return RankingConfig.from_dict({**APP_STORE.to_dict(), **overrides})
+    if name not in RANKING_MODEL_NAMES:
+        raise ConfigError(f"model {name!r} is not a ranking model; fix: use one of {', '.join(RANKING_MODEL_NAMES)}")
+    if "model_type" in overrides:
+        raise ConfigError(f"model {name!r}: the name sets model_type; fix: drop model_type from the overrides")
+    return RankingConfig.from_dict({**overrides, "model_type": name.removeprefix("ranking_")})
+
+
+@tf.keras.utils.register_keras_serializable(package="mvke_tf")
+class RankingModel(tf.keras.Model):
+    """A multi-task ranker over embedded fields and optional dense inputs (see the module docstring).
+
+    Inputs: a feature dict: each field's raw values as :func:`mvke_tf.data.dataset.make_dataset`
+    yields them (``[batch]`` strings or floats, ``[batch, max_values]`` for multi-valued fields) and
+    each dense input as float ``[batch]`` (already normalised; NaN counts as 0).
+
+    Outputs: ``{task: probability [batch]}``; with ESMM ``{click: pCTR, conversion: pCTCVR,
+    "cvr": pCVR, "rank_score": w0·pCTR + w1·pCVR}``.
+    """
+
+    def __init__(
+        self,
+        fields: Sequence[FieldSpec | Mapping[str, Any]],
+        config: RankingConfig | Mapping[str, Any],
+        dense_fields: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.fields = tuple(f if isinstance(f, FieldSpec) else FieldSpec.from_dict(f) for f in fields)
+        self.config = rc = config if isinstance(config, RankingConfig) else RankingConfig.from_dict(config)
+        self.model_config = rc  # the name the trainer and the two-tower models use
+        self.dense_fields = tuple(dense_fields)
+        if not self.fields:
+            raise ConfigError("fields: empty; fix: give the ranking model at least one embedded field")
+        names = [f.name for f in self.fields] + list(self.dense_fields)
+        if len(set(names)) != len(names):
+            raise ConfigError(f"fields and dense_fields repeat a name: {names}; fix: name each input once")
+        self.tasks = rc.tasks
+        # single_task shares nothing, not even the embeddings: one "branch" per task; others: one branch.
+        branches = rc.tasks if rc.model_type == "single_task" else ("shared",)
+        self.embeddings = {
+            b: FieldsEmbedding(self.fields, rc.embedding_dim, rc.embedding_l2, name=f"fields_{b}") for b in branches
+        }
+        if rc.fm_cross:
+            # First-order weights: a one-dimensional embedding per field value (and a weight per dense input).
+            self.linear = {b: FieldsEmbedding(self.fields, 1, name=f"linear_{b}") for b in branches}
+            self.linear_dense = (
+                {b: tf.keras.layers.Dense(1, use_bias=False, name=f"linear_dense_{b}") for b in branches}
+                if self.dense_fields
+                else {}
+            )
+            self.fm = FactorizationMachine(reduce=True, name="fm_cross")
+        if rc.model_type == "single_task":
+            self.bottoms = {
+                t: MLP(rc.bottom_units, output_activation="relu", dropout=rc.dropout, name=f"bottom_{t}")
+                for t in rc.tasks
+            }
+        elif rc.model_type == "shared_bottom":
+            self.bottom = MLP(rc.bottom_units, output_activation="relu", dropout=rc.dropout, name="bottom")
+        elif rc.model_type in ("omoe", "mmoe"):
+            gates = 1 if rc.model_type == "omoe" else len(rc.tasks)
+            self.moe = MixtureOfExperts(rc.num_experts, rc.expert_units, gates, rc.dropout, name=rc.model_type)
+        else:
+            self.levels = [
+                ExtractionLayer(
+                    len(rc.tasks),
+                    rc.num_task_experts,
+                    rc.num_shared_experts,
+                    rc.expert_units,
+                    last=level == rc.ple_levels - 1,
+                    dropout=rc.dropout,
+                    name=f"ple_level_{level}",
+                )
+                for level in range(rc.ple_levels)
+            ]
+        self.towers = {t: MLP((*rc.tower_units, 1), dropout=rc.dropout, name=f"tower_{t}") for t in rc.tasks}
+
+    # ------------------------------------------------------------ forward
+    def _dense(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor | None:
+        if not self.dense_fields:
+            return None
+        missing = [n for n in self.dense_fields if n not in features]
+        if missing:
+            raise KeyError(f"input features lack dense field(s) {missing}; the model expects {list(self.dense_fields)}")
+        x = tf.stack([tf.cast(features[n], tf.float32) for n in self.dense_fields], axis=-1)  # [B, n_dense]
+        return tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
+
+    def _branch_input(self, branch: str, features: Mapping[str, tf.Tensor], dense: tf.Tensor | None):
+        """``(field embeddings [B, F, d], MLP input [B, F*d + n_dense], wide logit [B] or None)``."""
+        emb = self.embeddings[branch](features)
+        flat = tf.reshape(emb, [-1, emb.shape[1] * emb.shape[2]])
+        x = flat if dense is None else tf.concat([flat, dense], axis=-1)
+        wide = None
+        if self.config.fm_cross:
+            wide = tf.reduce_sum(self.linear[branch](features), axis=[1, 2]) + self.fm(emb)[:, 0]
+            if dense is not None:
+                wide += self.linear_dense[branch](dense)[:, 0]
+        return emb, x, wide
+
+    def logits(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
+        """Each task's logit ``[batch]`` (before the sigmoid and the ESMM product)."""
+        rc = self.config
+        dense = self._dense(features)
+        hidden: dict[str, tf.Tensor] = {}
+        wide: dict[str, tf.Tensor | None] = {}
+        if rc.model_type == "single_task":
+            for t in rc.tasks:
+                _, x, wide[t] = self._branch_input(t, features, dense)
+                hidden[t] = self.bottoms[t](x, training=training)
+        else:
+            _, x, w = self._branch_input("shared", features, dense)
+            wide = dict.fromkeys(rc.tasks, w)
+            if rc.model_type == "shared_bottom":
+                shared = self.bottom(x, training=training)
+                hidden = dict.fromkeys(rc.tasks, shared)
+            elif rc.model_type in ("omoe", "mmoe"):
+                mixed = self.moe(x, training=training)
+                hidden = {t: mixed[0 if rc.model_type == "omoe" else i] for i, t in enumerate(rc.tasks)}
+            else:
+                inputs = [x] * (len(rc.tasks) + 1)
+                for level in self.levels:
+                    inputs = level(inputs, training=training)
+                hidden = dict(zip(rc.tasks, inputs))
+        out = {}
+        for t in rc.tasks:
+            logit = self.towers[t](hidden[t], training=training)[:, 0]
+            out[t] = logit if wide[t] is None else logit + wide[t]
+        return out
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
+        logits = self.logits(features, training=training)
+        if not self.config.esmm:
+            return {t: tf.sigmoid(logits[t], name=t) for t in self.tasks}
+        ctr_task, ctcvr_task = self.tasks
+        p_ctr = tf.sigmoid(logits[ctr_task])
+        p_cvr = tf.sigmoid(logits[ctcvr_task])
+        return {
+            ctr_task: tf.identity(p_ctr, name=ctr_task),
+            ctcvr_task: tf.multiply(p_ctr, p_cvr, name=ctcvr_task),
+            CVR_OUTPUT: tf.identity(p_cvr, name=CVR_OUTPUT),
+            RANK_OUTPUT: tf.identity(ranking_score(p_ctr, p_cvr, self.config.rank_weights), name=RANK_OUTPUT),
+        }
+
+    # ------------------------------------------------------ serialization
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "fields": [f.to_dict() for f in self.fields],
+            "config": self.config.to_dict(),
+            "dense_fields": list(self.dense_fields),
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], custom_objects: Any = None) -> RankingModel:
+        return cls(config["fields"], config["config"], config.get("dense_fields", ()))
+
+
+def dummy_ranking_features(
+    fields: Sequence[FieldSpec], dense_fields: Sequence[str] = (), batch: int = 2
+) -> dict[str, tf.Tensor]:
+    """An all-missing batch with the right dtypes and shapes (to create the weights)."""
+    out: dict[str, tf.Tensor] = {}
+    for f in fields:
+        if f.kind == NUMERIC:
+            out[f.name] = tf.fill([batch], float("nan"))
+        elif f.kind == MULTI_VALUED:
+            out[f.name] = tf.fill([batch, f.max_values], "")
+        else:
+            out[f.name] = tf.fill([batch], "")
+    for name in dense_fields:
+        out[name] = tf.zeros([batch], tf.float32)
+    return out
+
+
+def build_ranking_model(
+    fields: Sequence[FieldSpec | Mapping[str, Any]],
+    config: RankingConfig | Mapping[str, Any],
+    dense_fields: Sequence[str] = (),
+) -> RankingModel:
+    """Builds a :class:`RankingModel` with its weights created."""
+    if not isinstance(config, RankingConfig):
+        config = RankingConfig.from_dict(config)
+    model = RankingModel(fields, config, dense_fields, name=f"ranking_{config.model_type}")
+    model(dummy_ranking_features(model.fields, model.dense_fields))
+    return model
+
+
+def compile_ranking_model(model: RankingModel, learning_rate: float = 1e-3) -> RankingModel:
+    """Adam, BCE on each task's output with the config's loss weights, AUC per task.
+
+    With ESMM the losses sit on pCTR (click labels) and pCTCVR (click-and-convert labels); the
+    ``cvr`` and ``rank_score`` outputs get none, so pCVR is learnt only through the product.
+    """
+    tasks = model.tasks
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate),
+        loss={t: tf.keras.losses.BinaryCrossentropy() for t in tasks},
+        loss_weights=model.config.loss_weights,
+        metrics={t: [tf.keras.metrics.AUC(name="auc", num_thresholds=2000)] for t in tasks},
+    )
+    return model
+
+
+def ranking_fields(feature_config: FeatureConfig, context_fields: Sequence[FieldSpec] = ()) -> tuple[FieldSpec, ...]:
+    """The pair-ranking input of a user-tagging dataset: user fields, the item's tag field, context fields.
+
+    On the synthetic data the item is the ad, described by its tag set; it has no context columns.
+    """
+    return (*feature_config.user_fields, feature_config.tag_field, *context_fields)
+
+
+def rank(scores: np.ndarray, groups: np.ndarray | None = None, top_k: int | None = None) -> np.ndarray:
+    """Orders candidates by ranking score, best first, within each group (e.g. a request or a user).
+
+    Args:
+      scores: ``[n]`` ranking scores (the ``rank_score`` output, or any task's probability).
+      groups: ``[n]`` group ids; candidates are ranked only against their own group. None: one group.
+      top_k: keep the best ``top_k`` of each group.
+
+    Returns:
+      Indices into ``scores``: groups in order of first appearance, each group's candidates by
+      descending score (ties keep input order).
+    """
+    scores = np.asarray(scores)
+    if scores.ndim != 1:
+        raise ValueError(f"scores must be one-dimensional [n], got shape {scores.shape}")
+    if groups is None:
+        groups = np.zeros(len(scores), dtype=np.int64)
+    groups = np.asarray(groups)
+    if groups.shape != scores.shape:
+        raise ValueError(f"groups shape {groups.shape} != scores shape {scores.shape}; fix: one group id per score")
+    if len(scores) == 0:
+        return np.zeros(0, dtype=np.int64)
+    _, first, group_index = np.unique(groups, return_index=True, return_inverse=True)
+    group_order = np.argsort(np.argsort(first))[group_index]  # groups numbered by first appearance
+    order = np.lexsort((-scores, group_order))  # stable: ties keep input order
+    if top_k:
+        sorted_groups = group_order[order]
+        starts = np.searchsorted(sorted_groups, sorted_groups, side="left")
+        order = order[np.arange(len(order)) - starts < top_k]
+    return order

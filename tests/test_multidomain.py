@@ -1,0 +1,274 @@
+"""M3oE and the multi-domain multi-task baselines: shapes, config, fusion, bi-level steps, data."""
+
+import hashlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, ConfigError, FieldSpec
+from mvke_tf.data import multidomain as md
+from mvke_tf.data import synthetic
+from mvke_tf.layers.multidomain import FusedExperts, fuse_own_and_others
+from mvke_tf.models.multidomain import (
+    MULTIDOMAIN_MODEL_TYPES,
+    MultiDomainConfig,
+    MultiDomainModel,
+    mdmt_metrics,
+    predict_multidomain,
+    train_multidomain,
+)
+
+SPECS = (
+    FieldSpec("cat", CATEGORICAL, hash_buckets=16),
+    FieldSpec("tags", MULTI_VALUED, hash_buckets=32, max_values=3),
+    FieldSpec("num", NUMERIC, boundaries=(0.0, 1.0)),
+)
+TINY = dict(
+    embedding_dim=4,
+    bottom_units=(8, 6),
+    skip_units=(6,),
+    expert_units=(5, 5),
+    num_shared_experts=2,
+    tower_units=4,
+)
+B = 12
+
+
+def _batch(seed: int = 0, n: int = B):
+    rng = np.random.default_rng(seed)
+    feats = {
+        "cat": np.array([f"c{i}" for i in rng.integers(0, 5, n)]),
+        "tags": np.array([[f"t{rng.integers(0, 9)}", f"t{rng.integers(0, 9)}", ""] for _ in range(n)]),
+        "num": rng.normal(size=n).astype(np.float32),
+        "domain": (np.arange(n) % 3).astype(np.int32),
+    }
+    labels = {"click": (rng.uniform(size=n) < 0.5).astype(np.float32)}
+    labels["conversion"] = labels["click"] * (rng.uniform(size=n) < 0.5)
+    return feats, labels
+
+
+def _model(model_type: str = "m3oe", **kw) -> MultiDomainModel:
+    tf.random.set_seed(0)
+    return MultiDomainModel(MultiDomainConfig(model_type=model_type, **{**TINY, **kw}), SPECS)
+
+
+def _values(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+# ------------------------------------------------------------------ config
+def test_config_round_trip_and_errors():
+    cfg = MultiDomainConfig(model_type="ple", tasks=["a", "b", "c"], fusion="code", **TINY)
+    assert MultiDomainConfig.from_dict(cfg.to_dict()) == cfg
+    bad = [
+        dict(model_type="nope"),
+        dict(tasks=("click", "click")),
+        dict(tasks=()),
+        dict(domains=0),
+        dict(model_type="m3oe", domains=1),
+        dict(model_type="m3oe", tasks=("click",)),
+        dict(skip_units=(7,)),
+        dict(expert_units=()),
+        dict(num_shared_experts=0),
+        dict(fusion="darts"),
+        dict(fusion_every=0),
+    ]
+    for kw in bad:
+        with pytest.raises(ConfigError):
+            MultiDomainConfig(**{**TINY, **kw})
+    with pytest.raises(ConfigError, match="unknown key"):
+        MultiDomainConfig.from_dict({"model_typo": "m3oe"})
+    # Baselines work with one domain / one task; only m3oe needs >= 2 of each.
+    MultiDomainConfig(model_type="star", domains=1, tasks=("click",), **TINY)
+
+
+# ------------------------------------------------------------ shapes, config
+@pytest.mark.parametrize("model_type", MULTIDOMAIN_MODEL_TYPES)
+def test_outputs_and_get_config_round_trip(model_type):
+    model = _model(model_type)
+    feats, _ = _batch()
+    out = model(feats)
+    assert set(out) == {"click", "conversion"}
+    for p in out.values():
+        assert p.shape == (B,)
+        assert np.all((p.numpy() > 0) & (p.numpy() < 1))
+    clone = MultiDomainModel.from_config(model.get_config())
+    clone(feats)
+    clone.set_weights(model.get_weights())
+    again = clone(feats)
+    for t in out:
+        np.testing.assert_allclose(again[t].numpy(), out[t].numpy(), rtol=1e-6)
+    assert clone.mdmt_config == model.mdmt_config
+
+
+# ----------------------------------------------------------------- fusion maths
+def test_fuse_own_and_others_matches_numpy():
+    rng = np.random.default_rng(1)
+    experts = rng.normal(size=(5, 3, 4)).astype(np.float32)  # [B, K, h]
+    beta = 0.8
+    own = np.array([0, 1, 2, 1, 0])
+    ref = np.stack(
+        [beta * experts[b, own[b]] + (1 - beta) / 2 * (experts[b].sum(0) - experts[b, own[b]]) for b in range(5)]
+    )
+    got = fuse_own_and_others(tf.constant(experts), tf.constant(own), tf.constant(beta))
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-5, atol=1e-6)
+    got1 = fuse_own_and_others(tf.constant(experts), 1, tf.constant(beta))
+    np.testing.assert_allclose(got1.numpy(), beta * experts[:, 1] + (1 - beta) / 2 * experts[:, [0, 2]].sum(1), 1e-5)
+
+
+def test_two_level_fusion_matches_numpy():
+    d, t, k, h, n = 3, 2, 2, 4, 5
+    layer = FusedExperts(d, t, k, (h,))
+    layer(tf.zeros((n, 6)))
+    raw = [0.3, -0.2, 1.1, 0.4]
+    for w, r in zip(layer.fusion_weights, raw):
+        w.assign(r)
+    a_d, a_t, b_d, b_t = 1 / (1 + np.exp(-np.array(raw)))
+    rng = np.random.default_rng(2)
+    gates = rng.dirichlet(np.ones(k), size=(n, d, t)).astype(np.float32)
+    shared = rng.normal(size=(n, k, h)).astype(np.float32)
+    dom = rng.normal(size=(n, d, h)).astype(np.float32)
+    task = rng.normal(size=(n, t, h)).astype(np.float32)
+    got = layer.fuse(*(tf.constant(x) for x in (gates, shared, dom, task))).numpy()
+    for i in range(d):
+        dpart = b_d * dom[:, i] + (1 - b_d) / (d - 1) * (dom.sum(1) - dom[:, i])
+        for j in range(t):
+            tpart = b_t * task[:, j] + (1 - b_t) / (t - 1) * (task.sum(1) - task[:, j])
+            ref = np.einsum("bk,bkh->bh", gates[:, i, j], shared) + a_d * dpart + a_t * tpart
+            np.testing.assert_allclose(got[:, i, j], ref, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------ own-domain towers
+@pytest.mark.parametrize("model_type", ["m3oe", "mmoe"])
+def test_each_sample_uses_its_own_domain_tower(model_type):
+    model = _model(model_type)
+    feats, _ = _batch()
+    before = {k: v.numpy() for k, v in model(feats).items()}
+    in_d0 = feats["domain"] == 0
+    t = 2
+    # Perturb every tower variable of domains 1 and 2 (tower groups are ordered d * T + task).
+    for v in model.towers.weights:
+        val = v.numpy()
+        val[t:] += 1.0
+        v.assign(val)
+    if model.star is not None:  # the STAR layer's other-domain kernels must not matter either
+        k = model.star.domain_kernel.numpy()
+        k[1:] *= 3.0
+        model.star.domain_kernel.assign(k)
+    after = {k: v.numpy() for k, v in model(feats).items()}
+    for task in before:
+        np.testing.assert_allclose(after[task][in_d0], before[task][in_d0], rtol=1e-6)
+        assert not np.allclose(after[task][~in_d0], before[task][~in_d0])
+
+
+# ------------------------------------------------------------------ bi-level
+def _compiled(fusion: str) -> MultiDomainModel:
+    model = _model("m3oe", fusion=fusion)
+    feats, labels = _batch()
+    model(feats)
+    model.compile(tf.keras.optimizers.Adam(0.05), fusion_optimizer=tf.keras.optimizers.Adam(0.05))
+    return model
+
+
+def test_bilevel_steps_touch_disjoint_variables():
+    model = _compiled("bilevel")
+    fusion = model.fusion_variables
+    assert [v.name.split("/")[-1].split(":")[0] for v in fusion] == list(FusedExperts.FUSION_NAMES)
+    others = model.main_variables
+    assert {id(v) for v in fusion}.isdisjoint({id(v) for v in others})
+    data = _batch(seed=3)
+    f0, o0 = _values(fusion), _values(others)
+    model.fusion_step(data)
+    f1, o1 = _values(fusion), _values(others)
+    assert all(not np.allclose(a, b) for a, b in zip(f0, f1))  # every alpha / beta moved
+    assert all(np.array_equal(a, b) for a, b in zip(o0, o1))  # nothing else did
+    model.train_step(data)
+    f2, o2 = _values(fusion), _values(others)
+    assert all(np.array_equal(a, b) for a, b in zip(f1, f2))  # main step leaves alpha / beta alone
+    assert any(not np.allclose(a, b) for a, b in zip(o1, o2))
+
+
+def test_code_mode_main_step_also_trains_fusion_weights():
+    model = _compiled("code")
+    f0 = _values(model.fusion_variables)
+    model.train_step(_batch(seed=4))
+    assert all(not np.allclose(a, b) for a, b in zip(f0, _values(model.fusion_variables)))
+
+
+def test_fixed_fusion_stays_at_one_half():
+    model = _compiled("fixed")
+    for seed in range(3):
+        model.train_step(_batch(seed=seed))
+        model.fusion_step(_batch(seed=seed))  # a no-op: nothing to train
+    assert model.fusion_variables == []
+    assert model.fusion_values() == pytest.approx(dict.fromkeys(FusedExperts.FUSION_NAMES, 0.5))
+
+
+def test_bilevel_needs_validation_batches():
+    model = _model("m3oe")
+    feats, labels = _batch()
+    ds = tf.data.Dataset.from_tensor_slices((feats, labels)).batch(4)
+    with pytest.raises(ValueError, match="validation"):
+        train_multidomain(model, ds, None)
+
+
+# --------------------------------------------------------------------- data
+SMALL_MD = dict(num_rows=24_000, num_users=2_000, num_ads=500, taxonomy=(6, 3, 8))
+
+
+@pytest.fixture(scope="module")
+def md_data():
+    # A strong domain-specific preference, so a short run on a few fields learns it.
+    return md.generate(md.MultiDomainDataConfig(**SMALL_MD, preference_scale=3.0, seed=3))
+
+
+def test_domain_shares_and_determinism(md_data):
+    dom = np.concatenate([md_data[s]["domain"] for s in md.SPLITS])
+    shares = np.bincount(dom, minlength=3) / len(dom)
+    np.testing.assert_allclose(shares, [0.07, 0.89, 0.04], atol=0.01)
+    again = md.generate(md.MultiDomainDataConfig(**SMALL_MD, preference_scale=3.0, seed=3))
+    other = md.generate(md.MultiDomainDataConfig(**SMALL_MD, preference_scale=3.0, seed=4))
+    for col in ("domain", "click", "conversion", "user_id", synthetic.TAG_FIELD):
+        assert np.array_equal(again["train"][col], md_data["train"][col])
+    assert not np.array_equal(other["train"]["domain"], md_data["train"]["domain"])
+    with pytest.raises(ConfigError):
+        md.MultiDomainDataConfig(domain_shares=(0.5, 0.4))
+    with pytest.raises(ConfigError):
+        md.MultiDomainDataConfig(click_offsets=(0.0,))
+
+
+def _chunk_digest(cfg: synthetic.SyntheticConfig) -> str:
+    h = hashlib.sha256()
+    for chunk in synthetic.iter_chunks(cfg):
+        for name in synthetic.columns():
+            h.update(np.asarray(chunk[name]).astype(str).tobytes())
+    return h.hexdigest()
+
+
+def test_default_generator_output_unchanged():
+    cfg = synthetic.SyntheticConfig(num_rows=2_000, num_users=300, num_ads=100, taxonomy=(4, 2, 5), seed=5)
+    before = _chunk_digest(cfg)
+    md.generate(md.MultiDomainDataConfig(num_rows=2_000, num_users=300, num_ads=100, taxonomy=(4, 2, 5), seed=5))
+    assert _chunk_digest(cfg) == before
+    assert md.DOMAIN_FIELD not in synthetic.columns()
+
+
+def test_trains_above_chance(md_data):
+    # The fields carrying the domain preference (age x tag category, income x tag category).
+    specs = tuple(s for s in md.feature_specs() if s.name in ("age_bucket", "income_level", "tags"))
+    train, val, test = (md.to_features(md_data[s], specs) for s in md.SPLITS)
+    model = MultiDomainModel(MultiDomainConfig(model_type="m3oe"), specs)
+    train_multidomain(
+        model,
+        md.make_dataset(*train, batch_size=256, seed=0),
+        md.make_dataset(*val, batch_size=256, seed=0),
+        epochs=2,
+        learning_rate=3e-3,
+        seed=0,
+    )
+    probs = predict_multidomain(model, md.make_dataset(*test, batch_size=4096, shuffle=False))
+    m = mdmt_metrics(test[1], probs, test[0][md.DOMAIN_FIELD], 3)
+    assert m["total_auc"] > 0.55
+    assert m["mean_auc"] > 0.55
+    assert m["auc"][1]["click"] > 0.55  # the big domain, on its own
