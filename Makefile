@@ -18,8 +18,16 @@ test: setup  ## lint, then the default test suite (benchmarks excluded)
 lint: setup
 	@$(VENV)/bin/ruff check .
 
+# The census-income benchmark needs the UCI files (census-income.test.gz, ...): make bench CENSUS_DIR=DIR
+CENSUS_DIR ?=
+
 bench: setup  ## heavier checks and benchmarks (writes figures to docs/benchmarks.md)
 	@$(PY) -m benchmarks.models --rows 400000 --seeds 3
+	@$(PY) -m benchmarks.multidomain --rows 100000 --seeds 3 --epochs 3
+	@$(PY) -m benchmarks.tagging
+	@$(PY) -m benchmarks.serving
+	@if [ -n "$(CENSUS_DIR)" ]; then $(PY) -m benchmarks.census --data "$(CENSUS_DIR)" --seeds 5; \
+	else echo "bench: skipping census-income (set CENSUS_DIR to the directory with the UCI files)"; fi
 	@$(PY) -m benchmarks.pipeline --rows 100000 400000 1000000
 
 lock:  ## re-resolve requirements/lock.txt from setup.py in a scratch venv (needs network)

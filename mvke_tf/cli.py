@@ -144,6 +144,8 @@ def _train(data_dir: Path, args: argparse.Namespace) -> dict:
             shutil.copyfile(data_dir / "features.yaml", Path(out) / "features.yaml")
             family = report.get("model_family", "user_tag")
             saved = {**model.model_config.to_dict(), "family": family}
+            if family == "ranking":  # its exact input fields (e.g. with or without the item id)
+                saved["fields"] = [f.to_dict() for f in model.fields]
             (Path(out) / "model_config.json").write_text(json.dumps(saved, indent=2))
     print(format_report(report))
     return report
@@ -190,13 +192,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mvke_tf.export import export_saved_model
     from mvke_tf.export.ranking import export_ranking_model
     from mvke_tf.models.config import ModelConfig
-    from mvke_tf.models.ranking import RankingConfig
+    from mvke_tf.models.ranking import RankingConfig, build_ranking_model
     from mvke_tf.train import build_any
 
     saved = json.loads((model_dir / "model_config.json").read_text())
     ranking = saved.pop("family", "user_tag") == "ranking"
-    model_config = RankingConfig.from_dict(saved) if ranking else ModelConfig.from_dict(saved)
-    model = build_any(FeatureConfig.from_yaml(model_dir / "features.yaml"), model_config)
+    if ranking:
+        model = build_ranking_model(saved.pop("fields"), RankingConfig.from_dict(saved))
+    else:
+        model = build_any(FeatureConfig.from_yaml(model_dir / "features.yaml"), ModelConfig.from_dict(saved))
     model.load_weights(str(model_dir / "weights")).expect_partial()
     base = Path(args.out)
     if args.version is None:

@@ -19,10 +19,12 @@ from mvke_tf.data.dataset import make_dataset, resolve_files
 from mvke_tf.metrics import auc
 from mvke_tf.models.config import ModelConfig
 from mvke_tf.models.ranking import (
+    ITEM_ID,
     RankingConfig,
     RankingModel,
     build_ranking_model,
     compile_ranking_model,
+    ranking_feature_config,
     ranking_fields,
 )
 from mvke_tf.models.user_tag import UserTagModel, build_model
@@ -62,12 +64,28 @@ class TrainConfig:
             raise ConfigError(f"learning_rate={self.learning_rate} must be > 0")
 
 
-def build_any(feature_config: FeatureConfig, model_config: ModelConfig | RankingConfig) -> tf.keras.Model:
+def build_any(
+    feature_config: FeatureConfig, model_config: ModelConfig | RankingConfig, item_id: str | None = ITEM_ID
+) -> tf.keras.Model:
     """The model a config describes: a two-tower :class:`UserTagModel` for a :class:`ModelConfig`, a
-    pair-ranking :class:`RankingModel` over the user fields and the ad's tags for a :class:`RankingConfig`."""
+    pair-ranking :class:`RankingModel` over the user fields, the ad's tags and its id (``item_id``;
+    None: without it) for a :class:`RankingConfig`."""
     if isinstance(model_config, RankingConfig):
-        return build_ranking_model(ranking_fields(feature_config), model_config)
+        return build_ranking_model(ranking_fields(feature_config, item_id=item_id), model_config)
     return build_model(feature_config, model_config)
+
+
+def _has_column(data_dir: Path, name: str) -> bool:
+    """Whether the train split has column ``name`` (from ``metadata.json``, else the CSV header)."""
+    meta = data_dir / "metadata.json"
+    columns = json.loads(meta.read_text()).get("columns") if meta.exists() else None
+    if columns is not None:
+        return name in columns
+    first = resolve_files(data_dir / "train")[0]
+    if first.endswith(".csv"):
+        with open(first) as f:
+            return name in f.readline().rstrip("\r\n").split(",")
+    return True  # TFRecord: a missing id parses as "", one shared row: harmless
 
 
 def compile_model(model: UserTagModel | RankingModel, learning_rate: float = 1e-3) -> tf.keras.Model:
@@ -169,9 +187,13 @@ def train_and_evaluate(
         raise ConfigError(
             f"model tasks {missing} have no label column; the data has labels {list(feature_config.labels)}"
         )
+    ranking = isinstance(model_config, RankingConfig)
+    item_id = ITEM_ID if ranking and _has_column(data_dir, ITEM_ID) else None
     tf.keras.utils.set_random_seed(train_config.seed)
     with strategy.scope():
-        model = compile_model(build_any(feature_config, model_config), train_config.learning_rate)
+        model = compile_model(build_any(feature_config, model_config, item_id), train_config.learning_rate)
+    if ranking:  # the datasets must also yield the ranking model's extra fields (the ad id)
+        feature_config = ranking_feature_config(feature_config, model.fields)
     train_rows = _count_rows(data_dir, "train")
     steps_per_epoch = None
     if workers > 1:

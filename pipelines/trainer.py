@@ -240,7 +240,8 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     learning_rate = float(custom.get("learning_rate", 1e-3))
     with strategy.scope():
         if ranking:
-            model = build_ranking_model(ranking_fields(config), model_config)
+            # Transform's output carries only the feature config's fields: no ad id column here.
+            model = build_ranking_model(ranking_fields(config, item_id=None), model_config)
         else:
             model = build_model(config, model_config)
         warm = restore_warm_start(model, fn_args.base_model)

@@ -360,27 +360,94 @@ def compile_ranking_model(model: RankingModel, learning_rate: float = 1e-3) -> R
     return model
 
 
-def ranking_fields(feature_config: FeatureConfig, context_fields: Sequence[FieldSpec] = ()) -> tuple[FieldSpec, ...]:
-    """The pair-ranking input of a user-tagging dataset: user fields, the item's tag field, context fields.
+ITEM_ID = "ad_id"
+"""The synthetic data's item id column; :func:`ranking_fields` embeds it as a hashed categorical."""
+ITEM_ID_BUCKETS = 10_000
 
-    On the synthetic data the item is the ad, described by its tag set; it has no context columns.
+
+def ranking_fields(
+    feature_config: FeatureConfig,
+    context_fields: Sequence[FieldSpec] = (),
+    item_id: str | FieldSpec | None = ITEM_ID,
+    item_id_buckets: int = ITEM_ID_BUCKETS,
+) -> tuple[FieldSpec, ...]:
+    """The pair-ranking input of a user-tagging dataset: user fields, item fields, context fields.
+
+    On the synthetic data the item is the ad: its tag set (the feature config's tag field) and its
+    id, hashed into ``item_id_buckets`` rows; the id lets the model memorise each ad's own click and
+    conversion propensity, which the tags alone do not carry. The data has no context columns.
+
+    Args:
+      feature_config: the dataset's features (its user fields and tag field are used).
+      context_fields: fields of the request's context (time, placement, ...) when a dataset has them.
+      item_id: the item id column (a name: a categorical hashed into ``item_id_buckets``; or a
+        :class:`FieldSpec`); None leaves it out (e.g. data without the column, or Transform output
+        that does not carry it). A field of that name already among the user fields is not repeated.
+      item_id_buckets: hash buckets of a named ``item_id``.
+
+    Returns:
+      ``(*user_fields, tag_field, item_id, *context_fields)``.
     """
-    return (*feature_config.user_fields, feature_config.tag_field, *context_fields)
+    item: tuple[FieldSpec, ...] = ()
+    if item_id is not None:
+        spec = (
+            item_id
+            if isinstance(item_id, FieldSpec)
+            else FieldSpec(item_id, "categorical", hash_buckets=int(item_id_buckets), group="item")
+        )
+        if spec.name not in feature_config.feature_names:
+            item = (spec,)
+    return (*feature_config.user_fields, feature_config.tag_field, *item, *context_fields)
 
 
-def rank(scores: np.ndarray, groups: np.ndarray | None = None, top_k: int | None = None) -> np.ndarray:
+def ranking_feature_config(feature_config: FeatureConfig, fields: Sequence[FieldSpec]) -> FeatureConfig:
+    """A :class:`FeatureConfig` under which :func:`~mvke_tf.data.dataset.make_dataset` yields every
+    field of ``fields`` (e.g. :func:`ranking_fields`'s item id and context fields) and the same labels."""
+    tag = feature_config.tag_field.name
+    return FeatureConfig(
+        user_fields=tuple(f for f in fields if f.name != tag),
+        tag_field=feature_config.tag_field,
+        labels=feature_config.labels,
+        user_id=feature_config.user_id,
+    )
+
+
+def rank(
+    scores: Mapping[str, Any] | np.ndarray | Sequence[float],
+    groups: np.ndarray | Sequence[Any] | None = None,
+    top_k: int | None = None,
+    key: str | None = None,
+) -> np.ndarray:
     """Orders candidates by ranking score, best first, within each group (e.g. a request or a user).
 
     Args:
-      scores: ``[n]`` ranking scores (the ``rank_score`` output, or any task's probability).
+      scores: ``[n]`` ranking scores, or a model's output dict (``{name: [n]}``, tensors or arrays),
+        from which ``key`` is taken: by default ``rank_score`` (ESMM models: ``w0·pCTR + w1·pCVR``),
+        or the only output of a single-task model.
       groups: ``[n]`` group ids; candidates are ranked only against their own group. None: one group.
       top_k: keep the best ``top_k`` of each group.
+      key: the output to rank by when ``scores`` is a dict (e.g. ``click`` for a non-ESMM model).
 
     Returns:
       Indices into ``scores``: groups in order of first appearance, each group's candidates by
       descending score (ties keep input order).
     """
+    if isinstance(scores, Mapping):
+        if key is None:
+            if RANK_OUTPUT in scores:
+                key = RANK_OUTPUT
+            elif len(scores) == 1:
+                key = next(iter(scores))
+            else:
+                raise ValueError(
+                    f"scores has outputs {sorted(scores)} and no {RANK_OUTPUT!r}; fix: pass key= the output to rank by"
+                )
+        if key not in scores:
+            raise ValueError(f"key {key!r} is not among the outputs {sorted(scores)}")
+        scores = scores[key]
     scores = np.asarray(scores)
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k={top_k} must be >= 1 (or None for every candidate)")
     if scores.ndim != 1:
         raise ValueError(f"scores must be one-dimensional [n], got shape {scores.shape}")
     if groups is None:
