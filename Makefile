@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test lint bench lock clean
+.PHONY: setup run test test-slow lint bench lock clean
 
 setup:  ## create .venv (Python 3.10) with the pinned stack; fast when up to date
 	@bash scripts/setup.sh
@@ -15,13 +15,16 @@ test: setup  ## lint, then the default test suite (benchmarks excluded)
 	@$(VENV)/bin/ruff check .
 	@$(PY) -m pytest
 
+test-slow: setup  ## the heaviest end-to-end tests, left out of `make test` (about 12 minutes)
+	@$(PY) -m pytest -m slow
+
 lint: setup
 	@$(VENV)/bin/ruff check .
 
 # The census-income benchmark needs the UCI files (census-income.test.gz, ...): make bench CENSUS_DIR=DIR
 CENSUS_DIR ?=
 
-bench: setup  ## heavier checks and benchmarks (writes figures to docs/benchmarks.md)
+bench: test-slow  ## heavier checks and benchmarks (writes figures to docs/benchmarks.md)
 	@$(PY) -m benchmarks.models --rows 400000 --seeds 3
 	@$(PY) -m benchmarks.multidomain --rows 100000 --seeds 3 --epochs 3
 	@$(PY) -m benchmarks.tagging

@@ -6,9 +6,11 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 import tensorflow as tf
@@ -17,6 +19,7 @@ from mvke_tf import distribute
 from mvke_tf.config import ConfigError, FeatureConfig
 from mvke_tf.data.dataset import make_dataset, resolve_files
 from mvke_tf.metrics import auc
+from mvke_tf.models.compiling import compile_per_task
 from mvke_tf.models.config import ModelConfig
 from mvke_tf.models.ranking import (
     ITEM_ID,
@@ -92,14 +95,26 @@ def compile_model(model: UserTagModel | RankingModel, learning_rate: float = 1e-
     """Compiles with per-task BCE (weighted by the config) and per-task AUC metrics."""
     if isinstance(model, RankingModel):
         return compile_ranking_model(model, learning_rate)
-    tasks = model.tasks
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate),
-        loss={t: tf.keras.losses.BinaryCrossentropy() for t in tasks},
-        loss_weights=model.model_config.loss_weights,
-        metrics={t: [tf.keras.metrics.AUC(name="auc", num_thresholds=2000)] for t in tasks},
-    )
-    return model
+    return compile_per_task(model, model.model_config.loss_weights, learning_rate)
+
+
+_INFERENCE_FNS: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def _inference_fn(model: tf.keras.Model) -> Callable[[Any], Any]:
+    """One traced inference function per model, reused across calls.
+
+    A fresh ``tf.function`` per call would retrace the whole graph every time a notebook or
+    benchmark evaluates the same model again.
+    """
+    # A side table, not an attribute: SavedModel export collects tf.function attributes.
+    fn = _INFERENCE_FNS.get(model)
+    if fn is None:
+        # A weak reference, so the cached function does not keep the model alive.
+        model_ref = weakref.ref(model)
+        fn = tf.function(lambda f: model_ref()(f, training=False))
+        _INFERENCE_FNS[model] = fn
+    return fn
 
 
 def predict_with_labels(
@@ -114,7 +129,7 @@ def predict_with_labels(
     preds: dict[str, list[np.ndarray]] = {t: [] for t in model.tasks}
     labels: dict[str, list[np.ndarray]] = {t: [] for t in feature_config.labels}
     extras: dict[str, list[np.ndarray]] = {c: [] for c in extra_columns}
-    predict = tf.function(lambda f: model(f, training=False))
+    predict = _inference_fn(model)
     for features, y in ds:
         for c in extra_columns:
             extras[c].append(features.pop(c).numpy())

@@ -5,7 +5,9 @@ Outputs (see :mod:`mvke_tf.data.transform` for the id conventions):
 * every feature field of the config, as integer ids (categorical ``[B]``, multi_valued
   ``[B, width]`` with ``-1`` padding, numeric quantile buckets ``[B]`` with 0 = missing);
 * the labels (``click``, ``conversion``) as ``int64 [B]``;
-* ``user_id`` and ``tag_l1`` passed through as strings (for slicing), when present.
+* ``user_id`` and ``tag_l1`` passed through as strings (for slicing), when present;
+* for a pair-ranking model (``custom_config["model_family"] == "ranking"``), the item id
+  ``ad_id`` hashed as :func:`mvke_tf.models.ranking.item_id_field` says, when present.
 
 The feature config comes from ``custom_config["features_yaml"]`` (the Trainer gets the
 same path), else the synthetic generator's :func:`~mvke_tf.data.synthetic.feature_config`.
@@ -26,6 +28,7 @@ import tensorflow_transform as tft  # noqa: E402
 
 from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig  # noqa: E402
 from mvke_tf.data import transform as T  # noqa: E402
+from mvke_tf.models.ranking import ITEM_ID, item_id_field  # noqa: E402
 
 # Quantile buckets per numeric field (the transformed field has NUM_BUCKETS + 1 ids).
 DEFAULT_NUM_BUCKETS = 10
@@ -78,4 +81,7 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
     for name in PASSTHROUGH_COLUMNS:
         if name in inputs:
             outputs[name] = T.to_dense_column(inputs[name], "")
+    if (custom_config or {}).get("model_family") == "ranking" and ITEM_ID in inputs:
+        # The ad's own click/conversion propensity is learnt through its id (see ranking_fields).
+        outputs[ITEM_ID] = T.categorical_ids(T.to_dense_column(inputs[ITEM_ID], ""), item_id_field())
     return outputs

@@ -11,9 +11,9 @@ carries the Transform graph, so clients send raw ``tf.Example`` records:
 * ``tag_tower``: raw tags ``[B]`` (one tag each) -> ``<task>_embedding``, ``<task>_gate``.
 
 A pair-ranking model (``custom_config["model_family"] == "ranking"``, :mod:`mvke_tf.models.ranking`)
-reads the user fields and the ad's tags together; it has no towers to split, so its SavedModel has
-``serving_default`` (every output: with ESMM ``click`` = pCTR, ``conversion`` = pCTCVR, ``cvr``,
-``rank_score``) and ``transform_features`` only.
+reads the user fields, the ad's tags and (when the data has it) the ad id together; it has no towers
+to split, so its SavedModel has ``serving_default`` (every output: with ESMM ``click`` = pCTR,
+``conversion`` = pCTCVR, ``cvr``, ``rank_score``) and ``transform_features`` only.
 
 Warm start (incremental training): next to the SavedModel, ``<model>/warm_start/`` holds a TF
 checkpoint of the model's weights and ``meta.json`` (the model's config, its weights' names and
@@ -49,10 +49,13 @@ from mvke_tf.export.saved_model import tag_tower_outputs, user_tower_outputs, wr
 from mvke_tf.export.warmup import write_warmup_requests  # noqa: E402
 from mvke_tf.models import ModelConfig, UserTagModel, build_model  # noqa: E402
 from mvke_tf.models.ranking import (  # noqa: E402
+    ITEM_ID,
     RankingConfig,
     RankingModel,
     build_ranking_model,
     compile_ranking_model,
+    item_id_field,
+    ranking_feature_config,
     ranking_fields,
 )
 from mvke_tf.train import compile_model  # noqa: E402
@@ -109,9 +112,10 @@ def signatures(
     """
     model.tft_layer = tf_transform_output.transform_features_layer()  # tracked, so its assets are saved
     raw_spec = tf_transform_output.raw_feature_spec()
-    feature_spec = {n: _optional(raw_spec[n]) for n in raw_config.feature_names}
+    # A ranking model also reads the ad id (when Transform made one); the user-tag model only the config's fields.
+    names = [f.name for f in model.fields] if isinstance(model, RankingModel) else list(raw_config.feature_names)
+    feature_spec = {n: _optional(raw_spec[n]) for n in names}
     user_spec = {f.name: feature_spec[f.name] for f in raw_config.user_fields}
-    names = raw_config.feature_names
     examples = tf.TensorSpec([None], tf.string, name="examples")
 
     @tf.function(input_signature=[examples])
@@ -228,6 +232,12 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     tf.keras.utils.set_random_seed(seed)
 
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    fields = None
+    if ranking:
+        # Transform hashes the ad id for ranking models when the data has it (pipelines/preprocessing.py).
+        has_item = ITEM_ID in tf_transform_output.transformed_feature_spec()
+        fields = ranking_fields(config, item_id=item_id_field() if has_item else None)
+        config = ranking_feature_config(config, fields)
     train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config, batch_size, seed)
     valid = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, batch_size, seed)
 
@@ -239,11 +249,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
 
     learning_rate = float(custom.get("learning_rate", 1e-3))
     with strategy.scope():
-        if ranking:
-            # Transform's output carries only the feature config's fields: no ad id column here.
-            model = build_ranking_model(ranking_fields(config, item_id=None), model_config)
-        else:
-            model = build_model(config, model_config)
+        model = build_ranking_model(fields, model_config) if ranking else build_model(config, model_config)
         warm = restore_warm_start(model, fn_args.base_model)
         model = compile_ranking_model(model, learning_rate) if ranking else compile_model(model, learning_rate)
     if warm["warm_started"]:

@@ -110,6 +110,7 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
+@pytest.mark.slow  # two training processes: make test-slow
 def test_two_worker_multi_worker_mirrored_training_on_localhost(small_data, tmp_path):
     """Two processes, one TF_CONFIG each: synchronous training ends with the same weights on both."""
     data, meta = small_data

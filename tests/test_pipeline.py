@@ -424,3 +424,13 @@ def test_pipeline_trains_and_pushes_the_app_store_ranking_model(tmp_path):
     assert set(out) == {"click", "conversion", "cvr", "rank_score"}
     np.testing.assert_allclose(out["conversion"].numpy(), out["click"].numpy() * out["cvr"].numpy(), rtol=1e-6)
     np.testing.assert_allclose(out["rank_score"].numpy(), 0.5 * (out["click"].numpy() + out["cvr"].numpy()), rtol=1e-6)
+    # Transform hashed the ad id and the model reads it: the same rows with other ad ids score differently.
+    assert "ad_id" in loaded.signatures["transform_features"].structured_outputs
+    rows = _raw_examples(data / "eval" / "part-00000.csv", 8)
+    other = []
+    for raw in rows:
+        example = tf.train.Example.FromString(raw)
+        example.features.feature["ad_id"].bytes_list.value[:] = [b"an-ad-never-seen"]
+        other.append(example.SerializeToString())
+    moved = loaded.signatures["serving_default"](examples=tf.constant(other))
+    assert not np.allclose(moved["click"].numpy(), out["click"].numpy(), atol=1e-7)

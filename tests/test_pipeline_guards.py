@@ -81,6 +81,7 @@ def _digest(directory: Path) -> dict[str, str]:
 
 
 @pytest.mark.pipeline
+@pytest.mark.slow  # two pipeline runs: make test-slow
 def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
     from pipelines.__main__ import EXIT_BLOCKED, main
     from pipelines.report import run_report

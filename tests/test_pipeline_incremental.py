@@ -90,6 +90,7 @@ def _latest(root: Path, component: str, output: str) -> Path:
 
 
 @pytest.mark.pipeline
+@pytest.mark.slow  # three pipeline runs, about 7 minutes: make test-slow
 def test_incremental_runs_read_the_latest_span_and_warm_start(tmp_path):
     from ml_metadata import metadata_store
     from tfx import v1 as tfx

@@ -37,6 +37,7 @@ from mvke_tf.config import MULTI_VALUED, NUMERIC, ConfigError, FeatureConfig, Fi
 from mvke_tf.layers.embedding import FieldsEmbedding
 from mvke_tf.layers.interaction import MLP, FactorizationMachine
 from mvke_tf.layers.ranking import ExtractionLayer, MixtureOfExperts, ranking_score
+from mvke_tf.models.compiling import compile_per_task
 
 RANKING_TYPES = ("single_task", "shared_bottom", "omoe", "mmoe", "ple")
 # Extra outputs of ESMM models (beside one per task): they carry no loss.
@@ -350,19 +351,18 @@ def compile_ranking_model(model: RankingModel, learning_rate: float = 1e-3) -> R
     With ESMM the losses sit on pCTR (click labels) and pCTCVR (click-and-convert labels); the
     ``cvr`` and ``rank_score`` outputs get none, so pCVR is learnt only through the product.
     """
-    tasks = model.tasks
-    model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate),
-        loss={t: tf.keras.losses.BinaryCrossentropy() for t in tasks},
-        loss_weights=model.config.loss_weights,
-        metrics={t: [tf.keras.metrics.AUC(name="auc", num_thresholds=2000)] for t in tasks},
-    )
+    compile_per_task(model, model.config.loss_weights, learning_rate)
     return model
 
 
 ITEM_ID = "ad_id"
 """The synthetic data's item id column; :func:`ranking_fields` embeds it as a hashed categorical."""
 ITEM_ID_BUCKETS = 10_000
+
+
+def item_id_field(name: str = ITEM_ID, buckets: int = ITEM_ID_BUCKETS) -> FieldSpec:
+    """The item id as a hashed categorical field (the same spec for raw data and Transform's ids)."""
+    return FieldSpec(name, "categorical", hash_buckets=int(buckets), group="item")
 
 
 def ranking_fields(
@@ -390,11 +390,7 @@ def ranking_fields(
     """
     item: tuple[FieldSpec, ...] = ()
     if item_id is not None:
-        spec = (
-            item_id
-            if isinstance(item_id, FieldSpec)
-            else FieldSpec(item_id, "categorical", hash_buckets=int(item_id_buckets), group="item")
-        )
+        spec = item_id if isinstance(item_id, FieldSpec) else item_id_field(item_id, item_id_buckets)
         if spec.name not in feature_config.feature_names:
             item = (spec,)
     return (*feature_config.user_fields, feature_config.tag_field, *item, *context_fields)
