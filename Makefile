@@ -15,7 +15,7 @@ test: setup  ## lint, then the default test suite (benchmarks excluded)
 	@$(VENV)/bin/ruff check .
 	@$(PY) -m pytest
 
-test-slow: setup  ## the heaviest end-to-end tests, left out of `make test` (about 12 minutes)
+test-slow: setup  ## the heaviest end-to-end tests, left out of `make test` (about 12 minutes on 2 cores)
 	@$(PY) -m pytest -m slow
 
 lint: setup
