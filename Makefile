@@ -8,7 +8,7 @@ setup:  ## create .venv (Python 3.10) with the pinned stack; fast when up to dat
 	@bash scripts/setup.sh
 
 run: setup  ## the main job: synthetic data, then the TFX pipeline (validate, transform, train, evaluate, push)
-	@$(VENV)/bin/mvke-tf data synth --out runs/data
+	@$(VENV)/bin/mvke-tf data synth --out runs/data --format tfrecord
 	@$(VENV)/bin/mvke-tf pipeline run --config pipelines/configs/synthetic.yaml
 
 test: setup  ## lint, then the default test suite (benchmarks excluded)
@@ -31,7 +31,7 @@ bench: test-slow  ## heavier checks and benchmarks (writes figures to docs/bench
 	@$(PY) -m benchmarks.serving
 	@if [ -n "$(CENSUS_DIR)" ]; then $(PY) -m benchmarks.census --data "$(CENSUS_DIR)" --seeds 5; \
 	else echo "bench: skipping census-income (set CENSUS_DIR to the directory with the UCI files)"; fi
-	@$(PY) -m benchmarks.pipeline --rows 100000 400000 1000000
+	@$(PY) -m benchmarks.pipeline --rows 100000 1000000 4000000
 
 lock:  ## re-resolve requirements/lock.txt from setup.py in a scratch venv (needs network)
 	@bash scripts/lock.sh

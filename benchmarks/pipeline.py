@@ -1,13 +1,14 @@
-"""TFX pipeline wall time, whole run and per component, on synthetic data of several sizes.
+"""TFX pipeline cost, whole run and per component, on synthetic data of several sizes.
 
-    python -m benchmarks.pipeline --rows 100000 400000 1000000
+    python -m benchmarks.pipeline --rows 100000 1000000 4000000
 
-For each row count: generate the synthetic data (reused when ``metadata.json`` shows the same
-generator config), run the whole pipeline locally (``pipelines.pipeline.run_local``, fresh
-pipeline root and ML Metadata each time) and time it; the per-component wall times come from
-ML Metadata (each execution's create / last-update time), the click / conversion AUC from the
-Evaluator's TFMA result. Prints a table (component x rows) and puts it into
-docs/benchmarks.md (section ``pipeline``).
+For each row count: generate the synthetic data as gzipped TFRecord (reused when ``metadata.json``
+shows the same generator config), then run the main job's pipeline on it in a fresh Python process
+(``pipelines.pipeline.run_local``, a fresh pipeline root and ML Metadata; a fresh process so that no
+size inherits another's memory) and record, per component
+(:class:`pipelines.progress.ProgressReporter`): wall seconds (from ML Metadata), CPU seconds of the
+process and its Beam workers, and the process's peak resident memory while it ran. Prints the
+tables and writes them to docs/benchmarks.md (section ``pipeline``).
 """
 
 from __future__ import annotations
@@ -29,20 +30,18 @@ import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
 SECTION = "pipeline"
 TASKS = ("click", "conversion")
+DATA_COMPONENTS = ("ExampleGen", "StatisticsGen", "Transform")  # the issue's "data" budget, by name suffix
 
 
 @dataclasses.dataclass(frozen=True)
-class ComponentTime:
-    """One execution of a pipeline run: the component id and its wall time from ML Metadata."""
+class ComponentCost:
+    """One component of one run: wall and CPU seconds, peak resident memory (MiB)."""
 
     component: str
-    start_ms: int
-    end_ms: int
+    seconds: float
+    cpu_seconds: float | None = None
+    peak_rss_mb: float | None = None
     state: str = "COMPLETE"
-
-    @property
-    def seconds(self) -> float:
-        return max(0, self.end_ms - self.start_ms) / 1000.0
 
 
 @dataclasses.dataclass
@@ -51,74 +50,36 @@ class RunResult:
 
     rows: int
     total_s: float
-    components: list[ComponentTime]
+    components: list[ComponentCost]
     auc: dict[str, float | None]
+    split_rows: dict[str, int] = dataclasses.field(default_factory=dict)
     blessed: bool | None = None
     generate_s: float | None = None  # None: the data was reused
 
+    def seconds(self, name: str) -> float | None:
+        times = [c.seconds for c in self.components if c.component == name]
+        return sum(times) if times else None
 
-# ------------------------------------------------------------------ ML Metadata
+    def cpu(self, name: str) -> float | None:
+        values = [c.cpu_seconds for c in self.components if c.component == name and c.cpu_seconds is not None]
+        return sum(values) if values else None
 
+    def data_seconds(self) -> float:
+        return sum(c.seconds for c in self.components if c.component.endswith(DATA_COMPONENTS))
 
-def component_times(store: Any, pipeline_name: str | None = None) -> list[ComponentTime]:
-    """Per-component wall times of the latest pipeline run in an ML Metadata ``store``, in run order.
-
-    The component id is the name of the execution's ``node`` context (``<pipeline>.<component id>``,
-    as ``LocalDagRunner`` records it) without the pipeline prefix; the execution type's short name
-    when there is no such context. Times are the execution's ``create_time_since_epoch`` and
-    ``last_update_time_since_epoch`` (ms).
-
-    Raises:
-      LookupError: no pipeline run recorded.
-    """
-    from ml_metadata.proto import metadata_store_pb2
-
-    runs = list(store.get_contexts_by_type("pipeline_run"))
-    if not runs:
-        raise LookupError("no pipeline run in the ML Metadata store")
-    run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))
-    type_names = {t.id: t.name for t in store.get_execution_types()}
-    state_names = metadata_store_pb2.Execution.State.Name
-    out = []
-    for e in store.get_executions_by_context(run.id):
-        name = type_names.get(e.type_id, "?").rsplit(".", 1)[-1]
-        for ctx in store.get_contexts_by_execution(e.id):
-            if ctx.type == "node":
-                prefix = f"{pipeline_name}." if pipeline_name else ctx.name.split(".", 1)[0] + "."
-                name = ctx.name[len(prefix) :] if ctx.name.startswith(prefix) else ctx.name
-                break
-        state = state_names(e.last_known_state)
-        out.append(ComponentTime(name, e.create_time_since_epoch, e.last_update_time_since_epoch, state))
-    return sorted(out, key=lambda c: (c.start_ms, c.end_ms))
-
-
-def read_component_times(metadata_path: str | os.PathLike, pipeline_name: str | None = None) -> list[ComponentTime]:
-    """:func:`component_times` of the SQLite ML Metadata file ``metadata_path`` (opened read-only)."""
-    from ml_metadata import metadata_store
-    from ml_metadata.proto import metadata_store_pb2
-
-    if not os.path.isfile(metadata_path):
-        raise FileNotFoundError(f"no ML Metadata at {metadata_path}")
-    connection = metadata_store_pb2.ConnectionConfig()
-    connection.sqlite.filename_uri = str(metadata_path)
-    connection.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
-    return component_times(metadata_store.MetadataStore(connection), pipeline_name)
+    @property
+    def eval_rows(self) -> int:
+        return self.split_rows.get("eval", 0)
 
 
 def evaluation_auc(evaluation_uri: str | None, tasks: Sequence[str] = TASKS) -> dict[str, float | None]:
-    """Overall-slice AUC per task from the Evaluator's TFMA output directory (None where missing)."""
+    """Overall-slice AUC per task from the Evaluator's output directory (None where missing)."""
     if not evaluation_uri:
         return {t: None for t in tasks}
-    import tensorflow_model_analysis as tfma
+    from pipelines.evaluation import slice_metrics
 
-    overall = dict(tfma.load_eval_result(evaluation_uri).slicing_metrics).get((), {})
-    out: dict[str, float | None] = {}
-    for t in tasks:
-        try:
-            out[t] = float(overall[t][""]["auc"]["doubleValue"])
-        except (KeyError, TypeError):
-            out[t] = None
-    return out
+    overall = next((r for r in slice_metrics(evaluation_uri) if r.slice == "overall"), None)
+    return {t: (overall.metrics.get(t, {}).get("auc") if overall else None) for t in tasks}
 
 
 # ------------------------------------------------------------------ formatting
@@ -130,38 +91,87 @@ def _secs(s: float | None) -> str:
     return f"{s:,.0f} s" if s >= 100 else f"{s:.1f} s"
 
 
-def format_table(results: Sequence[RunResult]) -> str:
-    """Markdown table: one row per component (in run order), one column per row count.
+def _ms(seconds: float | None, rows: int) -> str:
+    return "–" if seconds is None or not rows else f"{seconds / rows * 1000:.3f}"
 
-    Below the components: the time outside them (orchestration, Beam start-up), the whole run,
-    the data generation (not part of the run) and the Evaluator's overall click / conversion AUC.
+
+def format_table(results: Sequence[RunResult]) -> str:
+    """Markdown: one row per component (run order), wall seconds per row count, CPU-s per million rows.
+
+    The CPU column is the largest run's (where fixed start-up costs weigh least): the process's and
+    its Beam workers' CPU seconds while the component ran, per million input rows. Below the
+    components: the whole run, the per-row costs the targets are stated in, the 4M / 1M ratio when
+    both sizes ran, the AUCs and the blessing.
     """
     order: list[str] = []
     for r in results:
         for c in r.components:
             if c.component not in order:
                 order.append(c.component)
-    header = "| component | " + " | ".join(f"{r.rows:,} rows" for r in results) + " |"
-    lines = [header, "| --- |" + " ---: |" * len(results)]
+    largest = max(results, key=lambda r: r.rows)
+    header = "| component | " + " | ".join(f"{r.rows:,} rows" for r in results)
+    header += f" | CPU-s per M rows ({largest.rows:,}) |"
+    lines = [header, "| --- |" + " ---: |" * (len(results) + 1)]
     for name in order:
         cells = []
         for r in results:
             times = [c for c in r.components if c.component == name]
-            cell = _secs(sum(c.seconds for c in times)) if times else "–"
             failed = [c.state for c in times if c.state not in ("COMPLETE", "CACHED")]
-            cells.append(cell + (f" ({failed[0].lower()})" if failed else ""))
+            cells.append(_secs(r.seconds(name)) + (f" ({failed[0].lower()})" if failed else ""))
+        cpu = largest.cpu(name)
+        cells.append(f"{cpu / largest.rows * 1e6:,.0f}" if cpu is not None else "–")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     other = [_secs(max(0.0, r.total_s - sum(c.seconds for c in r.components))) for r in results]
-    lines.append("| *outside the components (orchestration)* | " + " | ".join(other) + " |")
-    total = [f"**{_secs(r.total_s)}**" for r in results]
-    lines.append("| **whole pipeline (`run_local`)** | " + " | ".join(total) + " |")
-    gen = [_secs(r.generate_s) if r.generate_s is not None else "reused" for r in results]
-    lines.append("| *data generation (not in the run)* | " + " | ".join(gen) + " |")
+    lines.append("| *outside the components (orchestration)* | " + " | ".join(other) + " | |")
+    total_cpu = sum(c.cpu_seconds or 0 for c in largest.components)
+    lines.append(
+        "| **whole pipeline (`run_local`)** | "
+        + " | ".join(f"**{_secs(r.total_s)}**" for r in results)
+        + f" | **{total_cpu / largest.rows * 1e6:,.0f}** |"
+    )
+    lines.append("| ms per row, whole pipeline | " + " | ".join(_ms(r.total_s, r.rows) for r in results) + " | |")
+    lines.append(
+        "| ms per row, ExampleGen + StatisticsGen + Transform | "
+        + " | ".join(_ms(r.data_seconds(), r.rows) for r in results)
+        + " | |"
+    )
+    lines.append(
+        "| ms per eval row, Evaluator | "
+        + " | ".join(_ms(r.seconds("Evaluator"), r.eval_rows) for r in results)
+        + " | |"
+    )
+    by_rows = {r.rows: r for r in results}
+    if 1_000_000 in by_rows and 4_000_000 in by_rows:
+        ratio = by_rows[4_000_000].total_s / by_rows[1_000_000].total_s
+        lines.append(f"| whole pipeline, 4M / 1M time | {' | '.join('' for _ in results[:-1])} | {ratio:.2f} | |")
+    lines.append("| *data generation (not in the run)* | " + " | ".join(
+        _secs(r.generate_s) if r.generate_s is not None else "reused" for r in results
+    ) + " | |")
     for t in TASKS:
         cells = [f"{r.auc[t]:.4f}" if r.auc.get(t) is not None else "–" for r in results]
-        lines.append(f"| {t} AUC (Evaluator, overall) | " + " | ".join(cells) + " |")
+        lines.append(f"| {t} AUC (Evaluator, overall) | " + " | ".join(cells) + " | |")
     blessed = [{True: "yes", False: "no", None: "–"}[r.blessed] for r in results]
-    lines.append("| blessed | " + " | ".join(blessed) + " |")
+    lines.append("| blessed | " + " | ".join(blessed) + " | |")
+    return "\n".join(lines)
+
+
+def format_memory_table(results: Sequence[RunResult]) -> str:
+    """Markdown: peak resident memory (MiB) of the process while each component ran, per row count."""
+    order: list[str] = []
+    for r in results:
+        for c in r.components:
+            if c.component not in order and c.peak_rss_mb is not None:
+                order.append(c.component)
+    lines = ["| peak RSS (MiB) | " + " | ".join(f"{r.rows:,} rows" for r in results) + " |"]
+    lines.append("| --- |" + " ---: |" * len(results))
+    for name in order:
+        cells = []
+        for r in results:
+            peaks = [c.peak_rss_mb for c in r.components if c.component == name and c.peak_rss_mb is not None]
+            cells.append(f"{max(peaks):,.0f}" if peaks else "–")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    whole = [max((c.peak_rss_mb or 0) for c in r.components) for r in results]
+    lines.append("| **whole run** | " + " | ".join(f"**{w:,.0f}**" for w in whole) + " |")
     return "\n".join(lines)
 
 
@@ -177,7 +187,7 @@ def machine_facts() -> str:
 class _Heartbeat:
     """Prints the elapsed time every ``every`` seconds while a long step runs."""
 
-    def __init__(self, label: str, every: float = 30.0) -> None:
+    def __init__(self, label: str, every: float = 60.0) -> None:
         self.label, self.every = label, every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -202,7 +212,7 @@ def _data(rows: int, users: int, out: Path, label: str) -> tuple[Path, float | N
     data = out / f"data-{rows}"
     cfg = synthetic.SyntheticConfig(num_rows=rows, num_users=users)
     meta = data / "metadata.json"
-    if meta.exists() and (data / "features.yaml").exists():
+    if meta.exists() and (data / "features.yaml").exists() and list(data.glob("train/*.tfrecord.gz")):
         try:
             if json.loads(meta.read_text())["generator"] == cfg.to_dict():
                 print(f"[{label}] reusing the data in {data}", file=sys.stderr, flush=True)
@@ -212,7 +222,7 @@ def _data(rows: int, users: int, out: Path, label: str) -> tuple[Path, float | N
     print(f"[{label}] generating {rows:,} rows into {data} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     with _Heartbeat(f"{label} generate"):
-        synthetic.generate(cfg, data)
+        synthetic.generate(cfg, data, formats=("tfrecord",))
     return data, time.perf_counter() - start
 
 
@@ -230,9 +240,27 @@ def main_job_config(rows: int, data: Path, run_dir: Path, args: argparse.Namespa
     return config_from_settings(settings_from_args(_parser().parse_args(argv)))
 
 
+def run_in_subprocess(rows: int, args: argparse.Namespace) -> RunResult:
+    """:func:`run_one` in a fresh Python process (its own memory high-water mark); the result as JSON."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        cmd = [sys.executable, "-m", "benchmarks.pipeline", "--rows", str(rows), "--users", str(args.users)]
+        cmd += ["--config", args.config, "--train-steps", str(args.train_steps), "--out", args.out]
+        cmd += ["--result-json", str(out)]
+        subprocess.run(cmd, check=True)
+        data = json.loads(out.read_text())
+    data["components"] = [ComponentCost(**c) for c in data["components"]]
+    return RunResult(**data)
+
+
 def run_one(rows: int, args: argparse.Namespace) -> RunResult:
     from pipelines.pipeline import run_local
+    from pipelines.progress import ProgressReporter
     from pipelines.report import run_report
+    from pipelines.split_rows import rows_per_split
 
     label = f"{rows:,} rows"
     out = Path(args.out).resolve()
@@ -240,34 +268,46 @@ def run_one(rows: int, args: argparse.Namespace) -> RunResult:
     run_dir = out / f"run-{rows}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh pipeline root and ML Metadata per run
     config = main_job_config(rows, data, run_dir, args)
-    print(f"[{label}] running the pipeline ({config.train_steps} train steps) ...", file=sys.stderr, flush=True)
-    with _Heartbeat(f"{label} pipeline"):
+    print(f"[{label}] running the pipeline ...", file=sys.stderr, flush=True)
+    with _Heartbeat(f"{label} pipeline"), ProgressReporter(
+        config.metadata_path, config.pipeline_name, out=sys.stderr
+    ) as progress:
         start = time.perf_counter()
         run_local(config)
         total = time.perf_counter() - start
-    components = read_component_times(config.metadata_path, config.pipeline_name)
+    components = [
+        ComponentCost(r.component, r.seconds, r.cpu_seconds, r.peak_rss_mb, r.state) for r in progress.records
+    ]
     report = run_report(config.metadata_path, config.pipeline_name)
-    result = RunResult(rows, total, components, evaluation_auc(report.evaluation_uri), report.blessed, generate_s)
+    stats = sorted(Path(config.pipeline_root).glob("StatisticsGen/statistics/*"))
+    split_rows = rows_per_split(str(stats[-1])) if stats else {}
+    result = RunResult(
+        rows, total, components, evaluation_auc(report.evaluation_uri), split_rows, report.blessed, generate_s
+    )
     print(f"[{label}] pipeline done in {total:.0f} s", file=sys.stderr, flush=True)
     return result
 
 
-def markdown(table: str, cfg: Any, args: argparse.Namespace, cmd: str, facts: str) -> str:
-    """The docs/benchmarks.md section: what was run, how it was timed, on which machine, and the table."""
+def markdown(tables: str, cfg: Any, args: argparse.Namespace, cmd: str, facts: str) -> str:
+    """The docs/benchmarks.md section: what was run, how it was measured, on which machine, and the tables."""
     mc = cfg.model_config()
     return (
-        "## TFX pipeline wall time, whole run and per component\n\n"
+        "## TFX pipeline cost, whole run and per component\n\n"
         f"Command: `{cmd.strip()}`  \n"
         f"What runs: the main job (`{args.config}`) with the data size changed: synthetic generator defaults "
-        f"({args.users:,} users, 2 days), ExampleGen reads `{cfg.input_pattern}` as train and `{cfg.eval_pattern}` "
-        "(the last day, half the rows) as eval; the AUCs are the Evaluator's on that eval day.  \n"
+        f"({args.users:,} users, 2 days) as gzipped TFRecord; ExampleGen takes `{cfg.input_pattern}` as train and "
+        f"`{cfg.eval_pattern}` (the last day, half the rows) as eval; the AUCs are the Evaluator's on the eval day.  \n"
         "Pipeline: `pipelines.pipeline.run_local` (LocalDagRunner, SQLite ML Metadata, Beam DirectRunner "
         f"{' '.join(cfg.beam_pipeline_args)}), fresh pipeline root per run; {cfg.model_type} "
         f"(dnn {list(mc.dnn_units)}, top {list(mc.top_units)}, tag {list(mc.tag_units)}), batch {cfg.batch_size}, "
-        f"{cfg.train_steps} train steps.  \n"
-        "Per-component times: each execution's create to last-update time in ML Metadata; "
-        "the whole run: `time.perf_counter` around `run_local`.  \n"
-        f"Machine: {facts}.\n\n" + table + "\n"
+        + (f"{cfg.train_steps} train steps" if cfg.train_steps else f"{cfg.epochs} epoch(s) over the train split")
+        + ".  \n"
+        "Per component (`pipelines.progress.ProgressReporter`): wall time from ML Metadata (execution create to "
+        "last update), CPU seconds of the process and its finished child processes between two component "
+        "completions, and the process's peak resident memory while the component ran (VmHWM, reset at each "
+        "completion); each size runs in a fresh process; the whole run: `time.perf_counter` around "
+        "`run_local`.  \n"
+        f"Machine: {facts}.\n\n" + tables + "\n"
     )
 
 
@@ -276,10 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     p.add_argument("--users", type=int, default=20_000, help="synthetic users (the generator's default)")
     p.add_argument("--config", default=MAIN_JOB, help="pipeline settings (default: the main job's)")
-    p.add_argument("--train-steps", type=int, default=0, help="override the settings' train steps")
+    p.add_argument("--train-steps", type=int, default=0, help="override the settings' epochs with a step count")
     p.add_argument("--out", default="runs/bench_pipeline", help="data and pipeline roots")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument("--result-json", help=argparse.SUPPRESS)  # one size in this process (run_in_subprocess)
     args = p.parse_args(argv)
+    if args.result_json:
+        (result,) = [run_one(rows, args) for rows in args.rows]
+        Path(args.result_json).write_text(json.dumps(dataclasses.asdict(result)))
+        return 0
 
     overall = time.perf_counter()
     results = []
@@ -289,19 +334,19 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        results.append(run_one(rows, args))
+        results.append(run_in_subprocess(rows, args))
 
-    table = format_table(results)
+    tables = format_table(results) + "\n\n" + format_memory_table(results)
     cmd = "python -m benchmarks.pipeline " + " ".join(sys.argv[1:] if argv is None else argv)
     facts = machine_facts()
     print(f"Command: {cmd.strip()}")
     print(f"Machine: {facts}")
-    print(table)
+    print(tables)
     if not args.no_write:
         from benchmarks.report import write_section
 
         config = main_job_config(args.rows[-1], Path(args.out), Path(args.out), args)
-        write_section(SECTION, markdown(table, config, args, cmd, facts))
+        write_section(SECTION, markdown(tables, config, args, cmd, facts))
         print(f"wrote the '{SECTION}' section of docs/benchmarks.md", file=sys.stderr)
     return 0
 

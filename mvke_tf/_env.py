@@ -32,5 +32,6 @@ def configure(quiet: bool = False) -> None:
         )
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     if quiet:
+        # Not TF_ENABLE_ONEDNN_OPTS=0: it would silence one more line at the price of oneDNN's CPU
+        # kernels (training steps 1.7x slower measured); the log level already hides that line.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")

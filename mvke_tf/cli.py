@@ -457,6 +457,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mvke-tf: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - anything unexpected is still one line; --debug shows the traceback
+        if args.debug:
+            raise
+        lines = str(e).strip().splitlines()
+        print(f"mvke-tf: error: {type(e).__name__}: {lines[0] if lines else ''} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

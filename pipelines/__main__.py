@@ -32,7 +32,8 @@ DEFAULTS: dict[str, Any] = {
     "serving_dir": "",
     "model": "mvke_mt",
     "model_overrides": {},
-    "train_steps": 1000,
+    "train_steps": 0,
+    "epochs": 1,
     "eval_steps": 100,
     "batch_size": 256,
     "no_warm_start": False,
@@ -46,7 +47,6 @@ DEFAULTS: dict[str, Any] = {
 DEFAULT_PATTERNS = {"csv": "*/part-*.csv", "tfrecord": "*/part-*.tfrecord.gz"}
 # PipelineConfig fields a --config file may set that have no flag of their own.
 _FILE_ONLY = (
-    "epochs",
     "learning_rate",
     "num_buckets",
     "seed",
@@ -54,6 +54,7 @@ _FILE_ONLY = (
     "train_eval_split",
     "beam_pipeline_args",
     "block_on_anomalies",
+    "evaluator",
 )
 
 
@@ -86,13 +87,17 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--serving-dir", default=S, help="push destination (default <root>/serving)")
         q.add_argument("--model", default=S, help="model_type (default mvke_mt)")
         q.add_argument("--model-overrides", default=S, help="JSON of other ModelConfig fields")
-        q.add_argument("--train-steps", type=int, default=S, help="default 1000")
+        q.add_argument(
+            "--train-steps", type=int, default=S, help="train this many steps (default 0: epochs over the train split)"
+        )
+        q.add_argument("--epochs", type=int, default=S, help="passes over the train split (default 1)")
         q.add_argument("--eval-steps", type=int, default=S, help="default 100")
         q.add_argument("--batch-size", type=int, default=S, help="default 256")
         q.add_argument("--no-warm-start", action="store_true", default=S, help="train from scratch every run")
         q.add_argument("--schema", default=S, help="curated schema.pbtxt (ImportSchemaGen); default: infer each run")
         q.add_argument("--auc-floor", type=float, default=S, help="least click AUC the Evaluator blesses (0.5)")
         q.add_argument("--distribution", choices=("default", "mirrored", "multi_worker"), default=S)
+    run.add_argument("--verbose", action="store_true", help="show TFX/Beam/TensorFlow output live (always in the log)")
     compile_.add_argument("--target", choices=("kubeflow",), default=S, help="orchestrator (default kubeflow)")
     for q in (compile_, legacy):
         q.add_argument("--output", default=S, help="output JSON file (default pipeline.json)")
@@ -161,6 +166,7 @@ def config_from_settings(settings: dict[str, Any], for_run: bool = True):
         model_type=settings["model"],
         model_overrides=settings["model_overrides"],
         train_steps=settings["train_steps"],
+        epochs=settings["epochs"],
         eval_steps=settings["eval_steps"],
         batch_size=settings["batch_size"],
         eval_auc_floor=settings["auc_floor"],
@@ -184,32 +190,52 @@ def _oracle_auc(config) -> list[str]:
     return [f"{task} {value:.4f}" for task, value in oracle.items()]
 
 
-def _run(config) -> int:
-    """Runs the pipeline locally, prints what the run did; 0 only for clean data and a blessed model."""
-    from pipelines.pipeline import run_local
+def _failure(error: BaseException) -> str:
+    """The first line of what stopped a component (the rest is in the log)."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _run(config, log_dir: str, verbose: bool = False) -> int:
+    """Runs the pipeline locally, a line per component; 0 only for clean data and a blessed, pushed model.
+
+    Everything TFX, Beam, absl and TensorFlow print goes to a log file under ``log_dir`` (``verbose``:
+    also to the terminal as it happens).
+    """
+    from pipelines.progress import ProgressReporter, console_output
     from pipelines.report import run_report
 
     if not os.path.isdir(config.data_root):
         raise FileNotFoundError(
             f"--data-root {config.data_root}: no such directory; fix: `mvke-tf data synth --out {config.data_root}`"
         )
-    print(f"running pipeline {config.pipeline_name}: data {config.data_root}, root {config.pipeline_root}", flush=True)
+    log_path = os.path.join(log_dir, time.strftime("run-%Y%m%d-%H%M%S.log"))
+    print(f"pipeline {config.pipeline_name}: {config.data_root} -> {config.serving_dir} (log: {log_path})", flush=True)
     start = time.perf_counter()
-    error: Exception | None = None
-    try:
-        run_local(config)
-    except Exception as e:  # noqa: BLE001 - a stopped run is reported below (anomalies) or re-raised
-        error = e
+    error: BaseException | None = None
+    with console_output(log_path, verbose=verbose) as console:
+        from pipelines.pipeline import run_local
+
+        try:
+            with ProgressReporter(config.metadata_path, config.pipeline_name, out=console):
+                run_local(config)
+        except Exception as e:  # noqa: BLE001 - reported below in one line, the traceback is in the log
+            import traceback
+
+            traceback.print_exc()
+            error = e
     seconds = time.perf_counter() - start
     try:
         report = run_report(config.metadata_path, config.pipeline_name)
     except (LookupError, FileNotFoundError):
-        if error is not None:
-            raise error from None
-        raise
-    if error is not None and not report.anomalies:
-        raise error
-    print("\n".join(report.lines()))
+        report = None
+    if report is None or (error is not None and not report.anomalies):
+        reason = _failure(error) if error is not None else "no run was recorded"
+        print(
+            f"error: the pipeline stopped after {seconds:.0f} s: {reason}; nothing was pushed. See the log {log_path}",
+            file=sys.stderr,
+        )
+        return EXIT_BLOCKED
     if report.evaluation_uri:
         from pipelines.evaluation import format_auc_table, slice_metrics
 
@@ -218,24 +244,25 @@ def _run(config) -> int:
         oracle = _oracle_auc(config)
         if oracle:
             print("oracle AUC of the eval day (the generator's true probabilities): " + ", ".join(oracle))
-    print(f"\npipeline run took {seconds:.0f} s")
     if report.anomalies:
+        print("\n".join(report.lines()))
         print(
             f"error: data validation found anomalies in {len({a.field for a in report.anomalies})} field(s); the run "
             f"stopped before training and nothing was pushed (the models under {config.serving_dir} are unchanged). "
-            "fix: repair the data, or pass an updated --schema",
+            f"fix: repair the data, or pass an updated --schema. Log: {log_path}",
             file=sys.stderr,
         )
         return EXIT_BLOCKED
     if report.blessed is not True:
+        print("\n".join(report.lines()))
         print(
             f"error: the model was not blessed (click AUC floor {config.eval_auc_floor}, largest drop "
             f"{config.eval_auc_change} vs the last blessed model); nothing was pushed. "
-            f"See the evaluation at {report.evaluation_uri}",
+            f"See the evaluation at {report.evaluation_uri} and the log {log_path}",
             file=sys.stderr,
         )
         return EXIT_BLOCKED
-    print(f"pipeline finished; the blessed model is pushed to {report.pushed}")
+    print(f"\npipeline finished in {seconds:.0f} s; the blessed model is pushed to {report.pushed}")
     return 0
 
 
@@ -245,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_args(args)
     config = config_from_settings(settings, for_run=args.command == "run")
     if args.command == "run":
-        return _run(config)
+        return _run(config, os.path.join(settings["root"], "logs"), verbose=bool(getattr(args, "verbose", False)))
     from pipelines.pipeline import compile_kubeflow
 
     path = compile_kubeflow(config, settings["output"], image=settings["image"])

@@ -14,6 +14,7 @@ from mvke_tf.models.ranking import RANKING_MODEL_NAMES, RankingConfig, ranking_c
 PIPELINE_MODEL_TYPES = MODEL_TYPES + RANKING_MODEL_NAMES
 
 INPUT_FORMATS = ("csv", "tfrecord")
+EVALUATORS = ("batched", "tfma")
 DISTRIBUTIONS = ("default", "mirrored", "multi_worker")
 
 
@@ -44,9 +45,10 @@ class PipelineConfig:
         ``ranking_mmoe``) or ``app_store`` (MMoE with FM cross and ESMM heads).
       model_overrides: other fields of the model's config (:class:`~mvke_tf.models.ModelConfig`,
         or :class:`~mvke_tf.models.ranking.RankingConfig` for ranking models), e.g. sizes.
-      train_steps: Trainer steps (over all epochs).
-      eval_steps: validation steps in the Trainer.
-      epochs: Keras epochs the train steps are split into.
+      train_steps: Trainer steps over all epochs; 0 (the default) trains ``epochs`` passes over the
+        train split, every row at least once, the steps derived from the split's row count.
+      eval_steps: validation steps in the Trainer (at most one pass over the eval split).
+      epochs: passes over the train split (with ``train_steps``: the Keras epochs they are split into).
       batch_size: training batch size.
       learning_rate: Adam learning rate.
       num_buckets: quantile buckets per numeric field in Transform.
@@ -65,6 +67,9 @@ class PipelineConfig:
         ``TF_CONFIG`` environment variable the orchestrator sets on every worker).
       warm_start: the Trainer starts from the weights of the latest blessed model (when there
         is one and its architecture matches), i.e. incremental training across runs.
+      evaluator: ``batched`` (the default: TFMA's config, output and blessing, metrics computed on
+        batches, :mod:`pipelines.evaluator`) or ``tfma`` (TFX's stock Evaluator, one example at a time,
+        for metrics the batched one does not have).
     """
 
     pipeline_name: str
@@ -78,7 +83,7 @@ class PipelineConfig:
     eval_pattern: str = ""
     model_type: str = "mvke_mt"
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-    train_steps: int = 1000
+    train_steps: int = 0
     eval_steps: int = 100
     epochs: int = 1
     batch_size: int = 256
@@ -93,6 +98,7 @@ class PipelineConfig:
     schema_path: str = ""
     block_on_anomalies: bool = True
     distribution: str = "default"
+    evaluator: str = "batched"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
@@ -129,12 +135,17 @@ class PipelineConfig:
             self.model_config()
         except (ConfigError, TypeError) as e:
             raise ConfigError(f"pipeline config: model_overrides: {e}") from e
-        for name in ("train_steps", "eval_steps", "epochs", "batch_size", "num_buckets"):
+        for name in ("eval_steps", "epochs", "batch_size", "num_buckets"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(name, "use a positive integer")
-        if self.train_steps < self.epochs:
-            fail("train_steps", f"use at least epochs={self.epochs} steps")
+        steps = self.train_steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            fail("train_steps", "use 0 (epochs over the train split) or a positive number of steps")
+        if 0 < self.train_steps < self.epochs:
+            fail("train_steps", f"use at least epochs={self.epochs} steps, or 0 to train by epochs")
+        if self.evaluator not in EVALUATORS:
+            fail("evaluator", f"use one of {', '.join(EVALUATORS)}")
         if not self.learning_rate > 0:
             fail("learning_rate", "use a positive rate, e.g. 1e-3")
         if not 0.0 <= self.eval_auc_floor <= 1.0:

@@ -3,10 +3,11 @@
 ::
 
   Csv/ImportExampleGen -> StatisticsGen -> SchemaGen (or ImportSchemaGen) -> ExampleValidator -> AnomaliesGate
-        |                              |                                                      | (raises on anomalies)
-        +------------------------> Transform (preprocessing.py) -> Trainer (trainer.py)
-        |                                                             |
-        +--> Evaluator (TFMA, vs the latest blessed model) <----------+
+        |                       |    +-> SplitRows (rows per split) --+                       | (raises on anomalies)
+        |                       |                                     v                        v
+        +------------------------------> Transform (analysis only) -> Trainer (run_fn: epochs over the raw train split)
+        |                                                                |
+        +--> Evaluator (batched, TFMA config and output, vs the latest blessed model) <--+
                   |
                 Pusher -> <serving_dir>/<version>/
 """
@@ -20,14 +21,18 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 from pathlib import Path  # noqa: E402
 
+import tensorflow_data_validation as tfdv  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from pipelines.config import PipelineConfig  # noqa: E402
+from pipelines.evaluator import BatchedEvaluator  # noqa: E402
+from pipelines.example_gen import ImportExampleGen  # noqa: E402
 from pipelines.gates import AnomaliesGate  # noqa: E402
+from pipelines.split_rows import SplitRows  # noqa: E402
 
-PREPROCESSING_MODULE = str(Path(__file__).with_name("preprocessing.py"))
-TRAINER_MODULE = str(Path(__file__).with_name("trainer.py"))
+PREPROCESSING_FN = "pipelines.preprocessing.preprocessing_fn"
+RUN_FN = "pipelines.trainer.run_fn"
 # TFMA slices: overall, by two user attributes, by the ad's level-1 category.
 SLICE_KEYS = ("gender", "age_bucket", "tag_l1")
 GAUC_MODULE = "pipelines.gauc"
@@ -73,7 +78,10 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
 
 
 def _example_gen(config: PipelineConfig) -> tfx.types.BaseComponent:
-    """CsvExampleGen or ImportExampleGen, with a hash split or a split by input pattern (train day / eval day)."""
+    """CsvExampleGen or ImportExampleGen, with a hash split or a split by input pattern (train day / eval day).
+
+    TFRecord input split by pattern is copied file by file (``pipelines/example_gen.py``), not re-parsed.
+    """
     if config.eval_pattern:
         # The paper's protocol: train on day D, evaluate on day D+1 -- the files say which is which.
         input_config = tfx.proto.Input(
@@ -96,14 +104,35 @@ def _example_gen(config: PipelineConfig) -> tfx.types.BaseComponent:
                 ]
             )
         )
-    component = tfx.components.CsvExampleGen if config.input_format == "csv" else tfx.components.ImportExampleGen
+    component = tfx.components.CsvExampleGen if config.input_format == "csv" else ImportExampleGen
     return component(input_base=config.data_root, input_config=input_config, output_config=output_config)
 
 
+def _statistics_options() -> tfdv.StatsOptions:
+    """TFDV options: top-k / unique values from a sketch (one pass, bounded memory) instead of one Beam
+    element per (feature, value); every other statistic, and so every anomaly, is computed on every row."""
+    return tfdv.StatsOptions(use_sketch_based_topk_uniques=True)
+
+
+def _evaluator(config: PipelineConfig, examples, model, baseline, schema) -> tfx.types.BaseComponent:
+    """The batched Evaluator (``pipelines/evaluator.py``) or TFX's stock TFMA one (``evaluator: tfma``)."""
+    component = BatchedEvaluator if config.evaluator == "batched" else tfx.components.Evaluator
+    return component(
+        examples=examples, model=model, baseline_model=baseline, schema=schema, eval_config=eval_config(config)
+    ).with_id("Evaluator")
+
+
 def create_pipeline(config: PipelineConfig, metadata_connection_config: object | None = None) -> tfx.dsl.Pipeline:
-    """The pipeline's components wired together (no orchestrator specifics)."""
+    """The pipeline's components wired together (no orchestrator specifics).
+
+    The module files are named by import path (``pipelines.preprocessing.preprocessing_fn``,
+    ``pipelines.trainer.run_fn``), not packaged: building the pipeline reads and writes no file, and
+    the image that runs the components already holds this package.
+    """
     example_gen = _example_gen(config)
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    statistics_gen = tfx.components.StatisticsGen(
+        examples=example_gen.outputs["examples"], stats_options=_statistics_options()
+    )
     if config.schema_path:  # a curated schema: each run's data is validated against it
         schema_gen = tfx.components.ImportSchemaGen(schema_file=config.schema_path)
     else:
@@ -116,14 +145,21 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
     if config.block_on_anomalies:
         anomalies_gate = AnomaliesGate(anomalies=example_validator.outputs["anomalies"])
     custom_config = config.custom_config()
+    # Transform only analyses (quantiles of the train split) and exports its graph: the Trainer applies
+    # the graph to the raw examples as it reads them, the exported model does the same for requests, and
+    # nothing re-validates the transformed data (disable_statistics), so no transformed copy is written.
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema_gen.outputs["schema"],
-        module_file=PREPROCESSING_MODULE,
+        preprocessing_fn=PREPROCESSING_FN,
         custom_config=custom_config,
+        materialize=False,
+        disable_statistics=True,
+        disable_analyzer_cache=True,
     )
     if anomalies_gate is not None:
         transform.add_upstream_node(anomalies_gate)
+    split_rows = SplitRows(statistics=statistics_gen.outputs["statistics"])
     model_resolver = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -132,21 +168,25 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
     # Incremental training: the Trainer warm-starts from the latest blessed model (trainer.py checks
     # that its architecture matches); the same model is the Evaluator's baseline.
     warm_start = {"base_model": model_resolver.outputs["model"]} if config.warm_start else {}
+    # Epochs over the train split (its size from the statistics), unless train_steps overrides them.
+    train_args = tfx.proto.TrainArgs(num_steps=config.train_steps) if config.train_steps else tfx.proto.TrainArgs()
     trainer = tfx.components.Trainer(
-        module_file=TRAINER_MODULE,
-        examples=transform.outputs["transformed_examples"],
+        run_fn=RUN_FN,
+        examples=example_gen.outputs["examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=config.train_steps),
+        hyperparameters=split_rows.outputs["split_rows"],
+        train_args=train_args,
         eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
         custom_config=custom_config,
         **warm_start,
     )
-    evaluator = tfx.components.Evaluator(
+    evaluator = _evaluator(
+        config,
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
-        eval_config=eval_config(config),
+        baseline=model_resolver.outputs["model"],
+        schema=schema_gen.outputs["schema"],
     )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
@@ -165,6 +205,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
             example_validator,
             *([anomalies_gate] if anomalies_gate is not None else []),
             transform,
+            split_rows,
             trainer,
             model_resolver,
             evaluator,
@@ -188,9 +229,9 @@ def run_local(config: PipelineConfig) -> None:
 def compile_kubeflow(config: PipelineConfig, output_json: str | Path, image: str = "tensorflow/tfx:1.16.0") -> Path:
     """Compiles the pipeline to a Kubeflow Pipelines v2 JSON spec; returns its path.
 
-    TFX packages the module files (``pipelines/``) as wheels under ``<pipeline_root>/_wheels/``
-    while compiling, so the pipeline root must be storage the cluster reads (e.g. ``gs://``), and
-    ``image`` must hold the ``mvke_tf`` library (``pipelines/Dockerfile`` builds one).
+    Compiling reads and writes nothing but ``output_json``: the components name their functions by
+    import path, so the pipeline root (e.g. ``gs://``) is only recorded, and ``image`` must hold this
+    package and the ``mvke_tf`` library (``pipelines/Dockerfile`` builds one).
     """
     output_json = Path(output_json)
     output_json.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import json  # noqa: E402
+import math  # noqa: E402
 from collections.abc import Mapping  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -38,7 +39,6 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_transform as tft  # noqa: E402
 from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
-from tfx_bsl.public import tfxio  # noqa: E402
 
 from mvke_tf import distribute  # noqa: E402
 from mvke_tf.config import FeatureConfig  # noqa: E402
@@ -59,8 +59,11 @@ from mvke_tf.models.ranking import (  # noqa: E402
     ranking_fields,
 )
 from mvke_tf.train import compile_model  # noqa: E402
+from pipelines.split_rows import KEY as SPLIT_ROWS_KEY  # noqa: E402
 
 DEFAULT_NUM_BUCKETS = 10  # keep equal to pipelines.preprocessing.DEFAULT_NUM_BUCKETS
+SHUFFLE_BUFFER = 20_000  # examples shuffled across (on top of the files' order)
+TRAINING_SUMMARY = "training.json"  # in the Trainer's model_run_dir: epochs, steps, final loss and AUC
 WARM_START_DIR = "warm_start"  # sibling of the SavedModel dir in the Model artifact
 WARM_START_MARKER = "warm_start.json"  # in the Trainer's model_run_dir
 
@@ -71,23 +74,62 @@ def _raw_feature_config(custom_config: Mapping[str, Any]) -> FeatureConfig:
 
 
 def _input_fn(
-    files: list[str],
-    data_accessor: tfx.components.DataAccessor,
+    patterns: list[str],
     tf_transform_output: tft.TFTransformOutput,
     feature_config: FeatureConfig,
     batch_size: int,
     seed: int,
+    shuffle: bool = True,
 ) -> tf.data.Dataset:
-    """Transformed examples -> repeated, shuffled ``(features, labels)`` batches."""
-    options = tfxio.TensorFlowDatasetOptions(batch_size=batch_size, shuffle_seed=seed)
-    ds = data_accessor.tf_dataset_factory(files, options, tf_transform_output.transformed_metadata.schema)
+    """Raw examples -> repeated ``(features, labels)`` batches, transformed on the fly by the Transform graph.
 
-    def split(batch: dict[str, tf.Tensor]) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    The records are parsed with the raw feature spec and passed through the same Transform layer the
+    exported signatures use, so training and serving read raw data the same way (Transform writes no
+    transformed copy). Every pass is a fresh shuffle of the whole split; the caller counts the steps.
+    """
+    files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(pattern)})
+    if not files:
+        raise FileNotFoundError(f"Trainer: no example files match {patterns}")
+    compression = "GZIP" if all(f.endswith(".gz") for f in files) else ""
+    layer = tf_transform_output.transform_features_layer()
+    raw_spec = tf_transform_output.raw_feature_spec()
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        cycle_length=min(len(files), 4),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if shuffle:
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+
+    def split(serialized: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+        batch = layer(tf.io.parse_example(serialized, raw_spec))
         features = {n: batch[n] for n in feature_config.feature_names}
         labels = {t: tf.cast(batch[t], tf.float32) for t in feature_config.labels}
         return features, labels
 
-    return ds.map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.repeat().batch(batch_size).map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def training_steps(
+    fn_args: tfx.components.FnArgs, batch_size: int, epochs: int
+) -> tuple[int, int, dict[str, Any]]:
+    """``(epochs, steps per epoch, what decided them)``: ``epochs`` passes over the train split, its
+    size from ``SplitRows`` (``fn_args.hyperparameters``), unless ``train_steps`` was given."""
+    rows = (fn_args.hyperparameters or {}).get(SPLIT_ROWS_KEY, {})
+    if fn_args.train_steps:
+        steps = int(fn_args.train_steps)
+        epochs = max(1, min(epochs, steps))
+        return epochs, max(1, steps // epochs), {"source": "train_steps", "train_steps": steps, "rows": rows}
+    if "train" not in rows:
+        raise ValueError(
+            "Trainer: no train_steps and no row count of the train split (hyperparameters "
+            f"{fn_args.hyperparameters!r}); fix: wire SplitRows' output to the Trainer, or set train_steps"
+        )
+    per_epoch = max(1, math.ceil(int(rows["train"]) / batch_size))
+    return epochs, per_epoch, {"source": "epochs", "rows": rows}
 
 
 def _optional(spec: Any) -> Any:
@@ -213,7 +255,7 @@ def restore_warm_start(model: UserTagModel, base_model: str | None) -> dict[str,
 
 
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
-    """Trains ``fn_args.train_steps`` steps and exports to ``fn_args.serving_model_dir``."""
+    """Trains ``epochs`` passes over the train split (or ``train_steps``); exports to ``serving_model_dir``."""
     custom = dict(fn_args.custom_config or {})
     raw_config = _raw_feature_config(custom)
     config = T.transformed_feature_config(raw_config, int(custom.get("num_buckets", DEFAULT_NUM_BUCKETS)))
@@ -223,7 +265,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     else:
         model_config = ModelConfig.from_dict(custom.get("model_config", {}))
     batch_size = int(custom.get("batch_size", 256))
-    epochs = max(1, min(int(custom.get("epochs", 1)), int(fn_args.train_steps)))
+    epochs, steps_per_epoch, budget = training_steps(fn_args, batch_size, int(custom.get("epochs", 1)))
 
     seed = int(custom.get("seed", 0))
     # The strategy before other TensorFlow ops; on multi-worker, TFX's Trainer sets TF_CONFIG.
@@ -238,11 +280,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         has_item = ITEM_ID in tf_transform_output.transformed_feature_spec()
         fields = ranking_fields(config, item_id=item_id_field() if has_item else None)
         config = ranking_feature_config(config, fields)
-    train = _input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, config, batch_size, seed)
-    valid = _input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, config, batch_size, seed)
+    train = _input_fn(fn_args.train_files, tf_transform_output, config, batch_size, seed)
+    valid = _input_fn(fn_args.eval_files, tf_transform_output, config, batch_size, seed, shuffle=False)
+    eval_rows = budget["rows"].get("eval")
+    validation_steps = max(1, int(fn_args.eval_steps or 1))
+    if eval_rows:
+        validation_steps = min(validation_steps, math.ceil(int(eval_rows) / batch_size))
 
     if distribute.num_workers(strategy) > 1:
-        # The input repeats (TFXIO), so workers run the same steps; split each global batch by example.
+        # The input repeats, so workers run the same steps; split each global batch by example.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train, valid = train.with_options(options), valid.with_options(options)
@@ -260,17 +306,28 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         tf.io.gfile.makedirs(fn_args.model_run_dir)
         with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, WARM_START_MARKER), "w") as f:
             f.write(json.dumps(warm, indent=1))
-    # Steps, not passes: the input repeats, so every worker runs the same number of steps.
+    logging.info("Trainer: %d epoch(s) of %d steps of %d examples (%s)", epochs, steps_per_epoch, batch_size, budget)
     with distribute.write_dir(fn_args.model_run_dir, strategy) as run_dir:
-        model.fit(
+        history = model.fit(
             train,
             epochs=epochs,
-            steps_per_epoch=max(1, int(fn_args.train_steps) // epochs),
+            steps_per_epoch=steps_per_epoch,
             validation_data=valid,
-            validation_steps=max(1, int(fn_args.eval_steps or 1)),
+            validation_steps=validation_steps,
             callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch")],
             verbose=2,
         )
+        if chief:
+            summary = {
+                "epochs": epochs,
+                "steps": epochs * steps_per_epoch,
+                "batch_size": batch_size,
+                "examples": epochs * steps_per_epoch * batch_size,
+                **budget,
+                "metrics": {k: float(v[-1]) for k, v in history.history.items()},
+            }
+            with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY), "w") as f:
+                f.write(json.dumps(summary, indent=1))
         # Every worker saves (saving may run collective ops); only the chief's export is kept.
         serving_dir = fn_args.serving_model_dir if chief else os.path.join(run_dir, "serving_model")
         # Before signatures(): the checkpoint holds the model's own weights only (not the Transform layer's).

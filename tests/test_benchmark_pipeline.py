@@ -1,110 +1,62 @@
-"""The pipeline benchmark's pure parts: ML Metadata timing extraction and the table (no pipeline run)."""
+"""The pipeline benchmark's pure parts: the tables and the section text (no pipeline run)."""
 
 from argparse import Namespace
 from pathlib import Path
-from types import SimpleNamespace
 
-from ml_metadata.proto import metadata_store_pb2 as mlmd
-
-from benchmarks.pipeline import ComponentTime, RunResult, component_times, format_table, markdown
+from benchmarks.pipeline import ComponentCost, RunResult, format_memory_table, format_table, markdown
 
 
-class FakeStore:
-    """The few MetadataStore calls ``component_times`` makes, over two recorded runs."""
-
-    def __init__(self):
-        self.types = [
-            SimpleNamespace(id=1, name="tfx.components.trainer.component.Trainer"),
-            SimpleNamespace(id=2, name="tfx.components.example_gen.csv_example_gen.component.CsvExampleGen"),
-            SimpleNamespace(id=3, name="tfx.dsl.components.common.resolver.Resolver"),
-        ]
-        self.runs = [
-            SimpleNamespace(id=10, name="old", create_time_since_epoch=1_000),
-            SimpleNamespace(id=11, name="new", create_time_since_epoch=5_000),
-        ]
-        ex = mlmd.Execution
-        self.executions = {
-            10: [ex(id=1, type_id=2, create_time_since_epoch=1_000, last_update_time_since_epoch=9_000)],
-            11: [  # stored out of run order
-                ex(
-                    id=3,
-                    type_id=1,
-                    create_time_since_epoch=8_000,
-                    last_update_time_since_epoch=20_500,
-                    last_known_state=ex.FAILED,
-                ),
-                ex(
-                    id=2,
-                    type_id=2,
-                    create_time_since_epoch=5_000,
-                    last_update_time_since_epoch=7_250,
-                    last_known_state=ex.COMPLETE,
-                ),
-                ex(
-                    id=4,
-                    type_id=3,
-                    create_time_since_epoch=7_300,
-                    last_update_time_since_epoch=7_310,
-                    last_known_state=ex.COMPLETE,
-                ),
-            ],
-        }
-        self.nodes = {2: "bench.CsvExampleGen", 3: "bench.Trainer", 4: "bench.latest_blessed_model_resolver"}
-
-    def get_contexts_by_type(self, name):
-        return self.runs if name == "pipeline_run" else []
-
-    def get_execution_types(self):
-        return self.types
-
-    def get_executions_by_context(self, context_id):
-        return self.executions[context_id]
-
-    def get_contexts_by_execution(self, execution_id):
-        ctxs = [SimpleNamespace(type="pipeline", name="bench"), SimpleNamespace(type="pipeline_run", name="new")]
-        if execution_id in self.nodes:
-            ctxs.append(SimpleNamespace(type="node", name=self.nodes[execution_id]))
-        return ctxs
-
-
-def test_component_times_latest_run_in_order_named_by_node():
-    times = component_times(FakeStore(), "bench")
-    assert [t.component for t in times] == ["CsvExampleGen", "latest_blessed_model_resolver", "Trainer"]
-    assert [t.seconds for t in times] == [2.25, 0.01, 12.5]
-    assert times[2].state == "FAILED" and times[0].state == "COMPLETE"
-
-
-def test_component_times_without_node_context_uses_the_type_name():
-    store = FakeStore()
-    store.nodes = {}
-    assert [t.component for t in component_times(store)] == ["CsvExampleGen", "Resolver", "Trainer"]
-
-
-def test_format_table_components_by_rows():
+def _results():
     small = RunResult(
-        5000,
-        total_s=30.0,
-        components=[ComponentTime("CsvExampleGen", 0, 2_000), ComponentTime("Trainer", 2_000, 22_000)],
+        1_000_000,
+        total_s=400.0,
+        components=[
+            ComponentCost("ImportExampleGen", 2.0, 1.0, 900.0),
+            ComponentCost("StatisticsGen", 100.0, 98.0, 1000.0),
+            ComponentCost("Evaluator", 50.0, 49.0, 2400.0),
+        ],
         auc={"click": 0.61234, "conversion": 0.7},
+        split_rows={"train": 500_000, "eval": 500_000},
         blessed=True,
         generate_s=1.5,
     )
     large = RunResult(
-        1_000_000,
-        total_s=400.0,
-        components=[ComponentTime("CsvExampleGen", 0, 150_000), ComponentTime("Pusher", 0, 1_000, "FAILED")],
+        4_000_000,
+        total_s=1200.0,
+        components=[
+            ComponentCost("ImportExampleGen", 4.0, 2.0, 950.0),
+            ComponentCost("StatisticsGen", 400.0, 396.0, 1100.0),
+            ComponentCost("Pusher", 1.0, 0.5, 2500.0, "FAILED"),
+        ],
         auc={"click": None, "conversion": None},
+        split_rows={"train": 2_000_000, "eval": 2_000_000},
     )
-    lines = format_table([small, large]).splitlines()
-    assert lines[0] == "| component | 5,000 rows | 1,000,000 rows |"
-    assert lines[2] == "| CsvExampleGen | 2.0 s | 150 s |"
-    assert lines[3] == "| Trainer | 20.0 s | – |"
-    assert lines[4] == "| Pusher | – | 1.0 s (failed) |"
-    assert lines[5].endswith("| 8.0 s | 249 s |")  # outside the components: total minus their sum
-    assert "**30.0 s**" in lines[6] and "**400 s**" in lines[6]
-    assert lines[7].endswith("| 1.5 s | reused |")
-    assert lines[8] == "| click AUC (Evaluator, overall) | 0.6123 | – |"
-    assert lines[-1] == "| blessed | yes | – |"
+    return small, large
+
+
+def test_format_table_components_by_rows_with_cpu_per_million_rows():
+    lines = format_table(_results()).splitlines()
+    assert lines[0] == "| component | 1,000,000 rows | 4,000,000 rows | CPU-s per M rows (4,000,000) |"
+    assert lines[2] == "| ImportExampleGen | 2.0 s | 4.0 s | 0 |"  # 2 CPU-s over 4M rows
+    assert lines[3] == "| StatisticsGen | 100 s | 400 s | 99 |"
+    assert lines[4] == "| Evaluator | 50.0 s | – | – |"
+    assert lines[5] == "| Pusher | – | 1.0 s (failed) | 0 |"
+    assert lines[6].startswith("| *outside the components (orchestration)* | 248 s | 795 s |")  # total minus parts
+    assert "**400 s**" in lines[7] and "**1,200 s**" in lines[7] and lines[7].endswith("| **100** |")
+    by_name = {line.split(" | ")[0].lstrip("| "): line for line in lines}
+    assert by_name["ms per row, whole pipeline"] == "| ms per row, whole pipeline | 0.400 | 0.300 | |"
+    assert "| 0.102 | 0.101 |" in by_name["ms per row, ExampleGen + StatisticsGen + Transform"]
+    assert "| 0.100 | – |" in by_name["ms per eval row, Evaluator"]  # 50 s over 500,000 eval rows
+    assert by_name["whole pipeline, 4M / 1M time"].split(" | ")[-2] == "3.00"
+    assert by_name["click AUC (Evaluator, overall)"] == "| click AUC (Evaluator, overall) | 0.6123 | – | |"
+    assert lines[-1] == "| blessed | yes | – | |"
+
+
+def test_memory_table_has_every_component_and_the_whole_run():
+    lines = format_memory_table(_results()).splitlines()
+    assert lines[0] == "| peak RSS (MiB) | 1,000,000 rows | 4,000,000 rows |"
+    assert "| Evaluator | 2,400 | – |" in lines
+    assert lines[-1] == "| **whole run** | **2,400** | **2,500** |"
 
 
 def test_markdown_names_the_command_sizes_and_machine():
@@ -112,10 +64,11 @@ def test_markdown_names_the_command_sizes_and_machine():
 
     args = Namespace(users=20_000, train_steps=0, config=MAIN_JOB)
     cfg = main_job_config(100_000, Path("data"), Path("run"), args)  # the main job's settings, other paths
-    assert (cfg.model_type, cfg.batch_size, cfg.eval_pattern) == ("mvke_mt", 512, "eval/part-*.csv")
+    assert (cfg.model_type, cfg.batch_size, cfg.input_format) == ("mvke_mt", 512, "tfrecord")
+    assert cfg.eval_pattern == "eval/part-*.tfrecord.gz" and cfg.train_steps == 0 and cfg.epochs == 1
     body = markdown("| t |", cfg, args, "python -m benchmarks.pipeline --rows 100000", "2 cores")
-    assert body.startswith("## TFX pipeline wall time")
+    assert body.startswith("## TFX pipeline cost")
     assert "Command: `python -m benchmarks.pipeline --rows 100000`" in body
-    assert "dnn [128, 64, 32]" in body and "400 train steps" in body and "Machine: 2 cores." in body
+    assert "dnn [128, 64, 32]" in body and "1 epoch(s) over the train split" in body and "Machine: 2 cores." in body
     assert main_job_config(1, Path("d"), Path("r"), Namespace(train_steps=50, config=MAIN_JOB)).train_steps == 50
     assert body.endswith("| t |\n")

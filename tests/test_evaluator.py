@@ -1,0 +1,203 @@
+"""The batched Evaluator (pipelines/evaluator.py) gives stock TFMA's results: metrics, slices, baseline and blessing."""
+
+import copy
+import json
+import math
+
+import apache_beam as beam
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+
+from pipelines.evaluator import BatchedEvaluation, UnsupportedEvalConfigError, metric_requests
+
+OUTPUTS = ("click", "conversion")
+N = 3000
+
+
+def _write_examples(path, n=N, seed=0):
+    """Rows with labels, a user, a slice feature missing in 10% of rows, a multi-valued slice feature and ``x``."""
+    rng = np.random.default_rng(seed)
+    with tf.io.TFRecordWriter(str(path), "GZIP") as w:
+        for i in range(n):
+            x = float(rng.normal())
+            f = {
+                "x": tf.train.Feature(float_list=tf.train.FloatList(value=[x])),
+                "user_id": tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"u{rng.integers(60)}".encode()])),
+                "click": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rng.random() < 1 / (1 + 2**-x))])),
+                "conversion": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rng.random() < 0.1)])),
+                "topics": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"b"][: 1 + i % 2])),
+            }
+            if i % 10:
+                f["gender"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"g{i % 3}".encode()]))
+            w.write(tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString())
+    return {
+        "x": tf.io.FixedLenFeature([], tf.float32),
+        "user_id": tf.io.FixedLenFeature([], tf.string),
+        "gender": tf.io.FixedLenFeature([], tf.string),
+        "topics": tf.io.VarLenFeature(tf.string),
+        "click": tf.io.FixedLenFeature([], tf.int64),
+        "conversion": tf.io.FixedLenFeature([], tf.int64),
+    }
+
+
+def _export(path, noise):
+    """A SavedModel whose ``serving_default`` scores serialized examples; predictions rounded to make ties.
+
+    ``noise`` mixes a wobble unrelated to the labels into the click score: more noise, a worse model.
+    """
+
+    class Scorer(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve(self, examples):
+            x = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([], tf.float32)})["x"]
+            click = tf.round(tf.sigmoid(x + noise * tf.sin(40.0 * x)) * 100) / 100
+            return {"click": click, "conversion": tf.sigmoid(0.3 * x - 2.0)}
+
+    module = Scorer()
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve})
+    return str(path)
+
+
+def _eval_config(thresholds=False, extra=()):
+    metrics = [
+        tfma.MetricConfig(class_name="ExampleCount"),
+        tfma.MetricConfig(class_name="AUC"),
+        tfma.MetricConfig(class_name="AUC", config='{"curve": "PR", "name": "auc_pr"}'),
+        tfma.MetricConfig(class_name="Calibration"),
+        tfma.MetricConfig(class_name="MeanLabel"),
+        tfma.MetricConfig(class_name="MeanPrediction"),
+        tfma.MetricConfig(class_name="GAUC", module="pipelines.gauc", config=json.dumps({"name": "gauc"})),
+        *extra,
+    ]
+    specs = []
+    for output in OUTPUTS:
+        m = [copy.deepcopy(x) for x in metrics]
+        if thresholds and output == "click":
+            threshold = tfma.MetricThreshold(
+                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": 0.6}),
+                change_threshold=tfma.GenericChangeThreshold(
+                    direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -0.001}
+                ),
+            )
+            m[1].per_slice_thresholds.append(
+                tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
+            )
+        specs.append(tfma.MetricsSpec(metrics=m, output_names=[output]))
+    return tfma.EvalConfig(
+        model_specs=[tfma.ModelSpec(label_keys={t: t for t in OUTPUTS}, prediction_keys={t: t for t in OUTPUTS})],
+        slicing_specs=[
+            tfma.SlicingSpec(),
+            tfma.SlicingSpec(feature_keys=["gender"]),
+            tfma.SlicingSpec(feature_keys=["topics"]),
+            tfma.SlicingSpec(feature_keys=["topics", "gender"]),
+            tfma.SlicingSpec(feature_values={"gender": "g1"}),
+        ],
+        metrics_specs=specs,
+    )
+
+
+def _named(config, has_baseline):
+    return tfma.utils.update_eval_config_with_defaults(config, has_baseline=has_baseline, rubber_stamp=True)
+
+
+def _run_tfma(config, models, data, out):
+    shared = [
+        tfma.default_eval_shared_model(eval_saved_model_path=path, model_name=name, eval_config=config)
+        for name, path in models.items()
+    ]
+    from tfx_bsl.public import tfxio
+
+    records = tfxio.TFExampleRecord(file_pattern=str(data), raw_record_column_name=tfma.ARROW_INPUT_COLUMN)
+    with beam.Pipeline() as p:
+        _ = (
+            p
+            | records.BeamSource()
+            | tfma.ExtractEvaluateAndWriteResults(
+                eval_shared_model=shared[0] if len(shared) == 1 else shared, eval_config=config, output_path=str(out)
+            )
+        )
+
+
+def _run_batched(config, models, data, out, spec):
+    with beam.Pipeline() as p:
+        evaluation = p | BatchedEvaluation([str(data)], config, models, spec, batch_size=700)
+        _ = evaluation | tfma.WriteResults(writers=tfma.default_writers(str(out), eval_config=config))
+
+
+def _metrics(out):
+    return {
+        tuple(key): {(o, n): v.get("doubleValue") for o, d in m.items() for n, v in d[""].items()}
+        for key, m in tfma.load_eval_result(str(out)).slicing_metrics
+    }
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evaluator")
+    spec = _write_examples(tmp / "eval.tfrecord.gz")
+    return tmp, spec, _export(tmp / "candidate", 0.0), _export(tmp / "baseline", 3.0)
+
+
+def _assert_equal_results(expected, got):
+    assert set(got) == set(expected), (sorted(set(got) ^ set(expected)))
+    for key, metrics in expected.items():
+        assert set(got[key]) == set(metrics), (key, sorted(set(got[key]) ^ set(metrics)))
+        for name, value in metrics.items():
+            mine = got[key][name]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                assert mine is None or math.isnan(mine), (key, name, value, mine)
+            elif name[1].startswith("calibration") or name[1].startswith("mean"):
+                # TFMA sums predictions in float32; ours in float64.
+                assert mine == pytest.approx(value, rel=1e-6), (key, name, value, mine)
+            else:
+                assert mine == pytest.approx(value, abs=1e-12), (key, name, value, mine)
+
+
+def test_batched_evaluation_equals_tfma_for_every_metric_and_slice(setup):
+    tmp, spec, candidate, _ = setup
+    config = _named(_eval_config(), has_baseline=False)
+    _run_tfma(config, {"": candidate}, tmp / "eval.tfrecord.gz", tmp / "tfma")
+    _run_batched(config, {"": candidate}, tmp / "eval.tfrecord.gz", tmp / "batched", spec)
+    expected, got = _metrics(tmp / "tfma"), _metrics(tmp / "batched")
+    # Multi-valued slices (topics), crossed specs, a fixed value and rows missing the feature all match.
+    assert (("topics", "b"),) in got and (("gender", "g1"), ("topics", "a")) in got
+    assert got[()][("click", "example_count")] == N
+    # Rows without the feature are in no gender slice; gender=g1 from two specs counts each row once.
+    assert sum(got[(("gender", g),)][("click", "example_count")] for g in ("g0", "g1", "g2")) == N - N // 10
+    _assert_equal_results(expected, got)
+
+
+def test_baseline_diffs_and_blessing_equal_tfma(setup):
+    tmp, spec, candidate, baseline = setup
+    config = _named(_eval_config(thresholds=True), has_baseline=True)
+    models = {"candidate": candidate, "baseline": baseline}
+    _run_tfma(config, models, tmp / "eval.tfrecord.gz", tmp / "tfma_b")
+    _run_batched(config, models, tmp / "eval.tfrecord.gz", tmp / "batched_b", spec)
+    expected, got = _metrics(tmp / "tfma_b"), _metrics(tmp / "batched_b")
+    _assert_equal_results(expected, got)
+    want, have = tfma.load_validation_result(str(tmp / "tfma_b")), tfma.load_validation_result(str(tmp / "batched_b"))
+    assert want.validation_ok == have.validation_ok
+    failed = {v.metric_key.name for s in have.metric_validations_per_slice for v in s.failures}
+    assert failed == {v.metric_key.name for s in want.metric_validations_per_slice for v in s.failures}
+
+    # The weaker model as the candidate fails the change threshold in both.
+    swapped = {"candidate": baseline, "baseline": candidate}
+    _run_batched(config, swapped, tmp / "eval.tfrecord.gz", tmp / "worse", spec)
+    result = tfma.load_validation_result(str(tmp / "worse"))
+    assert not result.validation_ok
+    assert any(v.metric_key.is_diff for s in result.metric_validations_per_slice for v in s.failures)
+
+
+def test_unsupported_configs_are_refused_with_the_fix():
+    with pytest.raises(UnsupportedEvalConfigError, match="'BinaryAccuracy'.*evaluator: tfma"):
+        metric_requests(_eval_config(extra=[tfma.MetricConfig(class_name="BinaryAccuracy")]))
+    with pytest.raises(UnsupportedEvalConfigError, match="num_thresholds"):
+        metric_requests(_eval_config(extra=[tfma.MetricConfig(class_name="AUC", config='{"num_thresholds": 50}')]))
+    weighted = _eval_config()
+    weighted.metrics_specs[0].example_weights.weighted = True
+    with pytest.raises(UnsupportedEvalConfigError, match="example-weighted"):
+        metric_requests(weighted)
+    names = {(r.class_name, r.name, r.output_name) for r in metric_requests(_eval_config())}
+    assert ("AUC", "auc_pr", "click") in names and ("GAUC", "gauc", "conversion") in names
