@@ -15,8 +15,8 @@ test: setup  ## lint, then the default test suite (benchmarks excluded)
 	@$(VENV)/bin/ruff check .
 	@$(PY) -m pytest
 
-test-slow: setup  ## the heaviest end-to-end tests, left out of `make test` (about 12 minutes on 2 cores)
-	@$(PY) -m pytest -m slow
+test-slow: setup  ## the heaviest end-to-end tests, left out of `make test`; one at a time (two of them start worker processes)
+	@$(PY) -m pytest -m slow -n 0
 
 lint: setup
 	@$(VENV)/bin/ruff check .

@@ -63,12 +63,13 @@ class Trainer:
     """
 
     def __init__(self, data: census.CensusData, model_type: str, args: argparse.Namespace) -> None:
-        from mvke_tf.models.ranking import build_ranking_model, compile_ranking_model
+        from mvke_tf.models.ranking import build_ranking_model
+        from mvke_tf.train import compile_model
 
         self.data, self.args = data, args
         self.config = model_config(model_type, data.tasks, args.embedding_dim)
         self.model = build_ranking_model(data.fields, self.config, data.dense_fields)
-        compile_ranking_model(self.model, learning_rate=args.learning_rate)
+        compile_model(self.model, learning_rate=args.learning_rate)
         self.val = data.to_dataset("val", 4096)
         self.test = data.to_dataset("test", 4096)
 

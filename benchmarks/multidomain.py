@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data_cfg = md.MultiDomainDataConfig(num_rows=args.rows, seed=0)
     data = md.generate(data_cfg)
-    specs = md.feature_specs()
+    specs = md.fields()
     train, val, test = (md.to_features(data[s], specs) for s in md.SPLITS)
     domain_test = test[0][md.DOMAIN_FIELD]
     n_dom, tasks = data_cfg.num_domains, md.TASKS

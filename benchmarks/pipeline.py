@@ -337,7 +337,11 @@ def main(argv: list[str] | None = None) -> int:
         results.append(run_in_subprocess(rows, args))
 
     tables = format_table(results) + "\n\n" + format_memory_table(results)
-    cmd = "python -m benchmarks.pipeline " + " ".join(sys.argv[1:] if argv is None else argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--out" in given:  # where the files went is not part of what was measured
+        i = given.index("--out")
+        del given[i : i + 2]
+    cmd = "python -m benchmarks.pipeline " + " ".join(given)
     facts = machine_facts()
     print(f"Command: {cmd.strip()}")
     print(f"Machine: {facts}")

@@ -20,12 +20,11 @@ if not _DEBUG:
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
-import shutil  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from mvke_tf.config import ConfigError  # noqa: E402
+from mvke_tf.config import STRATEGIES, ConfigError  # noqa: E402
 
 
 class CLIError(Exception):
@@ -99,8 +98,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 
 def _model_config(args: argparse.Namespace):
-    from mvke_tf.models.config import ModelConfig
-    from mvke_tf.models.ranking import RANKING_MODEL_NAMES, ranking_config_for
+    from mvke_tf.models.family import family_of
 
     overrides = {}
     if args.config:
@@ -110,14 +108,7 @@ def _model_config(args: argparse.Namespace):
         import yaml
 
         overrides = yaml.safe_load(path.read_text()) or {}
-    if args.model in RANKING_MODEL_NAMES:
-        if args.scale != 1.0:
-            raise CLIError("--scale applies to the two-tower models; size a ranking model with --config")
-        return ranking_config_for(args.model, overrides)
-    mc = ModelConfig.from_dict({**ModelConfig(model_type=args.model).to_dict(), **overrides})
-    if args.scale != 1.0:
-        mc = mc.scaled(args.scale)
-    return mc
+    return family_of(args.model).config_for(args.model, overrides, args.scale)
 
 
 def _train(data_dir: Path, args: argparse.Namespace) -> dict:
@@ -136,17 +127,12 @@ def _train(data_dir: Path, args: argparse.Namespace) -> dict:
     model = report.pop("model")
     if args.model_dir:
         from mvke_tf import distribute
+        from mvke_tf.config import FeatureConfig
+        from mvke_tf.models.model_dir import save_model_dir
 
         # Every worker saves (saving may run collective ops); only the chief's copy is kept.
         with distribute.write_dir(args.model_dir, model.distribute_strategy) as out:
-            model.save_weights(str(Path(out) / "weights"))
-            # What `mvke-tf export` needs to rebuild the model around the weights.
-            shutil.copyfile(data_dir / "features.yaml", Path(out) / "features.yaml")
-            family = report.get("model_family", "user_tag")
-            saved = {**model.model_config.to_dict(), "family": family}
-            if family == "ranking":  # its exact input fields (e.g. with or without the item id)
-                saved["fields"] = [f.to_dict() for f in model.fields]
-            (Path(out) / "model_config.json").write_text(json.dumps(saved, indent=2))
+            save_model_dir(model, out, FeatureConfig.from_yaml(data_dir / "features.yaml"))
     print(format_report(report))
     return report
 
@@ -180,28 +166,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Rebuilds a model trained by ``mvke-tf train --model-dir`` and writes a servable SavedModel."""
-    model_dir = Path(args.model_dir)
-    needed = [model_dir / n for n in ("features.yaml", "model_config.json", "weights.index")]
-    missing = [p.name for p in needed if not p.exists()]
-    if missing:
-        raise CLIError(
-            f"--model-dir {model_dir}: missing {', '.join(missing)}; "
-            "train with `mvke-tf train --data DIR --model-dir DIR` first"
-        )
-    from mvke_tf.config import FeatureConfig
     from mvke_tf.export import export_saved_model
-    from mvke_tf.export.ranking import export_ranking_model
-    from mvke_tf.models.config import ModelConfig
-    from mvke_tf.models.ranking import RankingConfig, build_ranking_model
-    from mvke_tf.train import build_any
+    from mvke_tf.models.family import family_of
+    from mvke_tf.models.model_dir import load_model_dir
 
-    saved = json.loads((model_dir / "model_config.json").read_text())
-    ranking = saved.pop("family", "user_tag") == "ranking"
-    if ranking:
-        model = build_ranking_model(saved.pop("fields"), RankingConfig.from_dict(saved))
-    else:
-        model = build_any(FeatureConfig.from_yaml(model_dir / "features.yaml"), ModelConfig.from_dict(saved))
-    model.load_weights(str(model_dir / "weights")).expect_partial()
+    try:
+        model, feature_config = load_model_dir(args.model_dir)
+    except ConfigError as e:
+        raise CLIError(f"--model-dir {e.args[0].removeprefix('model dir ')}") from e
     base = Path(args.out)
     if args.version is None:
         versions = [int(p.name) for p in base.glob("*") if p.is_dir() and p.name.isdigit()]
@@ -211,13 +183,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = base / str(version)
     if target.exists():
         raise CLIError(f"{target} already exists; TF Serving versions are immutable: pick another --version")
-    if ranking:
-        export_ranking_model(model, target)
-        signatures = "serving_default"
-    else:
-        export_saved_model(model, target)
-        signatures = "serving_default, user_tower, tag_tower"
-    print(f"exported {model.model_config.model_type} to {target} (signatures {signatures})")
+    export_saved_model(model, target, feature_config=feature_config)
+    signatures = ", ".join(family_of(model).signatures)
+    print(f"exported {model.config.model_type} to {target} (signatures {signatures})")
     print(f"serve it with: mvke-tf serve --model {args.name}={base}")
     return 0
 
@@ -266,7 +234,10 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
         from pipelines.__main__ import main as pipeline_main
     except ImportError as e:
         raise CLIError(f"the TFX pipeline is not importable ({e}); install with: pip install -e '.[pipeline]'") from e
-    return pipeline_main(args.pipeline_args)
+    try:
+        return pipeline_main(args.pipeline_args)
+    except SystemExit as e:  # its own argument errors (already printed, one line) and --help
+        return int(e.code or 0)
 
 
 def cmd_tag_users(args: argparse.Namespace) -> int:
@@ -319,13 +290,12 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from mvke_tf.models.config import MODEL_TYPES
-    from mvke_tf.models.ranking import RANKING_MODEL_NAMES
+    from mvke_tf.models.family import TRAINABLE_MODEL_NAMES
 
     p.add_argument(
         "--model",
         default="mvke_mt",
-        choices=MODEL_TYPES + RANKING_MODEL_NAMES,
+        choices=TRAINABLE_MODEL_NAMES,
         help="model: a two-tower variant, or a pair-ranking one (app_store = MMoE + FM cross + ESMM; "
         "ranking_<type>) (default %(default)s)",
     )
@@ -359,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--strategy",
         default="default",
-        choices=("default", "mirrored", "multi_worker"),
+        choices=STRATEGIES,
         help="tf.distribute strategy: default (one device), mirrored (local GPUs) or multi_worker "
         "(one process per worker, each with its TF_CONFIG; worker 0 writes the report); "
         "--batch-size is the global batch",

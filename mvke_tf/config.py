@@ -17,10 +17,48 @@ CATEGORICAL = "categorical"
 MULTI_VALUED = "multi_valued"
 NUMERIC = "numeric"
 FIELD_KINDS = (CATEGORICAL, MULTI_VALUED, NUMERIC)
+# tf.distribute strategies by name (mvke_tf.distribute makes them): the library, the CLI and the pipeline.
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the fix."""
+
+
+class SerializableConfig:
+    """Dict and YAML round trips for the frozen model-config dataclasses (one implementation for all).
+
+    ``to_dict`` gives plain lists for tuples (JSON/YAML friendly); ``from_dict`` rejects unknown keys,
+    naming them and the known ones; subclasses name themselves in errors with ``config_name``.
+    """
+
+    config_name = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(v: Any) -> Any:
+            return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Any:
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{cls.config_name}: expected a mapping of fields, got {type(d).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{cls.config_name}: unknown key(s) {unknown}; fix: use only {sorted(known)}")
+        return cls(**dict(d))
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Any:
+        """The config in a YAML file of its fields."""
+        import yaml
+
+        path = Path(path)
+        if not path.exists():
+            raise ConfigError(f"{cls.config_name}: file {path} does not exist")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
 
 
 @dataclasses.dataclass(frozen=True)

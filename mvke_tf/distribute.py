@@ -31,9 +31,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from mvke_tf.config import ConfigError
-
-STRATEGIES = ("default", "mirrored", "multi_worker")
+from mvke_tf.config import STRATEGIES, ConfigError
 
 _TF_CONFIG_EXAMPLE = (
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}\''

@@ -17,20 +17,9 @@ import tensorflow as tf
 
 from mvke_tf import distribute
 from mvke_tf.config import ConfigError, FeatureConfig
-from mvke_tf.data.dataset import make_dataset, resolve_files
-from mvke_tf.metrics import auc
-from mvke_tf.models.compiling import compile_per_task
-from mvke_tf.models.config import ModelConfig
-from mvke_tf.models.ranking import (
-    ITEM_ID,
-    RankingConfig,
-    RankingModel,
-    build_ranking_model,
-    compile_ranking_model,
-    ranking_feature_config,
-    ranking_fields,
-)
-from mvke_tf.models.user_tag import UserTagModel, build_model
+from mvke_tf.data.dataset import has_column, make_dataset, resolve_files
+from mvke_tf.metrics import auc_or_nan
+from mvke_tf.models.family import family_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,35 +56,23 @@ class TrainConfig:
             raise ConfigError(f"learning_rate={self.learning_rate} must be > 0")
 
 
-def build_any(
-    feature_config: FeatureConfig, model_config: ModelConfig | RankingConfig, item_id: str | None = ITEM_ID
-) -> tf.keras.Model:
-    """The model a config describes: a two-tower :class:`UserTagModel` for a :class:`ModelConfig`, a
-    pair-ranking :class:`RankingModel` over the user fields, the ad's tags and its id (``item_id``;
-    None: without it) for a :class:`RankingConfig`."""
-    if isinstance(model_config, RankingConfig):
-        return build_ranking_model(ranking_fields(feature_config, item_id=item_id), model_config)
-    return build_model(feature_config, model_config)
-
-
-def _has_column(data_dir: Path, name: str) -> bool:
-    """Whether the train split has column ``name`` (from ``metadata.json``, else the CSV header)."""
+def data_columns(data_dir: Path) -> list[str] | None:
+    """The train split's columns (from ``metadata.json``, else the CSV header); None where unknown
+    (TFRecord files: an optional column that is absent then parses as missing)."""
     meta = data_dir / "metadata.json"
     columns = json.loads(meta.read_text()).get("columns") if meta.exists() else None
     if columns is not None:
-        return name in columns
+        return list(columns)
     first = resolve_files(data_dir / "train")[0]
     if first.endswith(".csv"):
         with open(first) as f:
-            return name in f.readline().rstrip("\r\n").split(",")
-    return True  # TFRecord: a missing id parses as "", one shared row: harmless
+            return f.readline().rstrip("\r\n").split(",")
+    return None
 
 
-def compile_model(model: UserTagModel | RankingModel, learning_rate: float = 1e-3) -> tf.keras.Model:
-    """Compiles with per-task BCE (weighted by the config) and per-task AUC metrics."""
-    if isinstance(model, RankingModel):
-        return compile_ranking_model(model, learning_rate)
-    return compile_per_task(model, model.model_config.loss_weights, learning_rate)
+def compile_model(model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
+    """Compiles a model of any family: Adam, per-task BCE (weighted by the config), per-task AUC."""
+    return family_of(model).compile(model, learning_rate)
 
 
 _INFERENCE_FNS: WeakKeyDictionary = WeakKeyDictionary()
@@ -145,39 +122,30 @@ def predict_with_labels(
     return cat(preds), cat(labels), cat(extras)
 
 
-def _safe_auc(y: np.ndarray, s: np.ndarray) -> float:
-    return auc(y, s) if 0 < y.sum() < len(y) else float("nan")
-
-
 def evaluate(
-    model: UserTagModel, files: Any, feature_config: FeatureConfig, batch_size: int = 4096
+    model: tf.keras.Model, files: Any, feature_config: FeatureConfig, batch_size: int = 4096
 ) -> dict[str, dict[str, float]]:
     """Exact per-task AUC on ``files``, with the oracle AUC where true probabilities exist.
 
     Returns:
       ``{task: {"auc": ..., "oracle_auc": ..., "positives": ..., "examples": ...}}``.
     """
-    prob_cols = [c for c in (f"p_{t}" for t in model.tasks)]
-    try:
-        preds, labels, extras = predict_with_labels(model, files, feature_config, batch_size, prob_cols)
-    except ValueError as e:
-        if "lacks column" not in str(e):
-            raise
-        preds, labels, extras = predict_with_labels(model, files, feature_config, batch_size)
+    prob_cols = [f"p_{t}" for t in model.tasks if has_column(files, f"p_{t}")]
+    preds, labels, extras = predict_with_labels(model, files, feature_config, batch_size, prob_cols)
     report = {}
     for t in model.tasks:
         y = labels[t]
-        entry = {"auc": _safe_auc(y, preds[t]), "positives": int(y.sum()), "examples": int(len(y))}
+        entry = {"auc": auc_or_nan(y, preds[t]), "positives": int(y.sum()), "examples": int(len(y))}
         truth = extras.get(f"p_{t}")
         if truth is not None and not np.isnan(truth).any():  # absent in TFRecords without true probabilities
-            entry["oracle_auc"] = _safe_auc(y, truth)
+            entry["oracle_auc"] = auc_or_nan(y, truth)
         report[t] = entry
     return report
 
 
 def train_and_evaluate(
     data_dir: str | Path,
-    model_config: ModelConfig | RankingConfig,
+    model_config: Any,
     train_config: TrainConfig = TrainConfig(),
     out_dir: str | Path | None = None,
     verbose: int = 1,
@@ -202,13 +170,12 @@ def train_and_evaluate(
         raise ConfigError(
             f"model tasks {missing} have no label column; the data has labels {list(feature_config.labels)}"
         )
-    ranking = isinstance(model_config, RankingConfig)
-    item_id = ITEM_ID if ranking and _has_column(data_dir, ITEM_ID) else None
+    family = family_of(model_config)
+    fields = family.input_fields(feature_config, model_config, data_columns(data_dir))
     tf.keras.utils.set_random_seed(train_config.seed)
     with strategy.scope():
-        model = compile_model(build_any(feature_config, model_config, item_id), train_config.learning_rate)
-    if ranking:  # the datasets must also yield the ranking model's extra fields (the ad id)
-        feature_config = ranking_feature_config(feature_config, model.fields)
+        model = family.compile(family.build(feature_config, model_config, fields), train_config.learning_rate)
+    feature_config = family.dataset_config(feature_config, model)  # the datasets yield every model input
     train_rows = _count_rows(data_dir, "train")
     steps_per_epoch = None
     if workers > 1:
@@ -236,7 +203,7 @@ def train_and_evaluate(
     train_seconds = time.perf_counter() - start
     report = {
         "model_type": model_config.model_type,
-        "model_family": "ranking" if isinstance(model_config, RankingConfig) else "user_tag",
+        "model_family": family.name,
         "model_config": model_config.to_dict(),
         "train_config": dataclasses.asdict(train_config),
         "eval": {},

@@ -16,7 +16,7 @@ from typing import Any
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-from mvke_tf.config import ConfigError  # noqa: E402
+from mvke_tf.config import STRATEGIES, ConfigError  # noqa: E402
 
 EXIT_BLOCKED = 3  # the run finished or stopped without a (new) blessed model: anomalies or no blessing
 
@@ -58,14 +58,21 @@ _FILE_ONLY = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line (no usage dump) and exit status 2, as for every ``mvke-tf`` command."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"{self.prog}: error: {message} (--help shows the flags)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mvke-tf pipeline", description=__doc__.splitlines()[0])
+    p = _Parser(prog="mvke-tf pipeline", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     run = sub.add_parser("run", help="run the pipeline here (LocalDagRunner, Beam DirectRunner, SQLite MLMD)")
     compile_ = sub.add_parser("compile", help="compile the pipeline for an orchestrator (--target kubeflow)")
-    legacy = sub.add_parser("compile-kubeflow", help="same as `compile --target kubeflow`")
     S = argparse.SUPPRESS  # noqa: N806 - defaults stay out of the namespace: only flags given on the command line are in it
-    for q in (run, compile_, legacy):
+    for q in (run, compile_):
         q.add_argument("--config", help="YAML file of settings (keys: these flags' names, or PipelineConfig fields)")
         q.add_argument("--name", default=S, help="pipeline name (default mvke-tf)")
         q.add_argument("--root", default=S, help="pipeline root: artifacts/, metadata.db, serving/ (default runs/tfx)")
@@ -96,10 +103,10 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--no-warm-start", action="store_true", default=S, help="train from scratch every run")
         q.add_argument("--schema", default=S, help="curated schema.pbtxt (ImportSchemaGen); default: infer each run")
         q.add_argument("--auc-floor", type=float, default=S, help="least click AUC the Evaluator blesses (0.5)")
-        q.add_argument("--distribution", choices=("default", "mirrored", "multi_worker"), default=S)
+        q.add_argument("--distribution", choices=STRATEGIES, default=S)
     run.add_argument("--verbose", action="store_true", help="show TFX/Beam/TensorFlow output live (always in the log)")
     compile_.add_argument("--target", choices=("kubeflow",), default=S, help="orchestrator (default kubeflow)")
-    for q in (compile_, legacy):
+    for q in (compile_,):
         q.add_argument("--output", default=S, help="output JSON file (default pipeline.json)")
         q.add_argument("--image", default=S, help="container image of the components (default tensorflow/tfx:1.16.0)")
     return p

@@ -5,17 +5,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from mvke_tf.config import ConfigError
-from mvke_tf.models.config import MODEL_TYPES, ModelConfig
-from mvke_tf.models.ranking import RANKING_MODEL_NAMES, RankingConfig, ranking_config_for
+from mvke_tf.config import STRATEGIES, ConfigError
+from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS
+from mvke_tf.models.family import TRAINABLE_MODEL_NAMES, ModelFamily, family_of
 
-# Pair-ranking models (mvke_tf.models.ranking) as pipeline model types: ``ranking_<type>``, and
-# ``app_store`` for the MMoE + FM cross + ESMM model. Their overrides are RankingConfig fields.
-PIPELINE_MODEL_TYPES = MODEL_TYPES + RANKING_MODEL_NAMES
+# The two-tower models, and the pair-ranking ones: ``ranking_<type>`` and ``app_store`` (the MMoE + FM
+# cross + ESMM model), whose overrides are RankingConfig fields.
+PIPELINE_MODEL_TYPES = TRAINABLE_MODEL_NAMES
 
 INPUT_FORMATS = ("csv", "tfrecord")
 EVALUATORS = ("batched", "tfma")
-DISTRIBUTIONS = ("default", "mirrored", "multi_worker")
+DISTRIBUTIONS = STRATEGIES  # the names of mvke_tf.distribute
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +88,7 @@ class PipelineConfig:
     epochs: int = 1
     batch_size: int = 256
     learning_rate: float = 1e-3
-    num_buckets: int = 10
+    num_buckets: int = DEFAULT_NUM_BUCKETS
     seed: int = 0
     eval_auc_floor: float = 0.5
     eval_auc_change: float = 0.01
@@ -163,15 +163,13 @@ class PipelineConfig:
         return "{SPAN}" in self.input_pattern
 
     @property
-    def is_ranking(self) -> bool:
-        """Whether the model is a pair-ranking model (serving_default only) rather than a two-tower one."""
-        return self.model_type in RANKING_MODEL_NAMES
+    def family(self) -> ModelFamily:
+        """The model's family (:mod:`mvke_tf.models.family`): its fields, builder and signatures."""
+        return family_of(self.model_type)
 
-    def model_config(self) -> ModelConfig | RankingConfig:
+    def model_config(self) -> Any:
         """The model's config: ``model_type`` plus ``model_overrides``."""
-        if self.is_ranking:
-            return ranking_config_for(self.model_type, self.model_overrides)
-        return ModelConfig.from_dict({**self.model_overrides, "model_type": self.model_type})
+        return self.family.config_for(self.model_type, self.model_overrides)
 
     def custom_config(self) -> dict[str, Any]:
         """JSON-serializable settings shared by the Transform and Trainer module files."""
@@ -179,7 +177,7 @@ class PipelineConfig:
             "features_yaml": self.features_yaml,
             "num_buckets": self.num_buckets,
             "model_config": self.model_config().to_dict(),
-            "model_family": "ranking" if self.is_ranking else "user_tag",
+            "model_family": self.family.name,
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "learning_rate": self.learning_rate,

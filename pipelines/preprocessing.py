@@ -6,8 +6,8 @@ Outputs (see :mod:`mvke_tf.data.transform` for the id conventions):
   ``[B, width]`` with ``-1`` padding, numeric quantile buckets ``[B]`` with 0 = missing);
 * the labels (``click``, ``conversion``) as ``int64 [B]``;
 * ``user_id`` and ``tag_l1`` passed through as strings (for slicing), when present;
-* for a pair-ranking model (``custom_config["model_family"] == "ranking"``), the item id
-  ``ad_id`` hashed as :func:`mvke_tf.models.ranking.item_id_field` says, when present.
+* any other field the model family reads (:meth:`mvke_tf.models.family.ModelFamily.input_fields`),
+  e.g. a pair-ranking model's item id ``ad_id``, hashed as its field spec says, when the data has it.
 
 The feature config comes from ``custom_config["features_yaml"]`` (the Trainer gets the
 same path), else the synthetic generator's :func:`~mvke_tf.data.synthetic.feature_config`.
@@ -28,10 +28,9 @@ import tensorflow_transform as tft  # noqa: E402
 
 from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig  # noqa: E402
 from mvke_tf.data import transform as T  # noqa: E402
-from mvke_tf.models.ranking import ITEM_ID, item_id_field  # noqa: E402
+from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS  # noqa: E402
+from mvke_tf.models.family import family_of  # noqa: E402
 
-# Quantile buckets per numeric field (the transformed field has NUM_BUCKETS + 1 ids).
-DEFAULT_NUM_BUCKETS = 10
 # Raw string columns passed through unchanged, for TFMA slicing and grouped metrics.
 PASSTHROUGH_COLUMNS = ("user_id", "tag_l1")
 
@@ -60,8 +59,11 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
     """Raw columns (dense or sparse) -> integer-id features, labels and slicing columns."""
     config = load_feature_config(custom_config)
     buckets = num_buckets(custom_config)
+    custom = dict(custom_config or {})
+    family = family_of(str(custom.get("model_family", "user_tag")))
+    model_config = family.config_from_dict(custom.get("model_config", {}))
     outputs: dict[str, Any] = {}
-    for spec in (*config.user_fields, config.tag_field):
+    for spec in family.input_fields(config, model_config, columns=set(inputs)):
         if spec.name not in inputs:
             raise KeyError(f"preprocessing_fn: input column {spec.name!r} is missing; have {sorted(inputs)}")
         if spec.kind == NUMERIC:
@@ -81,7 +83,4 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
     for name in PASSTHROUGH_COLUMNS:
         if name in inputs:
             outputs[name] = T.to_dense_column(inputs[name], "")
-    if (custom_config or {}).get("model_family") == "ranking" and ITEM_ID in inputs:
-        # The ad's own click/conversion propensity is learnt through its id (see ranking_fields).
-        outputs[ITEM_ID] = T.categorical_ids(T.to_dense_column(inputs[ITEM_ID], ""), item_id_field())
     return outputs

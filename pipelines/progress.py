@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import resource
 import sys
@@ -288,6 +289,13 @@ def console_output(log_path: str | os.PathLike, verbose: bool = False) -> Iterat
     log = open(log_path, "ab")  # noqa: SIM115 - closed below
     copier: threading.Thread | None = None
     read_end = None
+    python_out, python_err = sys.stdout, sys.stderr
+    moved: list[tuple[logging.StreamHandler, Any]] = []
+    log_handler: logging.Handler | None = None
+    try:
+        on_fd2 = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        on_fd2 = False
     try:
         if verbose:
             read_end, write_end = os.pipe()
@@ -299,10 +307,28 @@ def console_output(log_path: str | os.PathLike, verbose: bool = False) -> Iterat
         else:
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)
+        # Python-level writers follow the file descriptors even where sys.stdout was not fd 1 (a
+        # notebook kernel, a test's capture): Keras progress and absl logging then reach the log too.
+        sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - restored below
+        sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - restored below
+        moved = _move_log_handlers({id(python_out), id(python_err)}, sys.stderr)
+        if not on_fd2 and not moved:
+            # Where the host owns logging (a test runner, a notebook), log records also go to the log.
+            log_handler = logging.StreamHandler(sys.stderr)
+            log_handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            logging.getLogger().addHandler(log_handler)
         yield console
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
+        for handler, stream in moved:
+            handler.setStream(stream)
+        if log_handler is not None:
+            logging.getLogger().removeHandler(log_handler)
+        if sys.stdout is not python_out:
+            sys.stdout.close()
+            sys.stderr.close()
+        sys.stdout, sys.stderr = python_out, python_err
         os.dup2(saved_out, 1)
         os.dup2(saved_err, 2)
         if copier is not None:
@@ -313,6 +339,23 @@ def console_output(log_path: str | os.PathLike, verbose: bool = False) -> Iterat
         console.flush()
         if on_fd1:
             console.close()
+
+
+def _move_log_handlers(old_streams: set[int], new_stream: IO[str]) -> list[tuple[logging.StreamHandler, Any]]:
+    """Points the logging handlers that write to one of ``old_streams`` (by id) at ``new_stream``;
+    returns ``(handler, old stream)`` pairs to undo it. absl's handler wraps a stream handler."""
+    handlers = list(logging.getLogger().handlers)
+    for logger in list(logging.root.manager.loggerDict.values()):
+        handlers += getattr(logger, "handlers", [])
+    moved, seen = [], set()
+    for handler in handlers:
+        handler = getattr(handler, "python_handler", handler)  # absl.logging.ABSLHandler
+        if id(handler) in seen:
+            continue
+        seen.add(id(handler))
+        if isinstance(handler, logging.StreamHandler) and id(handler.stream) in old_streams:
+            moved.append((handler, handler.setStream(new_stream)))
+    return moved
 
 
 def _copy(read_fd: int, targets: list[int], write: Callable[[int, bytes], int] = os.write) -> None:

@@ -44,7 +44,7 @@ _HEADER = """\
 # default config with 20,000 rows:
 #   python -m mvke_tf data synth --rows 20000 --out DIR   (every other generator setting at its default)
 #   python -m pipelines.schema --data-root DIR --out pipelines/schemas/synthetic.pbtxt
-# tests/test_schema.py checks that it equals the curated schema of freshly generated data.
+# tests/pipelines/test_schema.py checks that it equals the curated schema of freshly generated data.
 """
 
 

@@ -10,10 +10,12 @@ carries the Transform graph, so clients send raw ``tf.Example`` records:
 * ``user_tower``: serialized raw ``tf.Example`` ``[B]`` -> ``<task>_experts [B, S_task, d]``;
 * ``tag_tower``: raw tags ``[B]`` (one tag each) -> ``<task>_embedding``, ``<task>_gate``.
 
-A pair-ranking model (``custom_config["model_family"] == "ranking"``, :mod:`mvke_tf.models.ranking`)
-reads the user fields, the ad's tags and (when the data has it) the ad id together; it has no towers
-to split, so its SavedModel has ``serving_default`` (every output: with ESMM ``click`` = pCTR,
-``conversion`` = pCTCVR, ``cvr``, ``rank_score``) and ``transform_features`` only.
+The model family (:mod:`mvke_tf.models.family`, from ``custom_config["model_family"]``) decides the
+fields and the signatures: a pair-ranking model reads the user fields, the ad's tags and (when the
+data has it) the ad id together; it has no towers to split, so its SavedModel has ``serving_default``
+(every output: with ESMM ``click`` = pCTR, ``conversion`` = pCTCVR, ``cvr``, ``rank_score``) and
+``transform_features`` only. The signatures are the library's (:func:`mvke_tf.export.serving_functions`)
+with :class:`TransformInputs` as their input step.
 
 Warm start (incremental training): next to the SavedModel, ``<model>/warm_start/`` holds a TF
 checkpoint of the model's weights and ``meta.json`` (the model's config, its weights' names and
@@ -32,7 +34,7 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 import json  # noqa: E402
 import math  # noqa: E402
-from collections.abc import Mapping  # noqa: E402
+from collections.abc import Mapping, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
@@ -41,27 +43,17 @@ from absl import logging  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
 
 from mvke_tf import distribute  # noqa: E402
-from mvke_tf.config import FeatureConfig  # noqa: E402
+from mvke_tf.config import (
+    FeatureConfig,  # noqa: E402
+    FieldSpec,  # noqa: E402
+)
 from mvke_tf.data import synthetic  # noqa: E402
 from mvke_tf.data import transform as T  # noqa: E402
-from mvke_tf.export.examples import dummy_rows, examples_from_rows  # noqa: E402
-from mvke_tf.export.saved_model import tag_tower_outputs, user_tower_outputs, write_warmup  # noqa: E402
-from mvke_tf.export.warmup import write_warmup_requests  # noqa: E402
-from mvke_tf.models import ModelConfig, UserTagModel, build_model  # noqa: E402
-from mvke_tf.models.ranking import (  # noqa: E402
-    ITEM_ID,
-    RankingConfig,
-    RankingModel,
-    build_ranking_model,
-    compile_ranking_model,
-    item_id_field,
-    ranking_feature_config,
-    ranking_fields,
-)
-from mvke_tf.train import compile_model  # noqa: E402
+from mvke_tf.export.saved_model import RawInputs, export_saved_model  # noqa: E402
+from mvke_tf.models.family import family_of  # noqa: E402
+from pipelines.preprocessing import num_buckets  # noqa: E402
 from pipelines.split_rows import KEY as SPLIT_ROWS_KEY  # noqa: E402
 
-DEFAULT_NUM_BUCKETS = 10  # keep equal to pipelines.preprocessing.DEFAULT_NUM_BUCKETS
 SHUFFLE_BUFFER = 20_000  # examples shuffled across (on top of the files' order)
 TRAINING_SUMMARY = "training.json"  # in the Trainer's model_run_dir: epochs, steps, final loss and AUC
 WARM_START_DIR = "warm_start"  # sibling of the SavedModel dir in the Model artifact
@@ -144,54 +136,40 @@ def _optional(spec: Any) -> Any:
     return spec
 
 
-def signatures(
-    model: UserTagModel, tf_transform_output: tft.TFTransformOutput, raw_config: FeatureConfig
-) -> dict[str, Any]:
-    """The exported signatures over raw inputs (Transform graph + model).
+class TransformInputs(RawInputs):
+    """The pipeline's input step for :func:`mvke_tf.export.serving_functions`: raw examples parsed with
+    the raw schema (a missing feature counts as missing), then the Transform graph; raw tags mapped to
+    the ids Transform gives the tag field. Adds the ``transform_features`` signature (for TFMA)."""
 
-    The library's contract (:mod:`mvke_tf.export.saved_model`: the same inputs and outputs for
-    ``serving_default``, ``user_tower`` and ``tag_tower``, incl. ``<task>_bias``) plus ``transform_features``.
-    """
-    model.tft_layer = tf_transform_output.transform_features_layer()  # tracked, so its assets are saved
-    raw_spec = tf_transform_output.raw_feature_spec()
-    # A ranking model also reads the ad id (when Transform made one); the user-tag model only the config's fields.
-    names = [f.name for f in model.fields] if isinstance(model, RankingModel) else list(raw_config.feature_names)
-    feature_spec = {n: _optional(raw_spec[n]) for n in names}
-    user_spec = {f.name: feature_spec[f.name] for f in raw_config.user_fields}
-    examples = tf.TensorSpec([None], tf.string, name="examples")
+    def __init__(self, tf_transform_output: tft.TFTransformOutput, raw_config: FeatureConfig) -> None:
+        self.tf_transform_output = tf_transform_output
+        self.raw_config = raw_config
+        self.raw_spec = tf_transform_output.raw_feature_spec()
+        self.layer: Any = None
 
-    @tf.function(input_signature=[examples])
-    def serving_default(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = model.tft_layer(tf.io.parse_example(examples, feature_spec))
-        return model({n: transformed[n] for n in names}, training=False)
+    def attach(self, model: tf.keras.Model) -> None:
+        # Tracked by the model, so that the Transform graph's assets are saved with it.
+        model.tft_layer = self.layer = self.tf_transform_output.transform_features_layer()
 
-    @tf.function(input_signature=[examples])
-    def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        return model.tft_layer(tf.io.parse_example(examples, raw_spec))
+    def features(
+        self,
+        serialized: tf.Tensor,
+        fields: Sequence[FieldSpec],
+        extra: Mapping[str, tf.io.FixedLenFeature] | None = None,
+    ) -> dict[str, tf.Tensor]:
+        names = [f.name for f in fields] + list(extra or {})
+        transformed = self.layer(tf.io.parse_example(serialized, {n: _optional(self.raw_spec[n]) for n in names}))
+        return {n: transformed[n] for n in names}
 
-    if isinstance(model, RankingModel):
-        return {
-            "serving_default": serving_default.get_concrete_function(),
-            "transform_features": transform_features.get_concrete_function(),
-        }
+    def tags(self, tags: tf.Tensor, tag_field: FieldSpec) -> tf.Tensor:
+        return T.multi_valued_ids(tags, self.raw_config.tag_field)
 
-    @tf.function(input_signature=[examples])
-    def user_tower(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        transformed = model.tft_layer(tf.io.parse_example(examples, user_spec))
-        features = {f.name: transformed[f.name] for f in model.feature_config.user_fields}
-        return user_tower_outputs(model, features)
+    def signatures(self) -> dict[str, Any]:
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def transform_features(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+            return self.layer(tf.io.parse_example(examples, self.raw_spec))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="tags")])
-    def tag_tower(tags: tf.Tensor) -> dict[str, tf.Tensor]:
-        # The same ids Transform computes for the tag field.
-        return tag_tower_outputs(model, T.multi_valued_ids(tags, raw_config.tag_field))
-
-    return {
-        "serving_default": serving_default.get_concrete_function(),
-        "transform_features": transform_features.get_concrete_function(),
-        "user_tower": user_tower.get_concrete_function(),
-        "tag_tower": tag_tower.get_concrete_function(),
-    }
+        return {"transform_features": transform_features}
 
 
 def warm_start_dir(serving_model_dir: str) -> str:
@@ -199,18 +177,18 @@ def warm_start_dir(serving_model_dir: str) -> str:
     return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), WARM_START_DIR)
 
 
-def _weights_meta(model: UserTagModel) -> dict[str, Any]:
+def _weights_meta(model: tf.keras.Model) -> dict[str, Any]:
     """What must match for a warm start: the model's config and its weights' names and shapes, in order."""
     weights = [[w.name, list(w.shape)] for w in model.weights]
     return {"model": json.loads(json.dumps(model.get_config())), "weights": weights}
 
 
-def weights_digest(model: UserTagModel) -> float:
+def weights_digest(model: tf.keras.Model) -> float:
     """Sum of the absolute values of all weights (a cheap fingerprint to compare runs)."""
     return float(sum(tf.reduce_sum(tf.abs(tf.cast(w, tf.float64))).numpy() for w in model.weights))
 
 
-def save_warm_start(model: UserTagModel, serving_model_dir: str) -> str:
+def save_warm_start(model: tf.keras.Model, serving_model_dir: str) -> str:
     """Writes the weights checkpoint and ``meta.json`` for the next run's warm start; returns the dir."""
     out = warm_start_dir(serving_model_dir)
     tf.io.gfile.makedirs(out)
@@ -222,7 +200,7 @@ def save_warm_start(model: UserTagModel, serving_model_dir: str) -> str:
     return out
 
 
-def restore_warm_start(model: UserTagModel, base_model: str | None) -> dict[str, Any]:
+def restore_warm_start(model: tf.keras.Model, base_model: str | None) -> dict[str, Any]:
     """Restores ``model``'s weights from the base model's checkpoint when it matches; never raises.
 
     Returns what happened: ``warm_started``, ``source`` and ``reason`` (and the restored weights'
@@ -258,12 +236,9 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains ``epochs`` passes over the train split (or ``train_steps``); exports to ``serving_model_dir``."""
     custom = dict(fn_args.custom_config or {})
     raw_config = _raw_feature_config(custom)
-    config = T.transformed_feature_config(raw_config, int(custom.get("num_buckets", DEFAULT_NUM_BUCKETS)))
-    ranking = custom.get("model_family") == "ranking"
-    if ranking:
-        model_config: ModelConfig | RankingConfig = RankingConfig.from_dict(custom.get("model_config", {}))
-    else:
-        model_config = ModelConfig.from_dict(custom.get("model_config", {}))
+    config = T.transformed_feature_config(raw_config, num_buckets(custom))
+    family = family_of(str(custom.get("model_family", "user_tag")))
+    model_config = family.config_from_dict(custom.get("model_config", {}))
     batch_size = int(custom.get("batch_size", 256))
     epochs, steps_per_epoch, budget = training_steps(fn_args, batch_size, int(custom.get("epochs", 1)))
 
@@ -273,13 +248,15 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     chief = distribute.is_chief(strategy)
     tf.keras.utils.set_random_seed(seed)
 
+    learning_rate = float(custom.get("learning_rate", 1e-3))
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    fields = None
-    if ranking:
-        # Transform hashes the ad id for ranking models when the data has it (pipelines/preprocessing.py).
-        has_item = ITEM_ID in tf_transform_output.transformed_feature_spec()
-        fields = ranking_fields(config, item_id=item_id_field() if has_item else None)
-        config = ranking_feature_config(config, fields)
+    # The fields Transform made for this family (e.g. a ranker's ad id, where the data has it).
+    fields = family.input_fields(config, model_config, tf_transform_output.transformed_feature_spec())
+    with strategy.scope():
+        model = family.build(config, model_config, fields)
+        warm = restore_warm_start(model, fn_args.base_model)
+        model = family.compile(model, learning_rate)
+    config = family.dataset_config(config, model)  # the input yields every model input
     train = _input_fn(fn_args.train_files, tf_transform_output, config, batch_size, seed)
     valid = _input_fn(fn_args.eval_files, tf_transform_output, config, batch_size, seed, shuffle=False)
     eval_rows = budget["rows"].get("eval")
@@ -293,11 +270,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         train, valid = train.with_options(options), valid.with_options(options)
 
-    learning_rate = float(custom.get("learning_rate", 1e-3))
-    with strategy.scope():
-        model = build_ranking_model(fields, model_config) if ranking else build_model(config, model_config)
-        warm = restore_warm_start(model, fn_args.base_model)
-        model = compile_ranking_model(model, learning_rate) if ranking else compile_model(model, learning_rate)
     if warm["warm_started"]:
         logging.info("Trainer: warm-started from %s", warm["source"])
     else:
@@ -330,14 +302,10 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
                 f.write(json.dumps(summary, indent=1))
         # Every worker saves (saving may run collective ops); only the chief's export is kept.
         serving_dir = fn_args.serving_model_dir if chief else os.path.join(run_dir, "serving_model")
-        # Before signatures(): the checkpoint holds the model's own weights only (not the Transform layer's).
+        # Before the export: the checkpoint holds the model's own weights only (not the Transform layer's).
         logging.info("Trainer: wrote the warm-start checkpoint to %s", save_warm_start(model, serving_dir))
-        tf.saved_model.save(model, serving_dir, signatures=signatures(model, tf_transform_output, raw_config))
-        # TF Serving replays these on load (serving_default, user_tower, tag_tower; made-up rows typed as the
-        # raw schema says, so they parse).
+        # The warm-up requests' made-up rows are typed as the raw schema says, so that they parse.
         raw_dtypes = {n: s.dtype for n, s in tf_transform_output.raw_feature_spec().items()}
-        warmup = write_warmup(serving_dir, raw_config, dtypes=raw_dtypes)
-        if ranking:  # serving_default is its only serving signature: keep that request alone
-            examples = examples_from_rows(dummy_rows(raw_config, 2, dtypes=raw_dtypes), raw_config, raw_dtypes)
-            warmup = write_warmup_requests(serving_dir, {"serving_default": {"examples": examples}})
-        logging.info("Trainer: wrote warm-up requests to %s", warmup)
+        inputs = TransformInputs(tf_transform_output, raw_config)
+        export_saved_model(model, serving_dir, inputs, feature_config=raw_config, dtypes=raw_dtypes)
+        logging.info("Trainer: exported %s with warm-up requests to %s", family.name, serving_dir)

@@ -416,6 +416,11 @@ def predict(loaded: LoadedVersion, request: predict_pb2.PredictRequest) -> predi
         result = sig.fn(**tensors)
     except tf.errors.InvalidArgumentError as e:
         raise _invalid(f"signature {sig_name!r}: {e.message}") from None
+    except UnicodeDecodeError as e:
+        # TensorFlow could not turn the op's error into a Python exception: its message quotes bytes of
+        # the request that are not UTF-8 (e.g. an unparsable tf.Example). The request is at fault.
+        message = e.object.decode("utf-8", "replace") if isinstance(e.object, bytes) else str(e)
+        raise _invalid(f"signature {sig_name!r}: {message[:500]}") from None
     except Exception as e:  # noqa: BLE001
         log.exception("Predict %s/%d/%s failed", loaded.model, loaded.version, sig_name)
         raise ServingStatusError(grpc.StatusCode.INTERNAL, f"signature {sig_name!r} failed: {e}") from None

@@ -9,14 +9,29 @@ import sys
 import time
 from pathlib import Path
 
+import nbclient
+import nbformat
 import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 PIPELINE = {"03_pipeline_and_serving.ipynb"}  # runs the TFX pipeline: marked like the other pipeline tests
 CELL_TIMEOUT = 600
+# Smaller runs for the tests, injected after a notebook's cell tagged "parameters" (papermill's convention):
+# every cell still runs, on less data.
+TEST_PARAMETERS = {
+    "01_quickstart_keras.ipynb": "NUM_ROWS = 12_000\nEPOCHS = 1",
+    "02_paper_reproduction.ipynb": "NUM_ROWS = 12_000\nEPOCHS = 1",
+}
+
+
+def with_test_parameters(nb, name):
+    """``nb`` with :data:`TEST_PARAMETERS` of ``name`` in a cell right after its ``parameters`` cell."""
+    if name not in TEST_PARAMETERS:
+        return nb
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{name}: expected one cell tagged 'parameters', found {len(tagged)}"
+    nb.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(TEST_PARAMETERS[name]))
+    return nb
 
 
 def _params(mark_pipeline: bool = False):
@@ -50,7 +65,7 @@ def test_kernel_runs_this_interpreter():
 
 @pytest.mark.parametrize("path", list(_params(mark_pipeline=True)))
 def test_notebook_runs(path):
-    nb = nbformat.read(path, as_version=4)
+    nb = with_test_parameters(nbformat.read(path, as_version=4), path.name)
     client = nbclient.NotebookClient(
         nb,
         kernel_name="python3",

@@ -44,6 +44,17 @@ def resolve_files(pattern: str | Path | Sequence[str | Path]) -> list[str]:
     return files
 
 
+def has_column(files: str | Path | Sequence[str | Path], name: str) -> bool:
+    """Whether the data has column ``name``: in the CSV header, or in the first TFRecord example."""
+    first = resolve_files(files)[0]
+    if _kind(first) == "csv":
+        return name in _read_header(first)
+    compression = "GZIP" if first.endswith(".gz") else ""
+    for record in tf.data.TFRecordDataset(first, compression_type=compression).take(1):
+        return name in tf.train.Example.FromString(record.numpy()).features.feature
+    return False
+
+
 def _kind(path: str) -> str:
     if path.endswith(".csv"):
         return "csv"

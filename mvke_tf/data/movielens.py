@@ -377,7 +377,7 @@ class MultiDomainView:
     """What a multi-domain multi-task model reads from :func:`multidomain_table` rows.
 
     Attributes:
-      fields: the input fields (``MultiDomainModel(config, feature_specs=fields)``).
+      fields: the input fields (``MultiDomainModel(config, fields)``).
       domain_field: the int column holding each row's domain id (``MultiDomainConfig.domain_feature``).
       num_domains: D (``MultiDomainConfig.domains``).
       labels: the task label columns, in task order (``MultiDomainConfig.tasks``).
@@ -644,13 +644,9 @@ def to_dataset(
       seed: the shuffle seed.
       num_epochs: passes over the rows; ``None`` repeats forever.
     """
-    import tensorflow as tf  # lazily: reading the files needs no TensorFlow
+    from mvke_tf.data.arrays import arrays_dataset
 
-    ds = tf.data.Dataset.from_tensor_slices((dict(features), dict(labels)))
-    if shuffle:
-        n = len(next(iter(labels.values())))
-        ds = ds.shuffle(max(n, 1), seed=seed, reshuffle_each_iteration=True)
-    return ds.repeat(num_epochs).batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    return arrays_dataset(features, labels, batch_size, shuffle, seed, num_epochs)
 
 
 def genre_names(format: str) -> tuple[str, ...]:

@@ -118,7 +118,7 @@ class MultiDomainDataConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def feature_specs(max_tags: int = 3) -> tuple[FieldSpec, ...]:
+def fields(max_tags: int = 3) -> tuple[FieldSpec, ...]:
     """The model inputs: the generator's 26 user fields plus the ad's tag field (27 fields).
 
     The ``domain`` column is not a field: models read it as the domain indicator.
@@ -149,7 +149,7 @@ def generate(config: MultiDomainDataConfig) -> dict[str, Any]:
       arrays, multi-valued fields ``|``-joined, missing statistics NaN), and
       ``oracle_auc[split][domain][task]`` is the AUC of the true probabilities.
     """
-    from mvke_tf.metrics import auc
+    from mvke_tf.metrics import auc_or_nan
 
     c = config
     world = synthetic.SyntheticWorld(c.synthetic_config())
@@ -215,7 +215,7 @@ def generate(config: MultiDomainDataConfig) -> dict[str, Any]:
             oracle[s][d] = {}
             for t, p in zip(TASKS, synthetic.PROB_COLUMNS):
                 y = cols[t][m]
-                oracle[s][d][t] = auc(y, cols[p][m]) if 0 < y.sum() < len(y) else float("nan")
+                oracle[s][d][t] = auc_or_nan(y, cols[p][m])
     out["oracle_auc"] = oracle
     out["config"] = c.to_dict()
     return out
@@ -230,7 +230,7 @@ def to_features(
     ``""``, numeric ``[N]`` float32 (NaN = missing), and ``domain`` ``[N]`` int32.
     Labels: ``{task: [N] float32}``.
     """
-    specs = specs or feature_specs()
+    specs = specs or fields()
     feats: dict[str, np.ndarray] = {}
     for s in specs:
         v = cols[s.name]
@@ -258,33 +258,16 @@ def make_dataset(
     repeat: bool = False,
 ):
     """A ``tf.data.Dataset`` of ``(features, labels)`` batches from :func:`to_features` output."""
-    import tensorflow as tf
+    from mvke_tf.data.arrays import arrays_dataset
 
-    n = len(next(iter(labels.values())))
-    # Whole columns live in memory as tensors; the pipeline shuffles row indices and
-    # gathers whole batches (far cheaper than shuffling string rows one by one).
-    feats = {k: tf.constant(v) for k, v in features.items()}
-    labs = {k: tf.constant(v) for k, v in labels.items()}
-    ds = tf.data.Dataset.range(n)
-    if shuffle:
-        ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size).map(
-        lambda idx: (
-            {k: tf.gather(v, idx) for k, v in feats.items()},
-            {k: tf.gather(v, idx) for k, v in labs.items()},
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return arrays_dataset(features, labels, batch_size, shuffle, seed, num_epochs=None if repeat else 1)
 
 
 __all__ = [
     "DOMAIN_FIELD",
     "TASKS",
     "MultiDomainDataConfig",
-    "feature_specs",
+    "fields",
     "generate",
     "make_dataset",
     "to_features",

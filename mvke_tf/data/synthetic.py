@@ -600,7 +600,7 @@ def generate(
     Returns:
       The metadata dict also written to ``metadata.json``.
     """
-    from mvke_tf.metrics import auc
+    from mvke_tf.metrics import auc_or_nan
 
     bad = set(formats) - {"csv", "tfrecord"}
     if bad or not formats:
@@ -635,7 +635,7 @@ def generate(
     oracle = {}
     for t in LABELS:
         y, p = np.concatenate(eval_labels[t]), np.concatenate(eval_probs[t])
-        oracle[t] = auc(y, p) if 0 < y.sum() < len(y) else float("nan")
+        oracle[t] = auc_or_nan(y, p)
     meta = {
         "generator": config.to_dict(),
         "columns": columns(),

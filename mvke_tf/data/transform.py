@@ -27,6 +27,9 @@ import tensorflow as tf
 
 from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 
+DEFAULT_NUM_BUCKETS = 10
+"""Quantile buckets per numeric field (its transformed field has ``DEFAULT_NUM_BUCKETS + 1`` ids)."""
+
 # Path prefixes kept per hierarchical id; the same depth the library's string path uses.
 HIERARCHY_DEPTH = 4
 MISSING_ID = -1

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
@@ -65,19 +61,6 @@ def describe_signatures(export_dir: str | os.PathLike, signatures: Iterable[str]
         lines += _tensors("output", sig.outputs)
         lines.append(f"  Method name is: {sig.method_name}")
     return "\n".join(lines) + "\n"
-
-
-def saved_model_cli_show(export_dir: str | os.PathLike) -> str:
-    """The output of the real ``saved_model_cli show --dir D --all`` (next to this Python, or on PATH)."""
-    exe = Path(sys.executable).with_name("saved_model_cli")
-    cli = str(exe) if exe.exists() else shutil.which("saved_model_cli")
-    if cli is None:
-        raise FileNotFoundError("saved_model_cli not found; it ships with the tensorflow package")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [cli, "show", "--dir", os.fspath(export_dir), "--all"], capture_output=True, text=True, check=True, env=env
-    )
-    return result.stdout
 
 
 def saved_model_ops(export_dir: str | os.PathLike) -> set[str]:

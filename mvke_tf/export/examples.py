@@ -81,7 +81,9 @@ def _other_feature(v: Any) -> tf.train.Feature | None:
 
 
 def examples_from_rows(
-    rows: Mapping[str, Sequence], feature_config: FeatureConfig, dtypes: Mapping[str, tf.DType] | None = None
+    rows: Mapping[str, Sequence],
+    feature_config: FeatureConfig | None,
+    dtypes: Mapping[str, tf.DType] | None = None,
 ) -> list[bytes]:
     """Columns of rows -> one serialized ``tf.Example`` per row.
 
@@ -106,7 +108,7 @@ def examples_from_rows(
     if len(set(lengths.values())) > 1:
         raise ValueError(f"examples_from_rows: columns have different lengths {lengths}; give one value per row")
     n = next(iter(lengths.values()), 0)
-    fields = {f.name: f for f in (*feature_config.user_fields, feature_config.tag_field)}
+    fields = {f.name: f for f in (*feature_config.user_fields, feature_config.tag_field)} if feature_config else {}
     out = []
     for i in range(n):
         feats = {}

@@ -1,158 +1,196 @@
-"""SavedModel export with three signatures, saved with ``tf.saved_model.save``.
+"""SavedModel export: one signature builder for every model family, the library's and the pipeline's.
 
-The contract (the same for the pipeline's export, :func:`pipelines.trainer.signatures`):
+The input step is the builder's parameter, as in the TFX examples' ``make_serving_signatures``:
+:class:`RawInputs` (the library: raw ``tf.Example`` parsed as the model's fields, which the model
+hashes in its graph) or the pipeline's Transform step (:class:`pipelines.trainer.TransformInputs`:
+the same parsing, then the Transform graph). The family (:mod:`mvke_tf.models.family`) says which
+signatures a model has. The contract:
 
-* ``serving_default``: ``examples: string [batch]`` (serialized raw ``tf.Example``) -> per task
-  probability ``[batch]`` named by task (``click``, ``conversion``): pair scoring, the tag in the example.
-* ``user_tower``: ``examples: string [batch]`` (serialized raw ``tf.Example`` with the user fields; other
-  features are ignored, missing ones count as missing) -> per task ``<task>_experts [batch, S_task, d_out]``
-  (MVKE: the VKE outputs after the value projection; other models: the user embedding, ``S_task = 1``).
-* ``tag_tower``: ``tags: string [batch]`` (one raw tag each) -> per task ``<task>_embedding [batch, d_out]``,
-  ``<task>_gate [batch, S_task]`` (the VKG weights; 1 for non-MVKE models) and ``<task>_bias [batch]``
-  (the task's score bias, repeated per row; cosine-score models add ``<task>_scale [batch]``).
+* ``serving_default`` (every family): ``examples: string [batch]`` (serialized raw ``tf.Example``) ->
+  the model's outputs ``[batch]`` named by task (``click``, ``conversion``; ranking models with ESMM add
+  ``cvr`` and ``rank_score``). Features the client leaves out count as missing; labels and other
+  columns are ignored. A multi-domain model reads the domain id as one of the features.
+* ``user_tower`` (user tagging): ``examples: string [batch]`` (the user fields) -> per task
+  ``<task>_experts [batch, S_task, d_out]`` (MVKE: the VKE outputs after the value projection; other
+  models: the user embedding, ``S_task = 1``).
+* ``tag_tower`` (user tagging): ``tags: string [batch]`` (one raw tag each) -> per task
+  ``<task>_embedding [batch, d_out]``, ``<task>_gate [batch, S_task]`` (the VKG weights; 1 for non-MVKE
+  models) and ``<task>_bias [batch]`` (cosine-score models add ``<task>_scale [batch]``).
 
 Fast prediction from the two towers: ``p = sigmoid(sum_s gate_s * <experts_s, embedding> + bias)``
-(dot score). Warm-up requests for TF Serving are written to ``assets.extra/tf_serving_warmup_requests``
-(:mod:`mvke_tf.export.warmup`). Only standard TF ops (string hashing, bucketize, dense math): TF
-Serving loads the SavedModel as is.
+(dot score). Warm-up requests for TF Serving, one per signature, are written once, to
+``assets.extra/tf_serving_warmup_requests`` (:mod:`mvke_tf.export.warmup`). Only standard TF ops
+(string hashing, bucketize, dense math, assertions): TF Serving loads the SavedModel as it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
-from mvke_tf.config import MULTI_VALUED, FeatureConfig
-from mvke_tf.data.dataset import example_parse_spec, parse_examples
+from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 from mvke_tf.export.examples import dummy_rows, dummy_tags, examples_from_rows
-from mvke_tf.export.warmup import DEFAULT_MODEL_NAME, standard_requests, write_warmup_requests
+from mvke_tf.export.warmup import DEFAULT_MODEL_NAME, write_warmup_requests
+from mvke_tf.models.family import family_of
 
 SIGNATURES = ("serving_default", "user_tower", "tag_tower")
 EXAMPLES_INPUT = "examples"  # serving_default, user_tower: serialized tf.Example [batch]
 TAGS_INPUT = "tags"  # tag_tower: one raw tag per row [batch]
 
 
-def feature_specs(feature_config: FeatureConfig, user_only: bool = False) -> dict[str, tf.TensorSpec]:
-    """Specs of the parsed raw features: strings ``[B]`` / ``[B, max_values]``, numerics float ``[B]``."""
-    fields = feature_config.user_fields if user_only else (*feature_config.user_fields, feature_config.tag_field)
-    specs = {}
+def fields_parse_spec(
+    fields: Sequence[FieldSpec], extra: Mapping[str, tf.io.FixedLenFeature] | None = None
+) -> dict[str, Any]:
+    """``tf.io.parse_example`` features of ``fields``: a missing categorical is ``""``, a missing number
+    NaN, a multi-valued field a ragged list; ``extra``: more features (a ranker's dense inputs, the
+    domain id), as they are."""
+    spec: dict[str, Any] = {}
     for f in fields:
-        if f.kind == "numeric":
-            specs[f.name] = tf.TensorSpec([None], tf.float32, name=f.name)
-        elif f.kind == "multi_valued":
-            specs[f.name] = tf.TensorSpec([None, f.max_values], tf.string, name=f.name)
+        if f.kind == MULTI_VALUED:
+            spec[f.name] = tf.io.RaggedFeature(tf.string)
+        elif f.kind == NUMERIC:
+            spec[f.name] = tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
         else:
-            specs[f.name] = tf.TensorSpec([None], tf.string, name=f.name)
-    return specs
+            spec[f.name] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    spec.update(extra or {})
+    return spec
+
+
+def parse_fields(
+    serialized: tf.Tensor, fields: Sequence[FieldSpec], extra: Mapping[str, tf.io.FixedLenFeature] | None = None
+) -> dict[str, tf.Tensor]:
+    """Serialized ``tf.Example`` ``[B]`` -> ``{field: [B]}`` (multi-valued: ``[B, max_values]``, cut and
+    padded with ``""``) plus ``extra``'s features."""
+    parsed = tf.io.parse_example(serialized, fields_parse_spec(fields, extra))
+    for f in fields:
+        if f.kind == MULTI_VALUED:
+            parsed[f.name] = parsed[f.name].to_tensor(default_value="", shape=[None, f.max_values])
+    return parsed
+
+
+class RawInputs:
+    """The library's input step: raw ``tf.Example`` parsed as the model's fields (the model hashes the
+    raw values itself); raw tags as they are."""
+
+    def attach(self, model: tf.keras.Model) -> None:
+        """Called once before tracing: an input step with state (a Transform layer) hangs it on ``model``."""
+
+    def features(
+        self,
+        serialized: tf.Tensor,
+        fields: Sequence[FieldSpec],
+        extra: Mapping[str, tf.io.FixedLenFeature] | None = None,
+    ) -> dict[str, tf.Tensor]:
+        """The model's inputs ``fields`` (and ``extra``) from serialized examples ``[B]``."""
+        return parse_fields(serialized, fields, extra)
+
+    def tags(self, tags: tf.Tensor, tag_field: FieldSpec) -> tf.Tensor:
+        """The tag tower's input from raw tags ``[B]``."""
+        return tags
+
+    def signatures(self) -> dict[str, tf.types.experimental.GenericFunction]:
+        """Signatures of the input step itself (the pipeline's ``transform_features``)."""
+        return {}
 
 
 def parse_user_examples(serialized: tf.Tensor, feature_config: FeatureConfig) -> dict[str, tf.Tensor]:
-    """Serialized ``tf.Example`` ``[B]`` -> the user fields, as :func:`~mvke_tf.data.dataset.parse_examples`.
-
-    Missing features get the defaults (``""``, NaN, an empty list); multi-valued lists are truncated
-    and padded to ``max_values``.
-    """
-    names = [f.name for f in feature_config.user_fields]
-    parsed = tf.io.parse_example(serialized, example_parse_spec(feature_config, names))
-    features = {}
-    for f in feature_config.user_fields:
-        x = parsed[f.name]
-        if f.kind == MULTI_VALUED:
-            x = x.to_tensor(default_value="", shape=[None, f.max_values])
-        features[f.name] = x
-    return features
+    """Serialized ``tf.Example`` ``[B]`` -> the user fields, as ``user_tower`` parses them."""
+    return parse_fields(serialized, feature_config.user_fields)
 
 
-def user_tower_outputs(model: tf.keras.Model, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    """The ``user_tower`` signature's outputs: ``<task>_experts [B, S_task, d_out]``."""
-    return {f"{t}_experts": v for t, v in model.user_tower_outputs(features, training=False).items()}
-
-
-def tag_tower_outputs(model: tf.keras.Model, tags: tf.Tensor) -> dict[str, tf.Tensor]:
-    """The ``tag_tower`` signature's outputs.
-
-    ``<task>_embedding [B, d_out]``, ``<task>_gate [B, S_task]``, ``<task>_bias [B]`` and, for
-    cosine-score models, ``<task>_scale [B]``.
-    """
-    out = {}
-    for t, (e, w) in model.tag_tower_outputs(tags, training=False).items():
-        out[f"{t}_embedding"] = e
-        out[f"{t}_gate"] = w
-        ones = tf.ones_like(e[:, 0])
-        out[f"{t}_bias"] = ones * tf.cast(model.score_bias[t], e.dtype)
-        if model.model_config.score == "cosine":
-            out[f"{t}_scale"] = ones * tf.cast(model.cosine_scale[t], e.dtype)
-    return out
-
-
-def serving_functions(model: tf.keras.Model) -> dict[str, tf.types.experimental.ConcreteFunction]:
-    """The three signature functions of ``model``, traced."""
-    fc = model.feature_config
+def serving_functions(
+    model: tf.keras.Model, inputs: RawInputs | None = None
+) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    """The traced signatures of ``model``'s family (see the module docstring), over ``inputs``
+    (default: :class:`RawInputs`), plus the input step's own."""
+    inputs = inputs or RawInputs()
+    inputs.attach(model)
+    family = family_of(model)
+    extra = family.extra_inputs(model)
     examples = tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
 
     @tf.function(input_signature=[examples])
-    def serving_default(examples):
-        return model(parse_examples(examples, fc), training=False)
+    def serving_default(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return family.serve(model, inputs.features(examples, model.fields, extra))
 
     @tf.function(input_signature=[examples])
-    def user_tower(examples):
-        return user_tower_outputs(model, parse_user_examples(examples, fc))
+    def user_tower(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        return family.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TAGS_INPUT)])
-    def tag_tower(tags):
-        return tag_tower_outputs(model, tags)
+    def tag_tower(tags: tf.Tensor) -> dict[str, tf.Tensor]:
+        return family.tag_tower_outputs(model, inputs.tags(tags, model.feature_config.tag_field))
 
-    return {
-        "serving_default": serving_default.get_concrete_function(),
-        "user_tower": user_tower.get_concrete_function(),
-        "tag_tower": tag_tower.get_concrete_function(),
-    }
+    builders = {"serving_default": serving_default, "user_tower": user_tower, "tag_tower": tag_tower}
+    functions = {name: builders[name] for name in family.signatures}
+    functions.update(inputs.signatures())
+    return {name: fn.get_concrete_function() for name, fn in functions.items()}
 
 
-def write_warmup(
-    export_dir: str | Path,
-    feature_config: FeatureConfig,
-    examples: list[bytes] | None = None,
-    tags: list[str] | None = None,
-    model_name: str = DEFAULT_MODEL_NAME,
+def warmup_requests(
+    model: tf.keras.Model,
+    examples: Sequence[bytes] | None = None,
+    tags: Sequence[str] | None = None,
+    feature_config: FeatureConfig | None = None,
     dtypes: Mapping[str, tf.DType] | None = None,
-) -> str:
-    """Writes the warm-up file: one request per signature of :data:`SIGNATURES`.
+) -> dict[str, dict[str, Any]]:
+    """One small request per serving signature of ``model``'s family.
 
     Args:
-      export_dir: the SavedModel directory.
-      feature_config: the raw feature config (for the made-up rows).
-      examples: serialized ``tf.Example`` for ``serving_default`` and ``user_tower``; default: two made-up rows.
+      examples: serialized ``tf.Example`` for the signatures on examples; default: two made-up rows of
+        ``feature_config`` (default: the model's own, where it has one), else two empty examples.
       tags: raw tags for ``tag_tower``; default: two made-up tags.
-      model_name: the requests' ``model_spec.name`` (TF Serving does not check it for warm-up).
-      dtypes: raw column types of the made-up rows (see :func:`~mvke_tf.export.examples_from_rows`), e.g. the
-        pipeline's raw feature spec's, so that the made-up examples parse.
+      feature_config: the raw feature config of the made-up rows.
+      dtypes: raw column types of the made-up rows (see :func:`~mvke_tf.export.examples_from_rows`), e.g.
+        a pipeline's raw feature spec's, so that they parse.
     """
+    import numpy as np
+
+    fc = feature_config or getattr(model, "feature_config", None)
+    family = family_of(model)
     if examples is None:
-        examples = examples_from_rows(dummy_rows(feature_config, 2, dtypes=dtypes), feature_config, dtypes)
-    if tags is None:
-        tags = dummy_tags(feature_config, 2)
-    return write_warmup_requests(export_dir, standard_requests(examples, tags), model_name)
+        rows = dummy_rows(fc, 2, dtypes=dtypes) if fc is not None else {}
+        rows.update(family.made_up_columns(model, 2))
+        examples = examples_from_rows(rows, fc, dtypes) if rows else [tf.train.Example().SerializeToString()] * 2
+    batch = np.array(list(examples), dtype=object)
+    requests: dict[str, dict[str, Any]] = {}
+    for name in family.signatures:
+        if name == "tag_tower":
+            raw = tags if tags is not None else dummy_tags(fc, 2)
+            encoded = [t.encode() if isinstance(t, str) else t for t in raw]
+            requests[name] = {TAGS_INPUT: np.array(encoded, dtype=object)}
+        else:
+            requests[name] = {EXAMPLES_INPUT: batch}
+    return requests
 
 
 def export_saved_model(
     model: tf.keras.Model,
     export_dir: str | Path,
+    inputs: RawInputs | None = None,
+    *,
     warmup_examples: list[bytes] | None = None,
     warmup_tags: list[str] | None = None,
+    feature_config: FeatureConfig | None = None,
+    dtypes: Mapping[str, tf.DType] | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
 ) -> Path:
-    """Saves ``model`` as a SavedModel with the three signatures and warm-up requests; returns the directory.
+    """Saves ``model`` (any family) with its signatures and warm-up requests; returns the directory.
 
     Args:
-      model: a built :class:`~mvke_tf.models.UserTagModel`.
-      export_dir: the SavedModel directory (for TF Serving: ``<model base path>/<version>``).
-      warmup_examples: serialized ``tf.Example`` for the warm-up requests (e.g. from
-        :func:`~mvke_tf.export.examples_from_rows`); default: two made-up rows.
-      warmup_tags: tags for the ``tag_tower`` warm-up request; default: two made-up tags.
+      model: a built model.
+      export_dir: the SavedModel directory (for TF Serving: ``<model base path>/<version>``); may be a
+        GCS path.
+      inputs: the input step (default: :class:`RawInputs`).
+      warmup_examples, warmup_tags, feature_config, dtypes: the warm-up requests' content, as in
+        :func:`warmup_requests`.
+      model_name: the warm-up requests' ``model_spec.name`` (TF Serving does not check it).
     """
-    export_dir = Path(export_dir)
-    tf.saved_model.save(model, str(export_dir), signatures=serving_functions(model))
-    write_warmup(export_dir, model.feature_config, warmup_examples, warmup_tags)
-    return export_dir
+    tf.saved_model.save(model, str(export_dir), signatures=serving_functions(model, inputs))
+    requests = warmup_requests(model, warmup_examples, warmup_tags, feature_config, dtypes)
+    write_warmup_requests(export_dir, requests, model_name)
+    return Path(export_dir)

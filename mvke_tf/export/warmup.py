@@ -13,7 +13,7 @@ writes the file.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -88,13 +88,3 @@ def read_warmup_requests(export_dir: str | os.PathLike) -> list:
 
     path = os.path.join(os.fspath(export_dir), WARMUP_PATH)
     return [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in tf.data.TFRecordDataset(path)]
-
-
-def standard_requests(examples: Sequence[bytes], tags: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
-    """The warm-up requests of the three signatures: ``examples`` for the example-parsing ones, ``tags``."""
-    ex = np.array(list(examples), dtype=object)
-    return {
-        "serving_default": {"examples": ex},
-        "user_tower": {"examples": ex},
-        "tag_tower": {"tags": np.array([t.encode() if isinstance(t, str) else t for t in tags], dtype=object)},
-    }

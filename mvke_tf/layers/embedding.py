@@ -131,4 +131,22 @@ class FieldsEmbedding(tf.keras.layers.Layer):
         return {**super().get_config(), "specs": [s.to_dict() for s in self.specs], "dim": self.dim, "l2": self.l2}
 
 
-__all__ = ["FieldEmbedding", "FieldsEmbedding", "field_ids", "CATEGORICAL", "MULTI_VALUED", "NUMERIC"]
+__all__ = ["FieldEmbedding", "FieldsEmbedding", "field_ids", "missing_inputs", "CATEGORICAL", "MULTI_VALUED", "NUMERIC"]
+
+
+def missing_inputs(
+    fields: Sequence[FieldSpec], batch: int = 2, dense_fields: Sequence[str] = ()
+) -> dict[str, tf.Tensor]:
+    """An all-missing input batch for ``fields`` (and float zeros ``[batch]`` per dense input), with
+    the dtypes and shapes :class:`FieldsEmbedding` reads: used to create a model's weights."""
+    out: dict[str, tf.Tensor] = {}
+    for f in fields:
+        if f.kind == NUMERIC:
+            out[f.name] = tf.fill([batch], float("nan"))
+        elif f.kind == MULTI_VALUED:
+            out[f.name] = tf.fill([batch, f.max_values], "")
+        else:
+            out[f.name] = tf.fill([batch], "")
+    for name in dense_fields:
+        out[name] = tf.zeros([batch], tf.float32)
+    return out

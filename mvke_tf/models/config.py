@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
-from typing import Any
 
-from mvke_tf.config import ConfigError
+from mvke_tf.config import ConfigError, SerializableConfig
 
 # Model variants (the MVKE paper's Table 3 line-up). All share the embedding and DeepFM
 # blocks and a hard-shared tag tower; they differ in the user tower.
@@ -17,7 +15,7 @@ ASSIGNED_TYPES = ("cgc", "mvke_mt")
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(SerializableConfig):
     """Architecture and sizes. Defaults follow the MVKE paper's Table 5.
 
     Attributes:
@@ -43,6 +41,8 @@ class ModelConfig:
         sigmoid(s * cos(u, t) + b) with a learned scale s).
       shared_vke_tower: one interaction tower's weights for all VKEs (the code's ``shared_model``).
     """
+
+    config_name = "model config"
 
     model_type: str = "two_tower"
     tasks: tuple[str, ...] = ("click", "conversion")
@@ -148,19 +148,6 @@ class ModelConfig:
     def output_dim(self) -> int:
         return self.top_units[-1]
 
-    def to_dict(self) -> dict[str, Any]:
-        def plain(v: Any) -> Any:
-            return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
-
-        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"model config: unknown key(s) {unknown}; fix: use only {sorted(known)}")
-        return cls(**dict(d))
 
     def scaled(self, factor: float) -> ModelConfig:
         """A copy with every hidden layer scaled by ``factor`` (for fast tests / CPU runs).

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from mvke_tf.config import ConfigError, FieldSpec
-from mvke_tf.layers.embedding import FieldsEmbedding
+from mvke_tf.config import ConfigError, FieldSpec, SerializableConfig
+from mvke_tf.layers.embedding import FieldsEmbedding, missing_inputs
 from mvke_tf.layers.multidomain import FusedExperts, GroupedMLP, StarDomainLayer
 
 MULTIDOMAIN_MODEL_TYPES = ("m3oe", "mlp", "shared_bottom", "mmoe", "ple", "star")
@@ -47,7 +47,7 @@ SETTINGS = ("mdmt", "mtl_per_domain", "mdl_per_task")
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiDomainConfig:
+class MultiDomainConfig(SerializableConfig):
     """Architecture of an MDMT model. Sizes default to a CPU-scale version of the paper's.
 
     Attributes:
@@ -69,6 +69,8 @@ class MultiDomainConfig:
       fusion_init: initial raw value of the fusion weights (sigmoid(1.0) = 0.73).
       domain_feature: the feature holding each sample's domain id.
     """
+
+    config_name = "multi-domain config"
 
     model_type: str = "m3oe"
     domains: int = 3
@@ -132,25 +134,13 @@ class MultiDomainConfig:
         if not self.domain_feature:
             raise ConfigError("domain_feature: empty; fix: name the feature holding the domain id")
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> MultiDomainConfig:
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"multi-domain config: expected a mapping, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"multi-domain config: unknown key(s) {unknown}; fix: use only {sorted(known)}")
-        return cls(**dict(d))
 
 
 @tf.keras.utils.register_keras_serializable(package="mvke_tf")
 class MultiDomainModel(tf.keras.Model):
     """An MDMT model: feature dict (with the domain id) -> ``{task: probability [B]}``.
 
-    Inputs: the fields of ``feature_specs`` (see
+    Inputs: the fields of ``fields`` (see
     :class:`~mvke_tf.layers.embedding.FieldsEmbedding`) and ``config.domain_feature``,
     ``[B]`` integer domain ids in ``[0, D)``. Internally: embeddings ``[B, F, d]`` ->
     ``x [B, F * d]`` -> body -> per (domain, task) representation ``[B, D, T, h]`` (or
@@ -161,15 +151,16 @@ class MultiDomainModel(tf.keras.Model):
     def __init__(
         self,
         config: MultiDomainConfig | Mapping[str, Any],
-        feature_specs: Sequence[FieldSpec | Mapping[str, Any]],
+        fields: Sequence[FieldSpec | Mapping[str, Any]],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.config_ = config if isinstance(config, MultiDomainConfig) else MultiDomainConfig.from_dict(config)
-        self.feature_specs = tuple(s if isinstance(s, FieldSpec) else FieldSpec.from_dict(s) for s in feature_specs)
-        c = self.config_
+        self.config = config if isinstance(config, MultiDomainConfig) else MultiDomainConfig.from_dict(config)
+        self.fields = tuple(s if isinstance(s, FieldSpec) else FieldSpec.from_dict(s) for s in fields)
+        self.tasks = self.config.tasks
+        c = self.config
         d, t = c.domains, len(c.tasks)
-        self.embedding = FieldsEmbedding(self.feature_specs, c.embedding_dim, name="embedding")
+        self.embedding = FieldsEmbedding(self.fields, c.embedding_dim, name="embedding")
         self.star = self.fused = self.bottom = self.experts = self.specific = self.gates = None
         if c.model_type in ("star", "m3oe"):
             self.star = StarDomainLayer(d, c.bottom_units, c.skip_units, name="star")
@@ -198,13 +189,9 @@ class MultiDomainModel(tf.keras.Model):
         self.fusion_optimizer: tf.keras.optimizers.Optimizer | None = None
 
     # ------------------------------------------------------------------ forward
-    @property
-    def mdmt_config(self) -> MultiDomainConfig:
-        return self.config_
-
     def _representation(self, x: tf.Tensor, domain: tf.Tensor) -> tf.Tensor:
         """``x [B, in]`` -> ``[B, D*T, h]`` (one row per tower) or ``[B, h]`` (shared by all)."""
-        c = self.config_
+        c = self.config
         d, t = c.domains, len(c.tasks)
         if c.model_type == "star":
             return self.star(x, domain)
@@ -225,12 +212,35 @@ class MultiDomainModel(tf.keras.Model):
         gates = tf.nn.softmax(tf.reshape(self.gates(x), [-1, d * t, k]), axis=-1)
         return tf.einsum("bgk,bkh->bgh", gates, experts)
 
+    def _domain_ids(self, domain: tf.Tensor) -> tf.Tensor:
+        """``[B]`` domain ids as int32, checked to lie in ``[0, D)``: an id out of range must fail (in
+        serving: INVALID_ARGUMENT), not read another domain's tower or a clipped one."""
+        c = self.config
+        domain = tf.cast(domain, tf.int32)
+        message = (
+            f"{c.domain_feature}: a domain id outside [0, {c.domains}) (the model has {c.domains} domains); "
+            f"fix: send each example's {c.domain_feature} as an integer in 0..{c.domains - 1}"
+        )
+        with tf.control_dependencies(
+            [
+                tf.debugging.assert_non_negative(domain, message=message),
+                tf.debugging.assert_less(domain, tf.constant(c.domains, tf.int32), message=message),
+            ]
+        ):
+            return tf.identity(domain)
+
+    def build_weights(self) -> None:
+        """Creates the weights with an all-missing batch of domain 0."""
+        inputs = missing_inputs(self.fields)
+        inputs[self.config.domain_feature] = tf.zeros([2], tf.int32)
+        self(inputs)
+
     def logits(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> tf.Tensor:
         """Each sample's own-domain tower logits, ``[B, T]`` (tasks in config order)."""
-        c = self.config_
+        c = self.config
         if c.domain_feature not in features:
             raise KeyError(f"input features lack the domain id '{c.domain_feature}'")
-        domain = tf.cast(features[c.domain_feature], tf.int32)
+        domain = self._domain_ids(features[c.domain_feature])
         emb = self.embedding(features)  # [B, F, d]
         x = tf.reshape(emb, [-1, emb.shape[1] * emb.shape[2]])
         rep = self._representation(x, domain)
@@ -240,7 +250,7 @@ class MultiDomainModel(tf.keras.Model):
 
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
         probs = tf.sigmoid(self.logits(features, training=training))
-        return {task: tf.identity(probs[:, i], name=task) for i, task in enumerate(self.config_.tasks)}
+        return {task: tf.identity(probs[:, i], name=task) for i, task in enumerate(self.config.tasks)}
 
     # --------------------------------------------------------------------- loss
     def mdmt_loss(
@@ -250,11 +260,11 @@ class MultiDomainModel(tf.keras.Model):
 
         Domains absent from the batch contribute 0 (the count is floored at 1).
         """
-        c = self.config_
+        c = self.config
         logits = self.logits(features, training=training)  # [B, T]
         y = tf.stack([tf.cast(tf.reshape(labels[t], [-1]), tf.float32) for t in c.tasks], axis=1)
         bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits)  # [B, T]
-        onehot = tf.one_hot(tf.cast(features[c.domain_feature], tf.int32), c.domains)  # [B, D]
+        onehot = tf.one_hot(self._domain_ids(features[c.domain_feature]), c.domains)  # [B, D]
         per_domain = tf.einsum("bd,bt->dt", onehot, bce) / tf.maximum(tf.reduce_sum(onehot, 0), 1.0)[:, None]
         loss = tf.reduce_sum(per_domain)
         if self.losses:
@@ -272,7 +282,7 @@ class MultiDomainModel(tf.keras.Model):
     @property
     def main_variables(self) -> list[tf.Variable]:
         """What the main optimiser trains: everything but alpha / beta in bilevel mode."""
-        if self.config_.fusion == "bilevel":
+        if self.config.fusion == "bilevel":
             fusion = {id(v) for v in self.fusion_variables}
             return [v for v in self.trainable_variables if id(v) not in fusion]
         return list(self.trainable_variables)
@@ -319,13 +329,13 @@ class MultiDomainModel(tf.keras.Model):
     def get_config(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "config": self.config_.to_dict(),
-            "feature_specs": [s.to_dict() for s in self.feature_specs],
+            "config": self.config.to_dict(),
+            "fields": [s.to_dict() for s in self.fields],
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> MultiDomainModel:
-        return cls(**config)
+        return cls(config["config"], config["fields"], name=config.get("name"))
 
 
 def train_multidomain(
@@ -361,7 +371,7 @@ def train_multidomain(
             optimizer=tf.keras.optimizers.Adam(learning_rate),
             fusion_optimizer=tf.keras.optimizers.Adam(fusion_learning_rate),
         )
-    c = model.mdmt_config
+    c = model.config
     fusing = bool(model.fusion_variables)
     if fusing and c.fusion == "bilevel" and val is None:
         raise ValueError("bilevel fusion needs validation batches; fix: pass val=...")
@@ -399,7 +409,7 @@ def _rows(
 def fit_predict_in_setting(
     setting: str,
     config: MultiDomainConfig,
-    feature_specs: Sequence[FieldSpec | Mapping[str, Any]],
+    fields: Sequence[FieldSpec | Mapping[str, Any]],
     train: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
     val: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
     test_features: Mapping[str, np.ndarray],
@@ -421,7 +431,7 @@ def fit_predict_in_setting(
     Args:
       setting: one of ``SETTINGS``.
       config: the model's config (its ``domains`` and ``tasks`` describe the data).
-      feature_specs: the embedded fields.
+      fields: the embedded fields.
       train, val: ``(features, labels)`` numpy dicts (:func:`mvke_tf.data.multidomain.to_features`).
       test_features: the test rows' features.
       epochs, batch_size, learning_rate, fusion_learning_rate, seed: as in :func:`train_multidomain`.
@@ -442,7 +452,7 @@ def fit_predict_in_setting(
     n_test = len(np.asarray(test_features[dom]))
 
     def fit_predict(cfg: MultiDomainConfig, tr: Any, va: Any, te: Mapping[str, np.ndarray]) -> Any:
-        model = MultiDomainModel(cfg, feature_specs)
+        model = MultiDomainModel(cfg, fields)
         train_multidomain(
             model,
             make_dataset(*tr, batch_size=batch_size, seed=seed),
@@ -496,7 +506,7 @@ def fit_predict_in_setting(
 def predict_multidomain(model: MultiDomainModel, batches: Iterable[Any]) -> dict[str, np.ndarray]:
     """``{task: [N] probabilities}`` over ``(features, ...)`` batches, in order."""
     step = tf.function(model.call)
-    out: dict[str, list[np.ndarray]] = {t: [] for t in model.mdmt_config.tasks}
+    out: dict[str, list[np.ndarray]] = {t: [] for t in model.config.tasks}
     for batch in batches:
         features = batch[0] if isinstance(batch, tuple) else batch
         for t, p in step(features).items():
@@ -513,10 +523,7 @@ def mdmt_metrics(
     ``total_auc`` is the official code's "total AUC" (per task over all samples, then the
     mean over tasks). A (domain, task) with one class only gets NaN and is left out of means.
     """
-    from mvke_tf.metrics import auc
-
-    def safe_auc(y: np.ndarray, p: np.ndarray) -> float:
-        return auc(y, p) if 0 < y.sum() < len(y) else float("nan")
+    from mvke_tf.metrics import auc_or_nan as safe_auc
 
     per: dict[int, dict[str, float]] = {}
     for d in range(num_domains):

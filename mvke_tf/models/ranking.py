@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from mvke_tf.config import MULTI_VALUED, NUMERIC, ConfigError, FeatureConfig, FieldSpec
-from mvke_tf.layers.embedding import FieldsEmbedding
+from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec, SerializableConfig
+from mvke_tf.layers.embedding import FieldsEmbedding, missing_inputs
 from mvke_tf.layers.interaction import MLP, FactorizationMachine
 from mvke_tf.layers.ranking import ExtractionLayer, MixtureOfExperts, ranking_score
-from mvke_tf.models.compiling import compile_per_task
 
 RANKING_TYPES = ("single_task", "shared_bottom", "omoe", "mmoe", "ple")
 # Extra outputs of ESMM models (beside one per task): they carry no loss.
@@ -52,7 +51,7 @@ def _units(name: str, units: tuple[int, ...], allow_empty: bool = False) -> None
 
 
 @dataclasses.dataclass(frozen=True)
-class RankingConfig:
+class RankingConfig(SerializableConfig):
     """Architecture of a multi-task ranking model.
 
     Attributes:
@@ -73,6 +72,8 @@ class RankingConfig:
       dropout: dropout in experts, bottoms and towers.
       embedding_l2: L2 penalty on the embedding tables.
     """
+
+    config_name = "ranking config"
 
     model_type: str = "mmoe"
     tasks: tuple[str, ...] = ("click", "conversion")
@@ -135,16 +136,6 @@ class RankingConfig:
         default = _ESMM_DEFAULT_WEIGHTS if self.esmm else (1.0,) * len(self.tasks)
         return dict(zip(self.tasks, (float(w) for w in (self.task_loss_weights or default))))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RankingConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"ranking config: unknown key(s) {unknown}; fix: use only {sorted(known)}")
-        return cls(**dict(d))
 
 
 APP_STORE = RankingConfig(model_type="mmoe", num_experts=2, fm_cross=True, esmm=True)
@@ -189,7 +180,6 @@ class RankingModel(tf.keras.Model):
         super().__init__(**kwargs)
         self.fields = tuple(f if isinstance(f, FieldSpec) else FieldSpec.from_dict(f) for f in fields)
         self.config = rc = config if isinstance(config, RankingConfig) else RankingConfig.from_dict(config)
-        self.model_config = rc  # the name the trainer and the two-tower models use
         self.dense_fields = tuple(dense_fields)
         if not self.fields:
             raise ConfigError("fields: empty; fix: give the ranking model at least one embedded field")
@@ -315,23 +305,6 @@ class RankingModel(tf.keras.Model):
         return cls(config["fields"], config["config"], config.get("dense_fields", ()))
 
 
-def dummy_ranking_features(
-    fields: Sequence[FieldSpec], dense_fields: Sequence[str] = (), batch: int = 2
-) -> dict[str, tf.Tensor]:
-    """An all-missing batch with the right dtypes and shapes (to create the weights)."""
-    out: dict[str, tf.Tensor] = {}
-    for f in fields:
-        if f.kind == NUMERIC:
-            out[f.name] = tf.fill([batch], float("nan"))
-        elif f.kind == MULTI_VALUED:
-            out[f.name] = tf.fill([batch, f.max_values], "")
-        else:
-            out[f.name] = tf.fill([batch], "")
-    for name in dense_fields:
-        out[name] = tf.zeros([batch], tf.float32)
-    return out
-
-
 def build_ranking_model(
     fields: Sequence[FieldSpec | Mapping[str, Any]],
     config: RankingConfig | Mapping[str, Any],
@@ -341,17 +314,7 @@ def build_ranking_model(
     if not isinstance(config, RankingConfig):
         config = RankingConfig.from_dict(config)
     model = RankingModel(fields, config, dense_fields, name=f"ranking_{config.model_type}")
-    model(dummy_ranking_features(model.fields, model.dense_fields))
-    return model
-
-
-def compile_ranking_model(model: RankingModel, learning_rate: float = 1e-3) -> RankingModel:
-    """Adam, BCE on each task's output with the config's loss weights, AUC per task.
-
-    With ESMM the losses sit on pCTR (click labels) and pCTCVR (click-and-convert labels); the
-    ``cvr`` and ``rank_score`` outputs get none, so pCVR is learnt only through the product.
-    """
-    compile_per_task(model, model.config.loss_weights, learning_rate)
+    model(missing_inputs(model.fields, dense_fields=model.dense_fields))
     return model
 
 

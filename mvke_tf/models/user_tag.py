@@ -18,8 +18,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from mvke_tf.config import FeatureConfig
-from mvke_tf.layers.embedding import FieldEmbedding, FieldsEmbedding
+from mvke_tf.config import FeatureConfig, FieldSpec
+from mvke_tf.layers.embedding import FieldEmbedding, FieldsEmbedding, missing_inputs
 from mvke_tf.layers.experts import mix
 from mvke_tf.layers.interaction import MLP
 from mvke_tf.layers.mvke import VirtualKernelGate
@@ -71,6 +71,16 @@ class UserTagModel(tf.keras.Model):
         self.tag_towers = {t: MLP(mc.tag_units, dropout=mc.dropout, name=f"tag_tower_{t}") for t in self.tasks}
         self.user_tower = make_user_tower(mc)
         self.gates = {t: VirtualKernelGate(mc.gate, name=f"vkg_{t}") for t in self.tasks} if self.is_mvke else {}
+
+    @property
+    def config(self) -> ModelConfig:
+        """The model's config: the attribute every model family has (here also ``model_config``)."""
+        return self.model_config
+
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        """The fields the model reads: the user fields, then the tag field."""
+        return (*self.feature_config.user_fields, self.feature_config.tag_field)
 
     def build(self, input_shape: Any) -> None:
         # One learned logit offset per task: labels are rare (a few % clicks), and a
@@ -157,12 +167,4 @@ def build_model(feature_config: FeatureConfig, model_config: ModelConfig) -> Use
 
 def dummy_features(feature_config: FeatureConfig, batch: int = 2) -> dict[str, tf.Tensor]:
     """A small all-missing feature batch with the right dtypes and shapes (to build weights)."""
-    out: dict[str, tf.Tensor] = {}
-    for spec in (*feature_config.user_fields, feature_config.tag_field):
-        if spec.kind == "numeric":
-            out[spec.name] = tf.fill([batch], float("nan"))
-        elif spec.kind == "multi_valued":
-            out[spec.name] = tf.fill([batch, spec.max_values], "")
-        else:
-            out[spec.name] = tf.fill([batch], "")
-    return out
+    return missing_inputs((*feature_config.user_fields, feature_config.tag_field), batch)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_helpers import gate_spread, randomize_weights
 
 from mvke_tf.data import synthetic
 from mvke_tf.export import (
@@ -41,6 +42,7 @@ def user_rows(n=5):
 
 def export(tmp_path_factory, model_type):
     model = build_model(FC, ModelConfig(model_type=model_type, **TINY))
+    randomize_weights(model, seed=5, stddev=0.15)  # gates far from uniform: a wrong gate fails by orders of magnitude
     for t, b in BIAS.items():
         model.score_bias[t].assign(b)
     path = export_saved_model(model, tmp_path_factory.mktemp(model_type) / "1")
@@ -114,6 +116,8 @@ def test_towers_reproduce_serving_default(which, request):
         np.testing.assert_allclose(tags[f"{t}_embedding"].numpy(), ref_tags[t][0].numpy(), atol=1e-6)
         np.testing.assert_allclose(tags[f"{t}_gate"].numpy(), ref_tags[t][1].numpy(), atol=1e-6)
         np.testing.assert_allclose(tags[f"{t}_bias"].numpy(), np.full(n_t, BIAS[t]), atol=1e-7)
+        if which == "mvke":  # the gates matter: tags route to different mixtures of the VKEs
+            assert gate_spread(tags[f"{t}_gate"].numpy()) > 0.01  # untrained: ~2e-4
     for t in model.tasks:
         big_e = experts[f"{t}_experts"].numpy()  # [U, S, d]
         e, w, b = (tags[f"{t}_{k}"].numpy() for k in ("embedding", "gate", "bias"))  # [T, d], [T, S], [T]

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_helpers import randomize_weights
 
 from mvke_tf import tagging
 from mvke_tf.cli import main
@@ -18,11 +19,13 @@ CFG = synthetic.SyntheticConfig(num_rows=400, num_users=50, num_ads=60, taxonomy
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Synthetic data (4 shards per format, 50 users) and an untrained MVKE-mt SavedModel."""
+    """Synthetic data (4 shards per format, 50 users) and an MVKE-mt SavedModel with random weights
+    (its gates far from uniform, so a wrong gate changes every score)."""
     root = tmp_path_factory.mktemp("tagging")
     synthetic.generate(CFG, root / "data", formats=("csv", "tfrecord"), shard_rows=100)
     tf.keras.utils.set_random_seed(3)
     model = build_model(synthetic.feature_config(), ModelConfig(model_type="mvke_mt").scaled(0.25))
+    randomize_weights(model, seed=3, stddev=0.1)
     export_saved_model(model, root / "model")
     return root
 

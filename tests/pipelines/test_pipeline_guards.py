@@ -12,7 +12,7 @@ from test_schema import BAD_ROWS, corrupt_copy
 from mvke_tf.data import synthetic
 
 DATA = synthetic.SyntheticConfig(num_rows=2000, num_users=200, num_ads=150, taxonomy=(4, 3, 5), seed=3)
-SCHEMA = Path(__file__).parents[1] / "pipelines" / "schemas" / "synthetic.pbtxt"
+SCHEMA = Path(__file__).resolve().parents[2] / "pipelines" / "schemas" / "synthetic.pbtxt"
 
 
 def _write_anomalies(split_dir: Path, **fields: str) -> None:
@@ -83,7 +83,7 @@ def _digest(directory: Path) -> dict[str, str]:
 @pytest.mark.pipeline
 @pytest.mark.slow  # two pipeline runs: make test-slow
 def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
-    from pipelines.__main__ import EXIT_BLOCKED, main
+    from pipelines.__main__ import main
     from pipelines.report import run_report
 
     data = tmp_path / "data"
@@ -119,7 +119,7 @@ def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
     captured = capsys.readouterr()
     with capsys.disabled():
         print(captured.out + captured.err)
-    assert status == EXIT_BLOCKED
+    assert status == 3  # the documented exit status of a blocked run (docs/pipeline.md)
     assert "pushed: nothing" in captured.out
     assert "data validation found" in captured.err and "nothing was pushed" in captured.err
 
@@ -141,3 +141,14 @@ def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
         or len(list((root / "artifacts" / "Trainer" / "model").iterdir())) == 1
     )  # run 2 never trained
     assert _digest(root / "serving") == before  # the pushed model is untouched, no new version
+
+    # Run 3: clean data again, but an AUC floor no model of this size reaches: not blessed, exit 3, no push.
+    floor = [a if a != "0.0" else "0.99" for a in common]
+    status = main(["run", "--data-root", str(data), "--schema", str(SCHEMA), *floor])
+    captured = capsys.readouterr()
+    assert status == 3, captured.out + captured.err
+    report = run_report(root / "metadata.db", "mvke-guards")
+    assert report.blessed is False and report.pushed is None, report
+    lines = {line.split()[0]: line for line in captured.out.splitlines() if line.startswith("  ") and line.split()}
+    assert "NOT BLESSED" in lines["Evaluator"], captured.out
+    assert _digest(root / "serving") == before  # still the model of run 1

@@ -14,7 +14,7 @@ import tensorflow as tf
 from mvke_tf.data import synthetic
 from mvke_tf.metrics import auc
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "pipelines" / "schemas" / "synthetic.pbtxt"
 # Sharp enough that 60 small steps learn something: a trained model clearly beats chance.
 DATA = synthetic.SyntheticConfig(num_rows=6000, num_users=400, num_ads=300, taxonomy=(4, 3, 5), click_sharpness=9.0)

@@ -96,6 +96,33 @@ print("after")
             assert done.stdout.split() == ["for", "people", "after"] and done.stderr == ""
 
 
+def test_console_output_takes_python_writes_where_sys_stdout_is_not_fd_1(tmp_path, monkeypatch):
+    """A notebook kernel or a test's capture replaces sys.stdout: prints still go to the log, not the console."""
+    import io
+    import logging
+
+    from pipelines.progress import console_output
+
+    terminal, errors = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", terminal)
+    monkeypatch.setattr(sys, "stderr", errors)
+    handler = logging.StreamHandler(errors)  # as absl's: bound to the sys.stderr of its creation
+    logger = logging.getLogger("console_output_test")
+    logger.addHandler(handler)
+    try:
+        with console_output(tmp_path / "run.log") as console:
+            print("from python")
+            print("to stderr", file=sys.stderr)
+            logger.warning("from a logger")
+            print("for people", file=console)
+    finally:
+        logger.removeHandler(handler)
+    assert sys.stdout is terminal and handler.stream is errors
+    log = (tmp_path / "run.log").read_text()
+    assert all(s in log for s in ("from python", "to stderr", "from a logger")) and "for people" not in log
+    assert terminal.getvalue() == "for people\n" and errors.getvalue() == ""
+
+
 def test_component_lines_and_summaries(tmp_path):
     from types import SimpleNamespace
 

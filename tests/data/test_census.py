@@ -1,6 +1,6 @@
 """Census-income (KDD) loader: parsing, MMoE task labels, inputs, encoding, normalisation, split, errors.
 
-Runs on a small synthetic fixture in the documented format (tests/fixtures/census), never on
+Runs on a small synthetic fixture in the documented format (tests/data/fixtures/census), never on
 the real data set, which CI machines do not have.
 """
 
@@ -183,7 +183,8 @@ def test_malformed_rows_give_a_clear_error(tmp_path):
 def test_to_dataset_and_a_tiny_mmoe_trains():
     import tensorflow as tf
 
-    from mvke_tf.models.ranking import RankingConfig, build_ranking_model, compile_ranking_model
+    from mvke_tf.models.ranking import RankingConfig, build_ranking_model
+    from mvke_tf.train import compile_model
 
     data = load_census(FIXTURE, group=2)
     features, labels = next(iter(data.to_dataset("train", batch_size=8, shuffle=True, seed=1)))
@@ -200,7 +201,7 @@ def test_to_dataset_and_a_tiny_mmoe_trains():
         tower_units=(2,),
     )
     model = build_ranking_model(data.fields, config, data.dense_fields)
-    compile_ranking_model(model, learning_rate=1e-2)
+    compile_model(model, learning_rate=1e-2)
     # A hand-written loop with the compiled optimiser: Keras' fit would spend ~15 s autograph-converting
     # the AUC metrics, which is not what this test is about.
     bce = tf.keras.losses.BinaryCrossentropy()

@@ -161,7 +161,9 @@ def test_pipeline_config_validation_names_the_field(tmp_path):
     assert json.dumps(cfg.custom_config())  # JSON-serializable for TFX
     for kw, field in (
         (dict(pipeline_name="bad name"), "pipeline_name"),
-        (dict(train_steps=0), "train_steps"),
+        (dict(train_steps=-1), "train_steps"),
+        (dict(epochs=0), "epochs"),
+        (dict(train_steps=1, epochs=2), "train_steps"),
         (dict(model_type="nope"), "model_type"),
         (dict(eval_auc_floor=1.5), "eval_auc_floor"),
         (dict(data_root=""), "data_root"),
@@ -202,9 +204,9 @@ def test_cli_compiles_kubeflow(tmp_path, capsys):
     argv = ["pipeline", "compile", "--target", "kubeflow", "--root", str(tmp_path), "--output", str(out)]
     assert main([*argv, "--train-steps", "5"]) == 0
     assert "Trainer" in out.read_text() and str(out) in capsys.readouterr().out
-    legacy = tmp_path / "legacy.json"  # the older spelling still works
-    assert main(["pipeline", "compile-kubeflow", "--root", str(tmp_path), "--output", str(legacy)]) == 0
-    assert "Trainer" in legacy.read_text()
+    assert main(["pipeline", "compile-kubeflow", "--root", str(tmp_path)]) == 2  # the old alias is gone
+    err = capsys.readouterr().err.strip()
+    assert "invalid choice: 'compile-kubeflow'" in err and "\n" not in err
 
 
 def test_compile_tfrecord_input_with_a_day_split(tmp_path):
@@ -406,10 +408,11 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     assert users["click_experts"].shape[0] == 3
 
     from pipelines.evaluation import slice_metrics
+    from pipelines.report import run_report
 
-    evals = sorted(Path(cfg.pipeline_root).glob("Evaluator/evaluation/*"))
-    assert evals, "no Evaluator output"
-    rows_by_slice = {r.slice: r.metrics for r in slice_metrics(evals[-1])}
+    report = run_report(tmp_path / "metadata.db", cfg.pipeline_name)
+    assert report.evaluation_uri and report.blessed is True, report
+    rows_by_slice = {r.slice: r.metrics for r in slice_metrics(report.evaluation_uri)}
     overall = rows_by_slice["overall"]
     # The Evaluator's figures against an independent computation on the pushed model's eval predictions.
     records, labels, users = _eval_split(data)
@@ -417,8 +420,10 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     for task in ("click", "conversion"):
         y, p = labels[task], predictions[task].numpy().astype(np.float64)
         assert overall[task]["example_count"] == len(y) == rows["eval"]["rows"]  # exactly the last day's rows
-        # AUC from 10,000 prediction buckets (TFMA's method): within its binning of the exact value.
-        assert overall[task]["auc"] == pytest.approx(roc_auc_score(y, p), abs=2e-3), task
+        # AUC from TFMA's 10,000-bucket histogram: pairs within a bucket count half. Clicks (66 in the eval day,
+        # predictions spread over hundreds of buckets) come within 1e-3 of the exact AUC; conversions (15, most
+        # predictions under 1e-3, i.e. in the first ten buckets) within 0.02 (measured: 0.0125).
+        assert overall[task]["auc"] == pytest.approx(roc_auc_score(y, p), abs=1e-3 if task == "click" else 0.02), task
         assert overall[task]["calibration"] == pytest.approx(p.sum() / y.sum(), rel=1e-4), task
         total = weight = 0.0
         for u in np.unique(users):  # GAUC: per-user sklearn AUC, weighted by the user's rows

@@ -41,7 +41,7 @@ from serving.__main__ import parse_models
 from serving.client import ServingClient, ServingError
 from serving.server import WARMUP_PATH, ModelServer, Signature
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "serving" / "deploy"
 FC = synthetic.feature_config()
 TAGS = np.array([b"t0_0_0", b"t0_1_3", b"t3_2_1", b"t17_4_19", b"t5_0_7", b"unknown_tag"], dtype=object)
@@ -432,3 +432,55 @@ def test_deploy_configs_are_consistent():
     ):
         assert flag in flags
     assert {p["port"] for p in kinds["Service"]["spec"]["ports"]} == {8500, 8501}
+
+
+def test_unparsable_example_and_no_version_loaded_status_codes(server, client, tmp_path):
+    """Two rows of the status table in docs/serving.md that need their own setup."""
+    with pytest.raises(ServingError) as err:
+        client.predict("serving_default", {"examples": np.array([b"\xff\xfe not a tf.Example"], dtype=object)})
+    assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Could not parse example input" in err.value.details, err.value.details
+    empty = tmp_path / "empty_base"
+    empty.mkdir()
+    srv = ModelServer({"mvke": empty}, port=0, poll_seconds=0.2).start()
+    try:
+        with pytest.raises(ServingError) as err:
+            ServingClient(srv.target, "mvke", retries=0, timeout=10).score(EXAMPLES[:1])
+        assert err.value.code == grpc.StatusCode.NOT_FOUND
+        assert "no version loaded yet" in err.value.details, err.value.details
+    finally:
+        srv.stop(0)
+
+
+def test_multi_domain_model_over_grpc_and_its_domain_check(tmp_path):
+    """An M3oE export answers as the in-process model does (1e-6); an out-of-range or missing domain id is
+    INVALID_ARGUMENT, never another domain's tower."""
+    from mvke_tf.export.examples import dummy_rows, examples_from_rows
+    from mvke_tf.export.saved_model import parse_fields
+    from mvke_tf.models.family import family_of
+
+    family = family_of("m3oe")
+    config = family.config_for("m3oe", dict(embedding_dim=4, bottom_units=(8, 6), skip_units=(6,), expert_units=(5,)))
+    tf.keras.utils.set_random_seed(0)
+    model = family.build(FC, config)
+    export_saved_model(model, tmp_path / "m3oe" / "1", feature_config=FC)
+    rows = dummy_rows(FC, 6)
+    rows["domain"] = [0, 1, 2, 2, 1, 0]
+    examples = np.array(examples_from_rows(rows, FC), dtype=object)
+    srv = ModelServer({"m3oe": tmp_path / "m3oe"}, port=0, poll_seconds=0.2).start()
+    try:
+        c = ServingClient(srv.target, "m3oe", retries=0, timeout=30)
+        got = c.predict("serving_default", {"examples": examples})
+        want = model(parse_fields(tf.constant(examples), model.fields, family.extra_inputs(model)))
+        for task in ("click", "conversion"):
+            np.testing.assert_allclose(got[task], want[task].numpy(), rtol=1e-6, atol=1e-7)
+        for bad in ([0, 3], [-2, 1], None):
+            bad_rows = dummy_rows(FC, 2)
+            if bad is not None:
+                bad_rows["domain"] = bad
+            with pytest.raises(ServingError) as err:
+                c.predict("serving_default", {"examples": np.array(examples_from_rows(bad_rows, FC), dtype=object)})
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT, err.value
+            assert "domain id outside [0, 3)" in err.value.details, err.value.details
+    finally:
+        srv.stop(0)

@@ -15,7 +15,7 @@ from mvke_tf import distribute
 from mvke_tf.config import ConfigError
 from mvke_tf.train import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _tf_config(index: int, ports=(12345, 12346), kind: str = "worker") -> str:

@@ -1,6 +1,4 @@
-"""Every model variant learns the synthetic structure: AUC > 0.6 on each task, quickly."""
-
-import time
+"""Every model variant learns the synthetic structure: AUC > 0.6 on each task (its cost: benchmarks/models.py)."""
 
 import pytest
 
@@ -20,16 +18,12 @@ def train_data(tmp_path_factory):
 
 
 @pytest.mark.parametrize("model_type", MODEL_TYPES)
-def test_model_beats_random_within_a_minute(model_type, train_data):
+def test_model_learns_the_synthetic_structure(model_type, train_data):
     mc = ModelConfig(model_type=model_type, **SMALL_MODEL)
-    start = time.perf_counter()
     report = train_and_evaluate(
         train_data, mc, TrainConfig(epochs=2, batch_size=256, learning_rate=2e-3, seed=1), verbose=0
     )
-    elapsed = time.perf_counter() - start
     ev = report["eval"]
     for task in ("click", "conversion"):
         assert ev[task]["auc"] > 0.6, (model_type, ev)
         assert ev[task]["auc"] < ev[task]["oracle_auc"] + 0.02
-    # About 20-45 s each on an idle 2-core machine; the bound leaves room for a loaded CI host.
-    assert elapsed < 90, f"{model_type} took {elapsed:.0f} s"

@@ -5,8 +5,6 @@ import math
 import numpy as np
 import pytest
 
-tfma = pytest.importorskip("tensorflow_model_analysis")
-
 from mvke_tf.metrics import grouped_auc  # noqa: E402
 
 OUTPUTS = ("click", "conversion")

@@ -100,7 +100,7 @@ def test_outputs_and_get_config_round_trip(model_type):
     again = clone(feats)
     for t in out:
         np.testing.assert_allclose(again[t].numpy(), out[t].numpy(), rtol=1e-6)
-    assert clone.mdmt_config == model.mdmt_config
+    assert clone.config == model.config
 
 
 # ----------------------------------------------------------------- fusion maths
@@ -214,6 +214,52 @@ def test_bilevel_needs_validation_batches():
         train_multidomain(model, ds, None)
 
 
+def test_loss_is_the_sum_over_domain_and_task_of_the_mean_bce_within_the_domain():
+    """Domains of very different sizes weigh the same: a batch mean would weigh domain 0 by its rows."""
+    model = _model("mmoe")
+    feats, labels = _batch(seed=6, n=20)
+    feats["domain"] = np.array([0] * 15 + [1] * 5, np.int32)  # domain 2 absent: contributes 0
+    logits = model.logits(feats).numpy()  # [B, T]
+    y = np.stack([labels[t] for t in model.config.tasks], axis=1)
+    bce = np.maximum(logits, 0) - logits * y + np.log1p(np.exp(-np.abs(logits)))
+    want = sum(bce[feats["domain"] == d].mean(axis=0).sum() for d in (0, 1))
+    assert float(model.mdmt_loss(feats, labels, training=False)) == pytest.approx(want, rel=1e-5)
+    assert abs(want - bce.mean(axis=0).sum() * 2) > 1e-3  # the per-domain mean is not the batch mean
+
+
+@pytest.mark.parametrize("fusion, every, want", [("bilevel", 1, 2 * 5), ("bilevel", 2, 2 * 2), ("code", 1, 2)])
+def test_fusion_schedules_take_their_number_of_fusion_steps(fusion, every, want):
+    """bilevel: one fusion step per ``fusion_every`` training steps; code: one per epoch (2 epochs of 5)."""
+    model = _model("m3oe", fusion=fusion, fusion_every=every)
+    feats, labels = _batch(seed=7, n=20)
+    train = tf.data.Dataset.from_tensor_slices((feats, labels)).batch(4)
+    val = tf.data.Dataset.from_tensor_slices(_batch(seed=8, n=8)).batch(4)
+    model.compile(tf.keras.optimizers.Adam(0.01), fusion_optimizer=tf.keras.optimizers.Adam(0.01))
+    history = train_multidomain(model, train, val, epochs=2)
+    assert int(model.fusion_optimizer.iterations) == want
+    assert int(model.optimizer.iterations) == 2 * 5 and len(history["fusion_loss"]) == 2
+
+
+def test_mdmt_metrics_aggregates_per_domain_mean_and_pooled_auc():
+    from sklearn.metrics import roc_auc_score
+
+    domain = np.array([0] * 6 + [1] * 6 + [2] * 4)
+    y = {
+        "click": np.array([0, 1, 0, 1, 1, 0] + [1, 0, 0, 1, 0, 1] + [1, 1, 1, 1], float),  # domain 2: one class
+        "conversion": np.array([0, 0, 1, 0, 1, 0] + [0, 1, 0, 0, 0, 1] + [0, 1, 0, 0], float),
+    }
+    rng = np.random.default_rng(0)
+    p = {t: rng.uniform(size=len(domain)) for t in y}
+    got = mdmt_metrics(y, p, domain, 3)
+    cells = [(d, t) for d in range(3) for t in y if (d, t) != (2, "click")]
+    per = {(d, t): roc_auc_score(y[t][domain == d], p[t][domain == d]) for d, t in cells}
+    for (d, t), v in per.items():
+        assert got["auc"][d][t] == pytest.approx(v)
+    assert np.isnan(got["auc"][2]["click"])
+    assert got["mean_auc"] == pytest.approx(np.mean(list(per.values())))  # the one-class cell left out
+    assert got["total_auc"] == pytest.approx(np.mean([roc_auc_score(y[t], p[t]) for t in y]))
+
+
 # ----------------------------------------------------------------- settings
 def _setting_data(n: int = 90):
     train, val, test = _batch(1, n), _batch(2, n // 3), _batch(3, n // 3)
@@ -221,7 +267,7 @@ def _setting_data(n: int = 90):
 
 
 def _predict_rows(model: MultiDomainModel, feats) -> dict:
-    dummy = {t: np.zeros(len(feats["domain"]), np.float32) for t in model.mdmt_config.tasks}
+    dummy = {t: np.zeros(len(feats["domain"]), np.float32) for t in model.config.tasks}
     return predict_multidomain(model, md.make_dataset(feats, dummy, batch_size=64, shuffle=False))
 
 
@@ -229,7 +275,7 @@ def test_mtl_per_domain_scores_each_domain_with_its_own_model():
     train, val, test = _setting_data()
     cfg = MultiDomainConfig(model_type="mmoe", **TINY)
     probs, models = fit_predict_in_setting("mtl_per_domain", cfg, SPECS, train, val, test[0], batch_size=16)
-    assert len(models) == 3 and all(m.mdmt_config.domains == 1 for m in models)
+    assert len(models) == 3 and all(m.config.domains == 1 for m in models)
     for t in cfg.tasks:
         assert probs[t].shape == (len(test[0]["domain"]),) and not np.isnan(probs[t]).any()
     for d, model in enumerate(models):
@@ -247,7 +293,7 @@ def test_mdl_per_task_trains_one_model_per_task():
     train, val, test = _setting_data()
     cfg = MultiDomainConfig(model_type="star", **TINY)
     probs, models = fit_predict_in_setting("mdl_per_task", cfg, SPECS, train, val, test[0], batch_size=16)
-    assert [m.mdmt_config.tasks for m in models] == [("click",), ("conversion",)]
+    assert [m.config.tasks for m in models] == [("click",), ("conversion",)]
     for model, t in zip(models, cfg.tasks):
         np.testing.assert_allclose(probs[t], _predict_rows(model, test[0])[t], rtol=1e-6)
 
@@ -303,7 +349,7 @@ def test_default_generator_output_unchanged():
 
 def test_trains_above_chance(md_data):
     # The fields carrying the domain preference (age x tag category, income x tag category).
-    specs = tuple(s for s in md.feature_specs() if s.name in ("age_bucket", "income_level", "tags"))
+    specs = tuple(s for s in md.fields() if s.name in ("age_bucket", "income_level", "tags"))
     train, val, test = (md.to_features(md_data[s], specs) for s in md.SPLITS)
     model = MultiDomainModel(MultiDomainConfig(model_type="m3oe"), specs)
     train_multidomain(

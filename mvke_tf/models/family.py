@@ -1,0 +1,248 @@
+"""Model families: what the command line, training, export and the TFX module files need to know
+about a model, declared once per family.
+
+Three families share the interface of :class:`ModelFamily`:
+
+* ``user_tag``: the two-tower user-tagging models (MVKE and the paper's baselines,
+  :class:`~mvke_tf.models.user_tag.UserTagModel`); exported with ``serving_default``, ``user_tower``
+  and ``tag_tower``;
+* ``ranking``: the pair-ranking models (the app-store MMoE + FM + ESMM model and its baselines,
+  :class:`~mvke_tf.models.ranking.RankingModel`); ``serving_default`` only;
+* ``multi_domain``: the multi-domain multi-task models (M3oE, STAR and their baselines,
+  :class:`~mvke_tf.models.multidomain.MultiDomainModel`); ``serving_default`` only, the domain id
+  being one of the features.
+
+Each family names the models a user picks (``--model``), its config class, the fields its models
+read from a dataset's :class:`~mvke_tf.config.FeatureConfig`, how a model is built and compiled and
+which signatures its export has. Every model has the attributes ``config``, ``fields`` and ``tasks``.
+Code outside this package dispatches through :func:`family_of` and never tests a model's class.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, ClassVar
+
+import tensorflow as tf
+
+from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec
+from mvke_tf.models.compiling import compile_per_task
+from mvke_tf.models.config import MODEL_TYPES, ModelConfig
+from mvke_tf.models.multidomain import MULTIDOMAIN_MODEL_TYPES, MultiDomainConfig, MultiDomainModel
+from mvke_tf.models.ranking import (
+    ITEM_ID,
+    RANKING_MODEL_NAMES,
+    RankingConfig,
+    RankingModel,
+    build_ranking_model,
+    ranking_config_for,
+    ranking_feature_config,
+    ranking_fields,
+)
+from mvke_tf.models.user_tag import UserTagModel, build_model
+
+MULTIDOMAIN_PREFIX = "md_"
+"""Multi-domain variants that share a name with a two-tower or ranking type are offered as ``md_<type>``
+(``md_mmoe``, ``md_ple``, ``md_shared_bottom``, ``md_mlp``); ``m3oe`` and ``star`` keep their names."""
+
+
+class ModelFamily(abc.ABC):
+    """One family of models: its names, config, fields, builder, compile step and signatures."""
+
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    model_class: ClassVar[type]
+    model_names: ClassVar[tuple[str, ...]]
+    """The names a user picks on the command line and in pipeline configs."""
+    signatures: ClassVar[tuple[str, ...]] = ("serving_default",)
+    """The export's serving signatures (see :mod:`mvke_tf.export.saved_model`)."""
+    trains_from_files: ClassVar[bool] = True
+    """Whether :func:`mvke_tf.train.train_and_evaluate` (``mvke-tf train``) trains it from data files."""
+
+    @abc.abstractmethod
+    def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
+        """The config of ``model_name`` (one of :attr:`model_names`) with ``overrides`` applied."""
+
+    def config_from_dict(self, d: Mapping[str, Any]) -> Any:
+        return self.config_class.from_dict(d)
+
+    def input_fields(
+        self, feature_config: FeatureConfig, config: Any, columns: Collection[str] | None = None
+    ) -> tuple[FieldSpec, ...]:
+        """The fields a model of ``config`` reads from data described by ``feature_config``.
+
+        ``columns``: the data's columns, when known (a family may read an optional column, e.g. the
+        ranking models' item id, only where the data has it); None: every optional column is there.
+        """
+        return (*feature_config.user_fields, feature_config.tag_field)
+
+    @abc.abstractmethod
+    def build(
+        self, feature_config: FeatureConfig, config: Any, fields: Sequence[FieldSpec] | None = None
+    ) -> tf.keras.Model:
+        """A model with its weights created; ``fields``: from :meth:`input_fields` (default: all there)."""
+
+    def dataset_config(self, feature_config: FeatureConfig, model: tf.keras.Model) -> FeatureConfig:
+        """The feature config under which :func:`~mvke_tf.data.dataset.make_dataset` yields the
+        model's every input."""
+        return feature_config
+
+    def compile(self, model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
+        """Adam, per-task binary cross-entropy weighted by the config, per-task AUC."""
+        return compile_per_task(model, model.config.loss_weights, learning_rate)
+
+    def extra_inputs(self, model: tf.keras.Model) -> dict[str, tf.io.FixedLenFeature]:
+        """Inputs besides ``model.fields`` that ``serving_default`` parses from a raw example."""
+        return {}
+
+    def made_up_columns(self, model: tf.keras.Model, n: int) -> dict[str, list]:
+        """Values of :meth:`extra_inputs` for ``n`` made-up rows (warm-up requests), when they have no
+        usable default."""
+        return {}
+
+    def serve(self, model: tf.keras.Model, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """``serving_default``'s outputs for parsed (and, in a pipeline, transformed) ``features``."""
+        return model(dict(features), training=False)
+
+    def owns(self, thing: Any) -> bool:
+        """Whether ``thing`` (a model name, a config or a model) belongs to this family."""
+        if isinstance(thing, str):
+            return thing in self.model_names
+        return isinstance(thing, (self.config_class, self.model_class))
+
+
+class UserTagFamily(ModelFamily):
+    name = "user_tag"
+    config_class = ModelConfig
+    model_class = UserTagModel
+    model_names = MODEL_TYPES
+    signatures = ("serving_default", "user_tower", "tag_tower")
+
+    def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
+        config = ModelConfig.from_dict({**ModelConfig(model_type=model_name).to_dict(), **dict(overrides or {})})
+        return config.scaled(scale) if scale != 1.0 else config
+
+    def build(
+        self, feature_config: FeatureConfig, config: Any, fields: Sequence[FieldSpec] | None = None
+    ) -> tf.keras.Model:
+        return build_model(feature_config, config)
+
+    # The two halves of the model, as the user_tower and tag_tower signatures return them.
+    @staticmethod
+    def user_tower_outputs(model: UserTagModel, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """``<task>_experts [B, S_task, d_out]``."""
+        return {f"{t}_experts": v for t, v in model.user_tower_outputs(dict(features), training=False).items()}
+
+    @staticmethod
+    def tag_tower_outputs(model: UserTagModel, tags: tf.Tensor) -> dict[str, tf.Tensor]:
+        """``<task>_embedding [B, d_out]``, ``<task>_gate [B, S_task]``, ``<task>_bias [B]`` and, for
+        cosine-score models, ``<task>_scale [B]``."""
+        out = {}
+        for t, (e, w) in model.tag_tower_outputs(tags, training=False).items():
+            out[f"{t}_embedding"] = e
+            out[f"{t}_gate"] = w
+            ones = tf.ones_like(e[:, 0])
+            out[f"{t}_bias"] = ones * tf.cast(model.score_bias[t], e.dtype)
+            if model.config.score == "cosine":
+                out[f"{t}_scale"] = ones * tf.cast(model.cosine_scale[t], e.dtype)
+        return out
+
+
+class RankingFamily(ModelFamily):
+    name = "ranking"
+    config_class = RankingConfig
+    model_class = RankingModel
+    model_names = RANKING_MODEL_NAMES
+
+    def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
+        if scale != 1.0:
+            raise ConfigError("--scale applies to the two-tower models; size a ranking model with --config")
+        return ranking_config_for(model_name, overrides)
+
+    def input_fields(
+        self, feature_config: FeatureConfig, config: Any, columns: Collection[str] | None = None
+    ) -> tuple[FieldSpec, ...]:
+        """The user fields, the item's tags and, where the data has it, the item id (see :func:`ranking_fields`)."""
+        has_item = columns is None or ITEM_ID in columns
+        return ranking_fields(feature_config, item_id=ITEM_ID if has_item else None)
+
+    def build(
+        self, feature_config: FeatureConfig, config: Any, fields: Sequence[FieldSpec] | None = None
+    ) -> tf.keras.Model:
+        return build_ranking_model(fields or self.input_fields(feature_config, config), config)
+
+    def dataset_config(self, feature_config: FeatureConfig, model: tf.keras.Model) -> FeatureConfig:
+        return ranking_feature_config(feature_config, model.fields)
+
+    def extra_inputs(self, model: tf.keras.Model) -> dict[str, tf.io.FixedLenFeature]:
+        """The dense inputs, a missing one NaN (the model reads NaN as 0)."""
+        return {n: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan) for n in model.dense_fields}
+
+
+class MultiDomainFamily(ModelFamily):
+    name = "multi_domain"
+    config_class = MultiDomainConfig
+    model_class = MultiDomainModel
+    model_names = tuple(t if t in ("m3oe", "star") else MULTIDOMAIN_PREFIX + t for t in MULTIDOMAIN_MODEL_TYPES)
+    # Trained by mvke_tf.models.multidomain.train_multidomain (bi-level: it needs a held-out stream).
+    trains_from_files = False
+
+    def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
+        if scale != 1.0:
+            raise ConfigError("--scale applies to the two-tower models; size a multi-domain model with --config")
+        if model_name not in self.model_names:
+            raise ConfigError(f"model {model_name!r} is not a multi-domain model; fix: use one of {self.model_names}")
+        overrides = dict(overrides or {})
+        if "model_type" in overrides:
+            raise ConfigError(
+                f"model {model_name!r}: the name sets model_type; fix: drop model_type from the overrides"
+            )
+        return MultiDomainConfig.from_dict({**overrides, "model_type": model_name.removeprefix(MULTIDOMAIN_PREFIX)})
+
+    def build(
+        self, feature_config: FeatureConfig, config: Any, fields: Sequence[FieldSpec] | None = None
+    ) -> tf.keras.Model:
+        model = MultiDomainModel(config, fields or self.input_fields(feature_config, config), name=config.model_type)
+        model.build_weights()
+        return model
+
+    def extra_inputs(self, model: tf.keras.Model) -> dict[str, tf.io.FixedLenFeature]:
+        """The domain id; a missing one parses as -1, which the model rejects (never a default tower)."""
+        return {model.config.domain_feature: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+
+    def made_up_columns(self, model: tf.keras.Model, n: int) -> dict[str, list]:
+        return {model.config.domain_feature: [i % model.config.domains for i in range(n)]}
+
+    def compile(self, model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
+        """Adam for the model's weights; M3oE's fusion weights get their own Adam (bi-level training)."""
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(learning_rate),
+            fusion_optimizer=tf.keras.optimizers.Adam(learning_rate),
+        )
+        return model
+
+
+FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (UserTagFamily(), RankingFamily(), MultiDomainFamily())}
+MODEL_NAMES: tuple[str, ...] = tuple(n for f in FAMILIES.values() for n in f.model_names)
+"""Every model name, in family order."""
+TRAINABLE_MODEL_NAMES: tuple[str, ...] = tuple(
+    n for f in FAMILIES.values() if f.trains_from_files for n in f.model_names
+)
+"""The models ``mvke-tf train`` trains from data files."""
+
+
+def family_of(thing: Any) -> ModelFamily:
+    """The family of a model name, a family name, a config or a model.
+
+    Raises:
+      ConfigError: naming the known models, when ``thing`` belongs to none.
+    """
+    if isinstance(thing, str) and thing in FAMILIES:
+        return FAMILIES[thing]
+    for family in FAMILIES.values():
+        if family.owns(thing):
+            return family
+    shown = thing if isinstance(thing, str) else type(thing).__name__
+    raise ConfigError(f"model {shown!r} is in no model family; fix: use one of {', '.join(MODEL_NAMES)}")
