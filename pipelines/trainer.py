@@ -47,22 +47,16 @@ from mvke_tf.config import (
     FeatureConfig,  # noqa: E402
     FieldSpec,  # noqa: E402
 )
-from mvke_tf.data import synthetic  # noqa: E402
 from mvke_tf.data import transform as T  # noqa: E402
 from mvke_tf.export.saved_model import RawInputs, export_saved_model  # noqa: E402
 from mvke_tf.models.family import family_of  # noqa: E402
-from pipelines.preprocessing import num_buckets  # noqa: E402
+from pipelines.preprocessing import load_feature_config, num_buckets  # noqa: E402
 from pipelines.split_rows import KEY as SPLIT_ROWS_KEY  # noqa: E402
 
 SHUFFLE_BUFFER = 20_000  # examples shuffled across (on top of the files' order)
 TRAINING_SUMMARY = "training.json"  # in the Trainer's model_run_dir: epochs, steps, final loss and AUC
 WARM_START_DIR = "warm_start"  # sibling of the SavedModel dir in the Model artifact
 WARM_START_MARKER = "warm_start.json"  # in the Trainer's model_run_dir
-
-
-def _raw_feature_config(custom_config: Mapping[str, Any]) -> FeatureConfig:
-    path = custom_config.get("features_yaml")
-    return FeatureConfig.from_yaml(path) if path else synthetic.feature_config()
 
 
 def _input_fn(
@@ -235,7 +229,7 @@ def restore_warm_start(model: tf.keras.Model, base_model: str | None) -> dict[st
 def run_fn(fn_args: tfx.components.FnArgs) -> None:
     """Trains ``epochs`` passes over the train split (or ``train_steps``); exports to ``serving_model_dir``."""
     custom = dict(fn_args.custom_config or {})
-    raw_config = _raw_feature_config(custom)
+    raw_config = load_feature_config(custom)
     config = T.transformed_feature_config(raw_config, num_buckets(custom))
     family = family_of(str(custom.get("model_family", "user_tag")))
     model_config = family.config_from_dict(custom.get("model_config", {}))

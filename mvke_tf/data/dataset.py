@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import glob
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
-from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig
+from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 
 _FLOAT_EXTRAS = {"p_click", "p_conversion"}
 _INT_EXTRAS = {"day"}
@@ -95,11 +96,39 @@ def example_parse_spec(config: FeatureConfig, columns: Sequence[str] | None = No
     return spec
 
 
+def fields_parse_spec(
+    fields: Sequence[FieldSpec], extra: Mapping[str, tf.io.FixedLenFeature] | None = None
+) -> dict[str, Any]:
+    """``tf.io.parse_example`` features of ``fields``: a missing categorical is ``""``, a missing number
+    NaN, a multi-valued field a ragged list; ``extra``: more features (a ranker's dense inputs, the
+    domain id), as they are."""
+    spec: dict[str, Any] = {}
+    for f in fields:
+        if f.kind == MULTI_VALUED:
+            spec[f.name] = tf.io.RaggedFeature(tf.string)
+        elif f.kind == NUMERIC:
+            spec[f.name] = tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
+        else:
+            spec[f.name] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    spec.update(extra or {})
+    return spec
+
+
+def parse_fields(
+    serialized: tf.Tensor, fields: Sequence[FieldSpec], extra: Mapping[str, tf.io.FixedLenFeature] | None = None
+) -> dict[str, tf.Tensor]:
+    """Serialized ``tf.Example`` ``[B]`` -> ``{field: [B]}`` (multi-valued: ``[B, max_values]``, cut and
+    padded with ``""``) plus ``extra``'s features."""
+    parsed = tf.io.parse_example(serialized, fields_parse_spec(fields, extra))
+    for f in fields:
+        if f.kind == MULTI_VALUED:
+            parsed[f.name] = parsed[f.name].to_tensor(default_value="", shape=[None, f.max_values])
+    return parsed
+
+
 def parse_examples(serialized: tf.Tensor, config: FeatureConfig) -> dict[str, tf.Tensor]:
     """Serialized ``tf.Example`` ``[batch]`` -> the model's feature dict (padded, dense)."""
-    parsed = tf.io.parse_example(serialized, example_parse_spec(config))
-    features, _ = _finish(config, parsed, ())
-    return features
+    return parse_fields(serialized, (*config.user_fields, config.tag_field))
 
 
 def _finish(config: FeatureConfig, batch: dict[str, tf.Tensor], extra: Sequence[str]):

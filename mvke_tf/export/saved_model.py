@@ -25,14 +25,14 @@ Fast prediction from the two towers: ``p = sigmoid(sum_s gate_s * <experts_s, em
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import tensorflow as tf
 
-from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
+from mvke_tf.config import FeatureConfig, FieldSpec
+from mvke_tf.data.dataset import parse_fields
 from mvke_tf.export.examples import dummy_rows, dummy_tags, examples_from_rows
 from mvke_tf.export.warmup import DEFAULT_MODEL_NAME, write_warmup_requests
 from mvke_tf.models.family import family_of
@@ -40,36 +40,6 @@ from mvke_tf.models.family import family_of
 SIGNATURES = ("serving_default", "user_tower", "tag_tower")
 EXAMPLES_INPUT = "examples"  # serving_default, user_tower: serialized tf.Example [batch]
 TAGS_INPUT = "tags"  # tag_tower: one raw tag per row [batch]
-
-
-def fields_parse_spec(
-    fields: Sequence[FieldSpec], extra: Mapping[str, tf.io.FixedLenFeature] | None = None
-) -> dict[str, Any]:
-    """``tf.io.parse_example`` features of ``fields``: a missing categorical is ``""``, a missing number
-    NaN, a multi-valued field a ragged list; ``extra``: more features (a ranker's dense inputs, the
-    domain id), as they are."""
-    spec: dict[str, Any] = {}
-    for f in fields:
-        if f.kind == MULTI_VALUED:
-            spec[f.name] = tf.io.RaggedFeature(tf.string)
-        elif f.kind == NUMERIC:
-            spec[f.name] = tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
-        else:
-            spec[f.name] = tf.io.FixedLenFeature([], tf.string, default_value="")
-    spec.update(extra or {})
-    return spec
-
-
-def parse_fields(
-    serialized: tf.Tensor, fields: Sequence[FieldSpec], extra: Mapping[str, tf.io.FixedLenFeature] | None = None
-) -> dict[str, tf.Tensor]:
-    """Serialized ``tf.Example`` ``[B]`` -> ``{field: [B]}`` (multi-valued: ``[B, max_values]``, cut and
-    padded with ``""``) plus ``extra``'s features."""
-    parsed = tf.io.parse_example(serialized, fields_parse_spec(fields, extra))
-    for f in fields:
-        if f.kind == MULTI_VALUED:
-            parsed[f.name] = parsed[f.name].to_tensor(default_value="", shape=[None, f.max_values])
-    return parsed
 
 
 class RawInputs:

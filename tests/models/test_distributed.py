@@ -3,24 +3,19 @@
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from worker_helpers import free_ports, tf_config
 
 from mvke_tf import distribute
 from mvke_tf.config import ConfigError
 from mvke_tf.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tf_config(index: int, ports=(12345, 12346), kind: str = "worker") -> str:
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    return json.dumps({"cluster": cluster, "task": {"type": kind, "index": index}})
 
 
 def test_make_strategy_by_name(monkeypatch):
@@ -71,9 +66,9 @@ def test_malformed_tf_config_is_a_config_error(monkeypatch, value, message):
 def test_is_chief_and_shard_policy(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert distribute.is_chief()  # no TF_CONFIG: one process
-    monkeypatch.setenv("TF_CONFIG", _tf_config(0))
+    monkeypatch.setenv("TF_CONFIG", tf_config(0))
     assert distribute.is_chief()
-    monkeypatch.setenv("TF_CONFIG", _tf_config(1))
+    monkeypatch.setenv("TF_CONFIG", tf_config(1))
     assert not distribute.is_chief()
     assert distribute.is_chief(tf.distribute.get_strategy())  # not multi-worker: the one process writes
     chief_cluster = {"chief": ["localhost:1"], "worker": ["localhost:2"]}
@@ -99,27 +94,16 @@ def test_cli_strategy_choices():
     assert tuple(action.choices) == distribute.STRATEGIES
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("localhost", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @pytest.mark.slow  # two training processes: make test-slow
 def test_two_worker_multi_worker_mirrored_training_on_localhost(small_data, tmp_path):
     """Two processes, one TF_CONFIG each: synchronous training ends with the same weights on both."""
     data, meta = small_data
     config = tmp_path / "model.yaml"  # small enough for two processes on two CPU cores
     config.write_text("embedding_dim: 8\ndnn_units: [32]\ntop_units: [32, 8]\ntag_units: [32, 8]\n")
-    ports = _free_ports(2)
+    ports = free_ports(2)
     procs = []
     for index in range(2):
-        env = {**os.environ, "TF_CONFIG": _tf_config(index, ports), "CUDA_VISIBLE_DEVICES": ""}
+        env = {**os.environ, "TF_CONFIG": tf_config(index, ports), "CUDA_VISIBLE_DEVICES": ""}
         cmd = [
             sys.executable, "-m", "mvke_tf.cli", "train", "--data", str(data), "--strategy", "multi_worker",
             "--model", "mvke_mt", "--config", str(config), "--epochs", "6", "--batch-size", "512",

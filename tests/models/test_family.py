@@ -9,9 +9,9 @@ import tensorflow as tf
 
 from mvke_tf.config import ConfigError
 from mvke_tf.data import synthetic
+from mvke_tf.data.dataset import parse_fields
 from mvke_tf.export import export_saved_model
 from mvke_tf.export.examples import dummy_rows, examples_from_rows
-from mvke_tf.export.saved_model import parse_fields
 from mvke_tf.export.warmup import read_warmup_requests
 from mvke_tf.models.family import FAMILIES, MODEL_NAMES, TRAINABLE_MODEL_NAMES, family_of
 from mvke_tf.models.model_dir import load_model_dir, save_model_dir

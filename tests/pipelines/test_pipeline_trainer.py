@@ -10,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from worker_helpers import free_ports, tf_config
 
 from mvke_tf.data import synthetic
 from mvke_tf.metrics import auc
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "pipelines" / "schemas" / "synthetic.pbtxt"
-# Sharp enough that 60 small steps learn something: a trained model clearly beats chance.
-DATA = synthetic.SyntheticConfig(num_rows=6000, num_users=400, num_ads=300, taxonomy=(4, 3, 5), click_sharpness=9.0)
+# Sharp enough that about 500 small steps learn something: a trained model clearly beats chance.
+DATA = synthetic.SyntheticConfig(num_rows=20_000, num_users=400, num_ads=300, taxonomy=(4, 3, 5), click_sharpness=9.0)
 TINY = dict(embedding_dim=8, dnn_units=[16], top_units=[16, 8], tag_units=[16, 8])
+EPOCHS = 3  # of about 160 steps of 64 each
 
 
 def _fn_args(**kw):
@@ -42,7 +44,9 @@ def test_steps_are_epochs_over_the_train_split_unless_train_steps_is_given():
 def _transform_output(data: Path, out: Path, custom_config: dict) -> str:
     """What the Transform component writes for run_fn: the transform graph of the train split (tft_beam)."""
     import apache_beam as beam
+    import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx.utils import io_utils
     from tfx_bsl.public import tfxio
 
@@ -55,6 +59,9 @@ def _transform_output(data: Path, out: Path, custom_config: dict) -> str:
             functools.partial(preprocessing_fn, custom_config=custom_config)
         )
         _ = transform_fn | tft_beam.WriteTransformFn(str(out / "transform"))
+    # The raw schema beside it, as the Transform component writes it (the Trainer parses raw examples with it).
+    raw_metadata = out / "transform" / tft.TFTransformOutput.RAW_METADATA_DIR
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema), str(raw_metadata))
     return str(out / "transform")
 
 
@@ -69,10 +76,10 @@ run_fn(tfx.components.FnArgs(**json.loads(sys.argv[1])))
 
 def _run_workers(fn_args: list[dict], tf_configs: list[str | None]) -> None:
     procs = []
-    for args, tf_config in zip(fn_args, tf_configs):
+    for args, config in zip(fn_args, tf_configs):
         env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-        if tf_config:
-            env["TF_CONFIG"] = tf_config
+        if config:
+            env["TF_CONFIG"] = config
         cmd = [sys.executable, "-c", _WORKER, json.dumps(args)]
         pipe = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.append(subprocess.Popen(cmd, env=env, cwd=ROOT, **pipe))
@@ -97,8 +104,6 @@ def _eval_auc(export: Path, data: Path) -> float:
 
 @pytest.mark.slow  # three training processes
 def test_run_fn_on_two_workers_exports_like_one_worker(tmp_path):
-    from test_distributed import _free_ports, _tf_config
-
     data = tmp_path / "data"
     meta = synthetic.generate(DATA, data, formats=("tfrecord",))
     custom = {
@@ -106,7 +111,7 @@ def test_run_fn_on_two_workers_exports_like_one_worker(tmp_path):
         "num_buckets": 10,
         "model_config": {"model_type": "mvke_mt", **TINY},
         "model_family": "user_tag",
-        "epochs": 1,
+        "epochs": EPOCHS,
         "batch_size": 64,
         "learning_rate": 0.01,
         "seed": 0,
@@ -127,10 +132,10 @@ def test_run_fn_on_two_workers_exports_like_one_worker(tmp_path):
         )
 
     _run_workers([fn_args("single", "default")], [None])
-    ports = _free_ports(2)
+    ports = free_ports(2)
     _run_workers(
         [fn_args("chief", "multi_worker"), fn_args("other", "multi_worker")],
-        [_tf_config(0, ports), _tf_config(1, ports)],
+        [tf_config(0, ports), tf_config(1, ports)],
     )
     single, chief = tmp_path / "single" / "model" / "Format-Serving", tmp_path / "chief" / "model" / "Format-Serving"
     assert (chief / "saved_model.pb").is_file()
@@ -139,7 +144,7 @@ def test_run_fn_on_two_workers_exports_like_one_worker(tmp_path):
     assert set(tf.saved_model.load(str(chief)).signatures) == set(tf.saved_model.load(str(single)).signatures)
     # Every train row once in both: the same steps (of the global batch) on one and on two workers.
     summaries = [json.loads((tmp_path / n / "model_run" / "training.json").read_text()) for n in ("single", "chief")]
-    assert summaries[0]["steps"] == summaries[1]["steps"] == -(-rows["train"] // 64)
+    assert summaries[0]["steps"] == summaries[1]["steps"] == EPOCHS * -(-rows["train"] // 64)
     aucs = [_eval_auc(path, data) for path in (single, chief)]
     print(f"\nclick AUC on the eval day: one worker {aucs[0]:.4f}, two workers {aucs[1]:.4f}")
     assert min(aucs) > 0.6, aucs  # both learned (chance is 0.5)

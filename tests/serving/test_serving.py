@@ -455,8 +455,8 @@ def test_unparsable_example_and_no_version_loaded_status_codes(server, client, t
 def test_multi_domain_model_over_grpc_and_its_domain_check(tmp_path):
     """An M3oE export answers as the in-process model does (1e-6); an out-of-range or missing domain id is
     INVALID_ARGUMENT, never another domain's tower."""
+    from mvke_tf.data.dataset import parse_fields
     from mvke_tf.export.examples import dummy_rows, examples_from_rows
-    from mvke_tf.export.saved_model import parse_fields
     from mvke_tf.models.family import family_of
 
     family = family_of("m3oe")
