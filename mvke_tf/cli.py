@@ -83,7 +83,25 @@ def _generate(config, out: Path, formats: tuple[str, ...], shard_rows: int) -> d
         return synthetic.generate(config, out, formats=formats, shard_rows=shard_rows, progress=bar.update)
 
 
+def _synth_multidomain(args: argparse.Namespace) -> int:
+    from mvke_tf.data import multidomain as md
+
+    config = md.MultiDomainDataConfig(
+        num_rows=args.rows, num_users=args.users, num_ads=args.ads, taxonomy=args.taxonomy, seed=args.seed
+    )
+    start = time.perf_counter()
+    meta = md.write_files(config, Path(args.out), tuple(args.format), args.shard_rows)
+    secs = time.perf_counter() - start
+    splits = ", ".join(f"{s} {m['rows']:,}" for s, m in meta["splits"].items())
+    print(f"wrote {config.num_rows:,} multi-domain rows to {args.out} in {secs:.1f} s ({splits})")
+    shares = ", ".join(f"domain {d} {n:,}" for d, n in enumerate(meta["splits"]["train"]["domain_rows"]))
+    print(f"{meta['domains']} domains in the '{meta['domain_field']}' column; train rows per domain: {shares}")
+    return 0
+
+
 def cmd_data_synth(args: argparse.Namespace) -> int:
+    if args.multidomain:
+        return _synth_multidomain(args)
     config = _synth_config(args)
     start = time.perf_counter()
     meta = _generate(config, Path(args.out), tuple(args.format), args.shard_rows)
@@ -319,6 +337,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output directory")
     synth.add_argument("--format", nargs="+", choices=("csv", "tfrecord"), default=["csv"])
     synth.add_argument("--shard-rows", type=int, default=500_000, help="rows per output file")
+    synth.add_argument(
+        "--multidomain",
+        action="store_true",
+        help="the multi-domain data instead (docs/multidomain.md): a 'domain' column and train/val/eval splits",
+    )
     synth.set_defaults(func=cmd_data_synth)
 
     train = sub.add_parser("train", help="train and evaluate a model with the Keras library (no TFX)")

@@ -24,7 +24,7 @@ import tensorflow as tf
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 
 _FLOAT_EXTRAS = {"p_click", "p_conversion"}
-_INT_EXTRAS = {"day"}
+_INT_EXTRAS = {"day", "domain"}  # the multi-domain data's domain id (mvke_tf.data.multidomain)
 
 
 def resolve_files(pattern: str | Path | Sequence[str | Path]) -> list[str]:

@@ -22,6 +22,7 @@ to models through :func:`make_dataset`.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -221,6 +222,65 @@ def generate(config: MultiDomainDataConfig) -> dict[str, Any]:
     return out
 
 
+FILE_SPLITS = {"train": "train", "val": "val", "test": "eval"}
+"""Split of :func:`generate` -> directory of :func:`write_files` (``eval`` as in the user-tagging data)."""
+
+
+def write_files(
+    config: MultiDomainDataConfig,
+    out_dir: str | Path,
+    formats: tuple[str, ...] = ("csv",),
+    shard_rows: int = 500_000,
+) -> dict[str, Any]:
+    """Writes the data set as files, the layout of :func:`mvke_tf.data.synthetic.generate` plus a
+    ``domain`` column (int64) and a ``val`` split.
+
+    Layout: ``out_dir/{train,val,eval}/part-NNNNN.{csv,tfrecord.gz}`` (``eval`` holds the test rows),
+    ``features.yaml`` (the fields of :func:`fields`) and ``metadata.json`` (the generator config, the
+    columns, rows per split and domain, and the oracle AUC per split, domain and task). ``val`` is
+    the held-out part that M3oE's bi-level schedule reads for its fusion weights.
+
+    Returns:
+      The metadata dict also written to ``metadata.json``.
+    """
+    import json
+
+    bad = set(formats) - {"csv", "tfrecord"}
+    if bad or not formats:
+        raise ConfigError(f"formats: {sorted(bad) or 'empty'} not supported; fix: use csv and/or tfrecord")
+    data = generate(config)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    splits: dict[str, Any] = {}
+    for split, directory in FILE_SPLITS.items():
+        for old in out.glob(f"{directory}/part-*"):
+            old.unlink()
+        cols = data[split]
+        writer = synthetic._Writer(out, directory, tuple(formats), shard_rows, int_columns=(DOMAIN_FIELD,))
+        try:
+            writer.write(cols, np.arange(len(cols[DOMAIN_FIELD])))
+        finally:
+            writer.close()
+        domain_rows = np.bincount(cols[DOMAIN_FIELD], minlength=config.num_domains)
+        splits[directory] = {
+            "rows": int(len(cols[DOMAIN_FIELD])),
+            "domain_rows": [int(n) for n in domain_rows],
+            **{t: int(cols[t].sum()) for t in TASKS},
+            "files": [str(Path(f).relative_to(out)) for f in writer.files],
+        }
+    meta = {
+        "generator": {"multi_domain": config.to_dict()},
+        "columns": synthetic.columns() + [DOMAIN_FIELD],
+        "domain_field": DOMAIN_FIELD,
+        "domains": config.num_domains,
+        "splits": splits,
+        "oracle_auc": {FILE_SPLITS[s]: {str(d): v for d, v in per.items()} for s, per in data["oracle_auc"].items()},
+    }
+    synthetic.feature_config().to_yaml(out / "features.yaml")
+    (out / "metadata.json").write_text(json.dumps(meta, indent=2))
+    return meta
+
+
 def to_features(
     cols: dict[str, Any], specs: tuple[FieldSpec, ...] | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -265,10 +325,12 @@ def make_dataset(
 
 __all__ = [
     "DOMAIN_FIELD",
+    "FILE_SPLITS",
     "TASKS",
     "MultiDomainDataConfig",
     "fields",
     "generate",
     "make_dataset",
     "to_features",
+    "write_files",
 ]
