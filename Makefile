@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run test test-slow lint bench lock clean
+.PHONY: setup run run-multidomain test test-slow lint bench lock clean
 
 setup:  ## create .venv (Python 3.10) with the pinned stack; fast when up to date
 	@bash scripts/setup.sh
@@ -10,6 +10,10 @@ setup:  ## create .venv (Python 3.10) with the pinned stack; fast when up to dat
 run: setup  ## the main job: synthetic data, then the TFX pipeline (validate, transform, train, evaluate, push)
 	@$(VENV)/bin/mvke-tf data synth --out runs/data --format tfrecord
 	@$(VENV)/bin/mvke-tf pipeline run --config pipelines/configs/synthetic.yaml
+
+run-multidomain: setup  ## M3oE through the pipeline: multi-domain data (3 domains), per-domain evaluation, push
+	@$(VENV)/bin/mvke-tf data synth --multidomain --out runs/md-data --format tfrecord
+	@$(VENV)/bin/mvke-tf pipeline run --config pipelines/configs/multidomain.yaml
 
 test: setup  ## lint, then the default test suite (benchmarks excluded)
 	@$(VENV)/bin/ruff check .

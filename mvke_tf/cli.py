@@ -308,16 +308,20 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from mvke_tf.models.family import TRAINABLE_MODEL_NAMES
+    from mvke_tf.models.family import MODEL_NAMES
 
     p.add_argument(
         "--model",
         default="mvke_mt",
-        choices=TRAINABLE_MODEL_NAMES,
-        help="model: a two-tower variant, or a pair-ranking one (app_store = MMoE + FM cross + ESMM; "
-        "ranking_<type>) (default %(default)s)",
+        choices=MODEL_NAMES,
+        help="model: a two-tower variant, a pair-ranking one (app_store = MMoE + FM cross + ESMM; "
+        "ranking_<type>) or a multi-domain one (m3oe, star, md_<type>) (default %(default)s)",
     )
-    p.add_argument("--config", help="YAML file of ModelConfig (or RankingConfig) fields overriding the defaults")
+    p.add_argument(
+        "--config",
+        help="YAML file of the model's config fields (ModelConfig, RankingConfig or MultiDomainConfig) "
+        "overriding the defaults",
+    )
     p.add_argument("--scale", type=float, default=1.0, help="scale hidden layer sizes (e.g. 0.25 for quick runs)")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=2048)
@@ -454,8 +458,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         lines = str(e).strip().splitlines()
-        print(f"mvke-tf: error: {type(e).__name__}: {lines[0] if lines else ''} (--debug shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"mvke-tf: error: {type(e).__name__}: {lines[0] if lines else ''} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

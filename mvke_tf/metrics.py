@@ -69,12 +69,19 @@ def auc_or_nan(labels: Any, scores: Any) -> float:
     return auc(y, scores) if 0 < positives < len(y) else math.nan
 
 
-def grouped_auc_terms(labels: Any, scores: Any, groups: Any) -> tuple[float, float]:
-    """``(sum over groups of n_g * AUC_g, sum of n_g)`` over the groups holding both classes.
+GROUP_WEIGHTINGS = ("examples", "uniform")
 
-    The two sums of several parts add up, so GAUC can be computed in parts (e.g. one per shard of
-    users) and combined: ``GAUC = sum(first) / sum(second)``.
+
+def grouped_auc_terms(labels: Any, scores: Any, groups: Any, weighting: str = "examples") -> tuple[float, float]:
+    """``(sum over groups of w_g * AUC_g, sum of w_g)`` over the groups holding both classes.
+
+    ``weighting``: ``examples`` (``w_g = n_g``, the group's example count: GAUC) or ``uniform``
+    (``w_g = 1``: the plain mean of the groups' AUCs, e.g. over domains). The two sums of several parts
+    add up, so the mean can be computed in parts (e.g. one per shard of users) and combined:
+    ``sum(first) / sum(second)``.
     """
+    if weighting not in GROUP_WEIGHTINGS:
+        raise ValueError(f"weighting={weighting!r} is not one of {GROUP_WEIGHTINGS}")
     y = np.asarray(labels).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     g = np.asarray(groups).ravel()
@@ -94,7 +101,8 @@ def grouped_auc_terms(labels: Any, scores: Any, groups: Any) -> tuple[float, flo
     rank_sum = np.bincount(gid, weights=ranks * ys)
     both = (n_pos > 0) & (n_neg > 0)
     per_group = (rank_sum[both] - n_pos[both] * (n_pos[both] + 1) / 2.0) / (n_pos[both] * n_neg[both])
-    return float(np.sum(per_group * sizes[both])), float(np.sum(sizes[both]))
+    weights = sizes[both] if weighting == "examples" else np.ones(int(both.sum()))
+    return float(np.sum(per_group * weights)), float(np.sum(weights))
 
 
 def grouped_auc(labels: Any, scores: Any, groups: Any) -> float:

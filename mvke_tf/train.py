@@ -101,16 +101,22 @@ def predict_with_labels(
     batch_size: int = 4096,
     extra_columns: Sequence[str] = (),
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Runs the model over ``files``; returns (predictions, labels, extra columns) as arrays."""
-    ds = make_dataset(files, feature_config, batch_size=batch_size, extra_columns=extra_columns)
+    """Runs the model over ``files``; returns (predictions, labels, extra columns) as arrays.
+
+    The columns the model itself reads besides its fields (e.g. a domain id) are model inputs, and
+    are returned among the extra columns too when asked for.
+    """
+    model_columns = family_of(model).dataset_columns(model.config)
+    columns = list(dict.fromkeys([*model_columns, *extra_columns]))
+    ds = make_dataset(files, feature_config, batch_size=batch_size, extra_columns=columns)
     preds: dict[str, list[np.ndarray]] = {t: [] for t in model.tasks}
     labels: dict[str, list[np.ndarray]] = {t: [] for t in feature_config.labels}
     extras: dict[str, list[np.ndarray]] = {c: [] for c in extra_columns}
     predict = _inference_fn(model)
     for features, y in ds:
         for c in extra_columns:
-            extras[c].append(features.pop(c).numpy())
-        out = predict(features)
+            extras[c].append(features[c].numpy())
+        out = predict({k: v for k, v in features.items() if k not in extra_columns or k in model_columns})
         for t in model.tasks:
             preds[t].append(out[t].numpy())
         for t in labels:
@@ -125,13 +131,17 @@ def predict_with_labels(
 def evaluate(
     model: tf.keras.Model, files: Any, feature_config: FeatureConfig, batch_size: int = 4096
 ) -> dict[str, dict[str, float]]:
-    """Exact per-task AUC on ``files``, with the oracle AUC where true probabilities exist.
+    """Exact per-task AUC on ``files``, with the oracle AUC where true probabilities exist, and the AUC
+    per domain for a multi-domain model.
 
     Returns:
-      ``{task: {"auc": ..., "oracle_auc": ..., "positives": ..., "examples": ...}}``.
+      ``{task: {"auc": ..., "oracle_auc": ..., "positives": ..., "examples": ...}}`` (plus
+      ``"per_domain_auc": {domain id: auc}`` for a model with a domain feature).
     """
     prob_cols = [f"p_{t}" for t in model.tasks if has_column(files, f"p_{t}")]
-    preds, labels, extras = predict_with_labels(model, files, feature_config, batch_size, prob_cols)
+    domain = family_of(model).domain_feature(model.config)
+    extra = prob_cols + ([domain] if domain else [])
+    preds, labels, extras = predict_with_labels(model, files, feature_config, batch_size, extra)
     report = {}
     for t in model.tasks:
         y = labels[t]
@@ -139,6 +149,11 @@ def evaluate(
         truth = extras.get(f"p_{t}")
         if truth is not None and not np.isnan(truth).any():  # absent in TFRecords without true probabilities
             entry["oracle_auc"] = auc_or_nan(y, truth)
+        if domain:  # a model scoring each domain apart is judged per domain too
+            ids = extras[domain]
+            entry["per_domain_auc"] = {
+                str(d): auc_or_nan(y[ids == d], preds[t][ids == d]) for d in np.unique(ids).tolist()
+            }
         report[t] = entry
     return report
 
@@ -171,11 +186,48 @@ def train_and_evaluate(
             f"model tasks {missing} have no label column; the data has labels {list(feature_config.labels)}"
         )
     family = family_of(model_config)
-    fields = family.input_fields(feature_config, model_config, data_columns(data_dir))
+    if train_config.strategy not in family.strategies:
+        raise ConfigError(
+            f"strategy={train_config.strategy!r}: {family.name} models train under {', '.join(family.strategies)}; "
+            "fix: drop --strategy"
+        )
+    columns = data_columns(data_dir)
+    fields = family.input_fields(feature_config, model_config, columns)
     tf.keras.utils.set_random_seed(train_config.seed)
     with strategy.scope():
         model = family.compile(family.build(feature_config, model_config, fields), train_config.learning_rate)
     feature_config = family.dataset_config(feature_config, model)  # the datasets yield every model input
+    model_columns = family.dataset_columns(model_config)
+    absent = [c for c in model_columns if columns is not None and c not in columns]
+    if absent:
+        raise ConfigError(
+            f"model {model_config.model_type!r} reads column(s) {absent}, which {data_dir / 'train'} lacks; "
+            "fix: train it on data that has them (multi-domain data: mvke-tf data synth --multidomain)"
+        )
+
+    def shuffled(split: str, num_epochs: int | None) -> tf.data.Dataset:
+        return make_dataset(
+            data_dir / split,
+            feature_config,
+            batch_size=train_config.batch_size,
+            shuffle=True,
+            seed=train_config.seed,
+            shuffle_buffer=train_config.shuffle_buffer,
+            num_epochs=num_epochs,
+            extra_columns=model_columns,
+        )
+
+    held_out = None
+    if family.needs_held_out(model_config):
+        try:
+            resolve_files(data_dir / "val")
+        except FileNotFoundError:
+            raise ConfigError(
+                f"model {model_config.model_type!r} trains its fusion weights on a held-out split and "
+                f"{data_dir / 'val'} has no files; fix: write one (mvke-tf data synth --multidomain) "
+                "or set fusion: code in --config"
+            ) from None
+        held_out = shuffled("val", None)
     train_rows = _count_rows(data_dir, "train")
     steps_per_epoch = None
     if workers > 1:
@@ -183,15 +235,7 @@ def train_and_evaluate(
         # repeat the data and cut epochs by steps (of the global batch).
         train_rows = train_rows if train_rows is not None else _count_file_rows(data_dir / "train", feature_config)
         steps_per_epoch = max(1, math.ceil(train_rows / train_config.batch_size))
-    train_ds = make_dataset(
-        data_dir / "train",
-        feature_config,
-        batch_size=train_config.batch_size,
-        shuffle=True,
-        seed=train_config.seed,
-        shuffle_buffer=train_config.shuffle_buffer,
-        num_epochs=None if steps_per_epoch else 1,
-    )
+    train_ds = shuffled("train", None if steps_per_epoch else 1)
     if workers > 1:
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = distribute.shard_policy(
@@ -199,7 +243,14 @@ def train_and_evaluate(
         )
         train_ds = train_ds.with_options(options)
     start = time.perf_counter()
-    history = model.fit(train_ds, epochs=train_config.epochs, steps_per_epoch=steps_per_epoch, verbose=verbose)
+    history = family.fit(
+        model,
+        train_ds,
+        epochs=train_config.epochs,
+        steps_per_epoch=steps_per_epoch,
+        held_out=held_out,
+        verbose=verbose,
+    )
     train_seconds = time.perf_counter() - start
     report = {
         "model_type": model_config.model_type,
@@ -210,8 +261,9 @@ def train_and_evaluate(
         "train_seconds": train_seconds,
         "eval_seconds": 0.0,
         "train_examples_per_second": (train_rows * train_config.epochs / train_seconds) if train_rows else None,
-        "final_loss": float(history.history["loss"][-1]),
+        "final_loss": float(history["loss"][-1]),
         "num_parameters": int(model.count_params()),
+        **family.training_summary(model),
     }
     if train_config.strategy != "default":
         report["distribution"] = {
@@ -254,6 +306,15 @@ def format_report(report: Mapping[str, Any]) -> str:
     for task, m in report["eval"].items():
         oracle = m.get("oracle_auc", float("nan"))
         lines.append(f"{task:<12} {m['examples']:>9d} {m['positives']:>9d} {m['auc']:>10.4f} {oracle:>11.4f}")
+    per_domain = {t: m["per_domain_auc"] for t, m in report["eval"].items() if "per_domain_auc" in m}
+    if per_domain:
+        domains = sorted({d for v in per_domain.values() for d in v}, key=int)
+        lines.append(f"{'AUC by domain':<14}" + "".join(f"{'domain ' + d:>10}" for d in domains))
+        for task, v in per_domain.items():
+            lines.append(f"{task:<14}" + "".join(f"{v.get(d, float('nan')):>10.4f}" for d in domains))
+    fusion = report.get("fusion_weights")
+    if fusion:
+        lines.append("learned fusion weights: " + ", ".join(f"{k} {v:.3f}" for k, v in fusion.items()))
     dist = report.get("distribution")
     if dist and not dist["chief"]:
         lines.append("(not the chief: the chief evaluates and writes the report)")

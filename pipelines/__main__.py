@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "input_format": "csv",
     "input_pattern": "",
     "eval_pattern": "",
+    "val_pattern": "",
     "features_yaml": "",
     "serving_dir": "",
     "model": "mvke_mt",
@@ -90,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
             help="eval files' glob: --input-pattern is then the train split (e.g. train/*.csv + eval/*.csv, "
             "train on day D and test on day D+1); default: a 4:1 hash split of --input-pattern",
         )
+        q.add_argument(
+            "--val-pattern",
+            default=S,
+            help="held-out training files' glob (with --eval-pattern): the Trainer's validation split, and the "
+            "upper level of M3oE's bi-level schedule (e.g. val/part-*.tfrecord.gz)",
+        )
         q.add_argument("--features-yaml", default=S, help="FeatureConfig YAML (default <data-root>/features.yaml)")
         q.add_argument("--serving-dir", default=S, help="push destination (default <root>/serving)")
         q.add_argument("--model", default=S, help="model_type (default mvke_mt)")
@@ -102,7 +109,13 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--batch-size", type=int, default=S, help="default 256")
         q.add_argument("--no-warm-start", action="store_true", default=S, help="train from scratch every run")
         q.add_argument("--schema", default=S, help="curated schema.pbtxt (ImportSchemaGen); default: infer each run")
-        q.add_argument("--auc-floor", type=float, default=S, help="least click AUC the Evaluator blesses (0.5)")
+        q.add_argument(
+            "--auc-floor",
+            type=float,
+            default=S,
+            help="least AUC the Evaluator blesses: the first task's, or a multi-domain model's mean over "
+            "(domain, task) (0.5)",
+        )
         q.add_argument("--distribution", choices=STRATEGIES, default=S)
     run.add_argument("--verbose", action="store_true", help="show TFX/Beam/TensorFlow output live (always in the log)")
     compile_.add_argument("--target", choices=("kubeflow",), default=S, help="orchestrator (default kubeflow)")
@@ -170,6 +183,7 @@ def config_from_settings(settings: dict[str, Any], for_run: bool = True):
         input_format=settings["input_format"],
         input_pattern=settings["input_pattern"],
         eval_pattern=settings["eval_pattern"],
+        val_pattern=settings["val_pattern"],
         model_type=settings["model"],
         model_overrides=settings["model_overrides"],
         train_steps=settings["train_steps"],
@@ -261,9 +275,11 @@ def _run(config, log_dir: str, verbose: bool = False) -> int:
         )
         return EXIT_BLOCKED
     if report.blessed is not True:
+        from pipelines.pipeline import blessing_metric
+
         print("\n".join(report.lines()))
         print(
-            f"error: the model was not blessed (click AUC floor {config.eval_auc_floor}, largest drop "
+            f"error: the model was not blessed ({blessing_metric(config)} floor {config.eval_auc_floor}, largest drop "
             f"{config.eval_auc_change} vs the last blessed model); nothing was pushed. "
             f"See the evaluation at {report.evaluation_uri} and the log {log_path}",
             file=sys.stderr,

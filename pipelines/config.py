@@ -7,11 +7,12 @@ from typing import Any
 
 from mvke_tf.config import STRATEGIES, ConfigError
 from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS
-from mvke_tf.models.family import TRAINABLE_MODEL_NAMES, ModelFamily, family_of
+from mvke_tf.models.family import MODEL_NAMES, ModelFamily, family_of
 
-# The two-tower models, and the pair-ranking ones: ``ranking_<type>`` and ``app_store`` (the MMoE + FM
-# cross + ESMM model), whose overrides are RankingConfig fields.
-PIPELINE_MODEL_TYPES = TRAINABLE_MODEL_NAMES
+# Every model of every family (mvke_tf.models.family): two-tower, pair-ranking (``ranking_<type>``,
+# ``app_store``) and multi-domain (``m3oe``, ``star``, ``md_<type>``); the overrides are fields of the
+# family's config class.
+PIPELINE_MODEL_TYPES = MODEL_NAMES
 
 INPUT_FORMATS = ("csv", "tfrecord")
 EVALUATORS = ("batched", "tfma")
@@ -40,6 +41,11 @@ class PipelineConfig:
         the train split and ``eval_pattern`` the eval split, e.g. the paper's "train on day D,
         test on day D+1" (``train/*.csv`` and ``eval/*.csv`` of the synthetic generator, whose
         last day is the eval split). Both may hold ``{SPAN}``.
+      val_pattern: glob of a held-out part of the training data (with ``eval_pattern`` only): ExampleGen
+        makes it a ``val`` split, which the Trainer reads for its validation metrics and, for M3oE's
+        bi-level schedule, for the upper level (the fusion weights alpha / beta). Held out of the train
+        split, not the eval split: the Evaluator blesses on the eval split, so a model must not have fit
+        anything to it. Empty: the Trainer validates on the eval split.
       model_type: model variant: a two-tower model of :data:`mvke_tf.models.MODEL_TYPES`, or a
         pair-ranking model (:mod:`mvke_tf.models.ranking`) as ``ranking_<type>`` (e.g.
         ``ranking_mmoe``) or ``app_store`` (MMoE with FM cross and ESMM heads).
@@ -53,8 +59,9 @@ class PipelineConfig:
       learning_rate: Adam learning rate.
       num_buckets: quantile buckets per numeric field in Transform.
       seed: random seed of the Trainer (weights initialization and shuffling).
-      eval_auc_floor: the Evaluator blesses a model only if its click AUC is at least this.
-      eval_auc_change: the largest click-AUC drop vs the last blessed model still blessed.
+      eval_auc_floor: the Evaluator blesses a model only if its blessing AUC is at least this: the first
+        task's AUC, or for a multi-domain model the mean AUC over (domain, task).
+      eval_auc_change: the largest drop of the blessing AUC vs the last blessed model still blessed.
       train_eval_split: hash buckets of the train and eval splits (default 4:1).
       beam_pipeline_args: Apache Beam options for the Beam-based components.
       schema_path: a curated schema (``schema.pbtxt``, e.g. a SchemaGen output of an earlier run):
@@ -81,6 +88,7 @@ class PipelineConfig:
     input_format: str = "csv"
     input_pattern: str = "*.csv"
     eval_pattern: str = ""
+    val_pattern: str = ""
     model_type: str = "mvke_mt"
     model_overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
     train_steps: int = 0
@@ -125,16 +133,31 @@ class PipelineConfig:
             fail("eval_pattern", "use '{SPAN}' in both input_pattern and eval_pattern, or in neither")
         if self.eval_pattern == self.input_pattern:
             fail("eval_pattern", "give the eval files a pattern of their own, or '' to split input_pattern by hash")
+        if self.val_pattern:
+            if not self.eval_pattern:
+                fail("val_pattern", "give eval_pattern too (train, val and eval files by pattern), or '' for none")
+            if self.val_pattern in (self.input_pattern, self.eval_pattern):
+                fail("val_pattern", "give the held-out files a pattern of their own")
+            if ("{SPAN}" in self.val_pattern) != ("{SPAN}" in self.input_pattern):
+                fail("val_pattern", "use '{SPAN}' in both input_pattern and val_pattern, or in neither")
         if self.distribution not in DISTRIBUTIONS:
             fail("distribution", f"use one of {', '.join(DISTRIBUTIONS)}")
         if self.model_type not in PIPELINE_MODEL_TYPES:
             fail("model_type", f"use one of {', '.join(PIPELINE_MODEL_TYPES)}")
+        if self.distribution not in self.family.strategies:
+            fail("distribution", f"{self.model_type} trains under {', '.join(self.family.strategies)}")
         if "model_type" in self.model_overrides:
             fail("model_overrides", "set model_type through the model_type field, not the overrides")
         try:
             self.model_config()
         except (ConfigError, TypeError) as e:
             raise ConfigError(f"pipeline config: model_overrides: {e}") from e
+        if self.family.needs_held_out(self.model_config()) and not self.val_pattern:
+            fail(
+                "val_pattern",
+                f"{self.model_type} trains its fusion weights on held-out data: give the files of a held-out part "
+                "of the training data (e.g. val/part-*.tfrecord.gz), or set model_overrides fusion: code",
+            )
         for name in ("eval_steps", "epochs", "batch_size", "num_buckets"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -163,6 +186,11 @@ class PipelineConfig:
         return "{SPAN}" in self.input_pattern
 
     @property
+    def validation_split(self) -> str:
+        """The split the Trainer validates on (and M3oE's upper level reads): ``val`` or ``eval``."""
+        return "val" if self.val_pattern else "eval"
+
+    @property
     def family(self) -> ModelFamily:
         """The model's family (:mod:`mvke_tf.models.family`): its fields, builder and signatures."""
         return family_of(self.model_type)
@@ -183,4 +211,5 @@ class PipelineConfig:
             "learning_rate": self.learning_rate,
             "seed": self.seed,
             "distribution": self.distribution,
+            "validation_split": self.validation_split,
         }

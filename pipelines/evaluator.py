@@ -18,7 +18,8 @@ metrics on batches of 4,096 examples with NumPy:
   give their users' AUCs, and the shards' weighted sums are added.
 
 Supported metrics: ``ExampleCount``, ``AUC`` (``curve`` ROC or PR, the default 10,000 thresholds),
-``Calibration``, ``MeanLabel``, ``MeanPrediction`` and ``GAUC``; slicing specs by ``feature_keys``
+``Calibration``, ``MeanLabel``, ``MeanPrediction``, ``GAUC`` and ``MeanGroupAUC`` (the mean AUC over
+(group, output) pairs, e.g. (domain, task), the same sharded way); slicing specs by ``feature_keys``
 (and ``feature_values``). Anything else is refused with the metric's name and the fix: run the
 stock TFMA Evaluator (``evaluator: tfma`` in the pipeline settings).
 """
@@ -52,7 +53,8 @@ from pipelines.gauc import DEFAULT_GROUP_KEY  # noqa: E402
 BATCH_SIZE = 4096
 GAUC_SHARDS = 8  # user-hash shards of the exact GAUC (the unit of parallelism for that step)
 _HISTOGRAM_METRICS = {"ExampleCount", "AUC", "AUCPrecisionRecall", "Calibration", "MeanLabel", "MeanPrediction"}
-SUPPORTED_METRICS = tuple(sorted(_HISTOGRAM_METRICS | {"GAUC"}))
+_GROUPED_METRICS = {"GAUC": "examples", "MeanGroupAUC": "uniform"}  # -> the groups' weighting
+SUPPORTED_METRICS = tuple(sorted(_HISTOGRAM_METRICS | set(_GROUPED_METRICS)))
 
 
 class UnsupportedEvalConfigError(ValueError):
@@ -78,6 +80,13 @@ class MetricRequest:
     output_name: str
     curve: str = "ROC"
     group_key: str = DEFAULT_GROUP_KEY
+    outputs: tuple[str, ...] = ()
+    """MeanGroupAUC: the outputs it averages over (its own ``output_name`` is ``""``)."""
+
+    @property
+    def label_outputs(self) -> tuple[str, ...]:
+        """The outputs whose labels and predictions this metric reads."""
+        return self.outputs if self.class_name == "MeanGroupAUC" else (self.output_name,)
 
 
 _DEFAULT_NAMES = {
@@ -88,6 +97,7 @@ _DEFAULT_NAMES = {
     "MeanLabel": "mean_label",
     "MeanPrediction": "mean_prediction",
     "GAUC": "gauc",
+    "MeanGroupAUC": "mean_group_auc",
 }
 
 
@@ -111,6 +121,12 @@ def metric_requests(eval_config: tfma.EvalConfig) -> list[MetricRequest]:
             allowed = {"name", "curve"} if metric.class_name in ("AUC", "AUCPrecisionRecall") else {"name"}
             if metric.class_name == "GAUC":
                 allowed = {"name", "group_key"}
+            if metric.class_name == "MeanGroupAUC":
+                allowed = {"name", "group_key", "outputs"}
+                if spec.output_names or not options.get("outputs"):
+                    raise _unsupported(
+                        "MeanGroupAUC needs its 'outputs' in its config and a metrics spec without output_names"
+                    )
             extra = sorted(set(options) - allowed)
             if extra:
                 raise _unsupported(f"option(s) {extra} of metric {metric.class_name!r}")
@@ -126,6 +142,7 @@ def metric_requests(eval_config: tfma.EvalConfig) -> list[MetricRequest]:
                         output,
                         curve=curve,
                         group_key=options.get("group_key", DEFAULT_GROUP_KEY),
+                        outputs=tuple(options.get("outputs", ())),
                     )
                 )
     if not out:
@@ -382,20 +399,28 @@ def _shard_batch(batch: EvalBatch, group_key: str, shards: int) -> Iterator[tupl
             local = local[local >= 0]
             if len(local):
                 slices[key] = local.astype(np.int32)
-        yield int(shard), {
-            "groups": groups[mask],
-            "labels": {o: y[mask].astype(np.uint8) for o, y in batch.labels.items()},
-            "predictions": {mo: p[mask] for mo, p in batch.predictions.items()},
-            "slices": slices,
-        }
+        yield (
+            int(shard),
+            {
+                "groups": groups[mask],
+                "labels": {o: y[mask].astype(np.uint8) for o, y in batch.labels.items()},
+                "predictions": {mo: p[mask] for mo, p in batch.predictions.items()},
+                "slices": slices,
+            },
+        )
 
 
 class _GroupAUCCombineFn(beam.CombineFn):
-    """One shard's columns -> ``{(slice key, model, output): (sum of n_u * AUC_u, sum of n_u)}``.
+    """One shard's columns -> ``{(group key, weighting, slice key, model, output): (sum of w_g * AUC_g,
+    sum of w_g)}`` (:func:`~mvke_tf.metrics.grouped_auc_terms`).
 
-    The accumulator is a list of the batches' compact columns (NumPy arrays); the users' AUCs are
+    The accumulator is a list of the batches' compact columns (NumPy arrays); the groups' AUCs are
     computed once, in ``extract_output``.
     """
+
+    def __init__(self, group_key: str, weightings: Sequence[str]) -> None:
+        self._group_key = group_key
+        self._weightings = tuple(weightings)
 
     def create_accumulator(self) -> list[dict]:
         return []
@@ -423,12 +448,14 @@ class _GroupAUCCombineFn(beam.CombineFn):
         for key, parts in rows_by_key.items():
             rows = np.concatenate(parts)
             for (model, output), scores in predictions.items():
-                out[(key, model, output)] = grouped_auc_terms(labels[output][rows], scores[rows], groups[rows])
+                for w in self._weightings:
+                    terms = grouped_auc_terms(labels[output][rows], scores[rows], groups[rows], w)
+                    out[(self._group_key, w, key, model, output)] = terms
         return out
 
 
 class _SumTermsCombineFn(beam.CombineFn):
-    """Adds the shards' GAUC terms: ``{(slice key, model, output): (sum, weight)}``."""
+    """Adds the shards' grouped-AUC terms: ``{(group key, weighting, slice key, model, output): (sum, weight)}``."""
 
     def create_accumulator(self) -> dict:
         return {}
@@ -452,9 +479,17 @@ class _SumTermsCombineFn(beam.CombineFn):
 # ----------------------------------------------------------------------------- metrics per slice
 
 
-def _metric_value(request: MetricRequest, hist: ScoreHistogram | None, gauc: tuple[float, float] | None) -> float:
-    if request.class_name == "GAUC":
-        return gauc[0] / gauc[1] if gauc and gauc[1] else math.nan
+def _grouped_value(request: MetricRequest, terms: Mapping[tuple, tuple[float, float]], key: tuple, model: str) -> float:
+    """The (weighted) mean of the groups' AUCs, over every output the request reads."""
+    weighting = _GROUPED_METRICS[request.class_name]
+    total = weight = 0.0
+    for output in request.label_outputs:
+        t, w = terms.get((request.group_key, weighting, key, model, output), (0.0, 0.0))
+        total, weight = total + t, weight + w
+    return total / weight if weight else math.nan
+
+
+def _metric_value(request: MetricRequest, hist: ScoreHistogram | None) -> float:
     if hist is None:
         return math.nan
     count = hist.example_count
@@ -471,19 +506,24 @@ def _metric_value(request: MetricRequest, hist: ScoreHistogram | None, gauc: tup
 
 def sliced_metrics(
     histograms: Mapping[tuple, Mapping[tuple[str, str], ScoreHistogram]],
-    gauc_terms: Mapping[tuple, tuple[float, float]],
+    group_terms: Mapping[tuple, tuple[float, float]],
     requests: Sequence[MetricRequest],
     models: Sequence[str],
     baseline: str | None,
 ) -> list[tuple[tuple, dict]]:
-    """TFMA's ``(slice key, {MetricKey: value})`` pairs, with candidate-minus-baseline diffs."""
+    """TFMA's ``(slice key, {MetricKey: value})`` pairs, with candidate-minus-baseline diffs.
+
+    ``group_terms``: the grouped metrics' sums, keyed ``(group key, weighting, slice key, model, output)``.
+    """
     out = []
     for key in sorted(histograms, key=lambda k: (len(k), str(k))):
         metrics = {}
         for model in models:
             for r in requests:
-                hist = histograms[key].get((model, r.output_name))
-                value = _metric_value(r, hist, gauc_terms.get((key, model, r.output_name)))
+                if r.class_name in _GROUPED_METRICS:
+                    value = _grouped_value(r, group_terms, key, model)
+                else:
+                    value = _metric_value(r, histograms[key].get((model, r.output_name)))
                 metrics[metric_types.MetricKey(name=r.name, model_name=model, output_name=r.output_name)] = value
         if baseline is not None:
             for k, value in list(metrics.items()):
@@ -519,7 +559,7 @@ def BatchedEvaluation(  # noqa: N802 - Beam PTransform naming
         raise _unsupported(f"cross slicing spec {spec}")
     model_specs = list(eval_config.model_specs)
     baseline = next((m.name for m in model_specs if m.is_baseline), None)
-    outputs = sorted({r.output_name for r in requests})
+    outputs = sorted({o for r in requests for o in r.label_outputs})
     label_keys: dict[str, str] = {}
     for output in outputs:
         keys = {m.label_keys.get(output) or m.label_key for m in model_specs}
@@ -529,7 +569,11 @@ def BatchedEvaluation(  # noqa: N802 - Beam PTransform naming
     prediction_keys = {
         m.name: {o: m.prediction_keys.get(o) or m.prediction_key or o for o in outputs} for m in model_specs
     }
-    group_keys = sorted({r.group_key for r in requests if r.class_name == "GAUC"})
+    weightings: dict[str, set[str]] = {}
+    for r in requests:
+        if r.class_name in _GROUPED_METRICS:
+            weightings.setdefault(r.group_key, set()).add(_GROUPED_METRICS[r.class_name])
+    group_keys = sorted(weightings)
     needed = set(label_keys.values()) | set(group_keys) | {f for s in slice_specs for f in s.features}
     missing = sorted(needed - set(feature_spec))
     if missing:
@@ -561,17 +605,16 @@ def BatchedEvaluation(  # noqa: N802 - Beam PTransform naming
         | "PredictAndParse" >> beam.ParDo(evaluate)
     )
     histograms = batches | "Histograms" >> beam.CombineGlobally(_HistogramsCombineFn())
-    gauc_terms = pipeline | "NoGAUC" >> beam.Create([{}])
-    if group_keys:
-        if len(group_keys) > 1:
-            raise _unsupported(f"GAUC over several group keys {group_keys}")
-        gauc_terms = (
+    shard_terms = [pipeline | "NoGroups" >> beam.Create([{}])]
+    for group_key in group_keys:  # e.g. users (GAUC) and domains (MeanGroupAUC), each sharded apart
+        shard_terms.append(
             batches
-            | "ShardByGroup" >> beam.FlatMap(_shard_batch, group_keys[0], GAUC_SHARDS)
-            | "GroupAUCPerShard" >> beam.CombinePerKey(_GroupAUCCombineFn())
-            | "DropShard" >> beam.Values()
-            | "SumShards" >> beam.CombineGlobally(_SumTermsCombineFn())
+            | f"ShardBy[{group_key}]" >> beam.FlatMap(_shard_batch, group_key, GAUC_SHARDS)
+            | f"GroupAUCPerShard[{group_key}]"
+            >> beam.CombinePerKey(_GroupAUCCombineFn(group_key, sorted(weightings[group_key])))
+            | f"DropShard[{group_key}]" >> beam.Values()
         )
+    gauc_terms = shard_terms | "AllShards" >> beam.Flatten() | "SumShards" >> beam.CombineGlobally(_SumTermsCombineFn())
     models = [m.name for m in model_specs]
     metrics = histograms | "SlicedMetrics" >> beam.FlatMap(
         lambda h, g: sliced_metrics(h, g, requests, models, baseline), beam.pvalue.AsSingleton(gauc_terms)
@@ -589,9 +632,7 @@ def BatchedEvaluation(  # noqa: N802 - Beam PTransform naming
 def _feature_spec(schema_artifacts: list) -> dict[str, Any]:
     from tensorflow_transform.tf_metadata import schema_utils
 
-    schema = io_utils.SchemaReader().read(
-        io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(schema_artifacts))
-    )
+    schema = io_utils.SchemaReader().read(io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(schema_artifacts)))
     return dict(schema_utils.schema_as_feature_spec(schema).feature_spec)
 
 

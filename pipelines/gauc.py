@@ -1,4 +1,5 @@
-"""GAUC as a TFMA metric: AUC grouped by user, weighted by each user's impressions.
+"""Grouped AUC metrics for TFMA: GAUC (AUC grouped by user, weighted by each user's impressions) and
+``MeanGroupAUC`` (the plain mean AUC over (group, output) pairs, e.g. over (domain, task)).
 
 Registered in the Evaluator's config (``pipelines.pipeline.eval_config``) as::
 
@@ -15,7 +16,11 @@ combiner keeps three compact columns per slice (a 64-bit hash of the group, the 
 prediction: 17 bytes per example in ``array`` buffers, no Python object per example) and computes
 the exact GAUC once, vectorised, in ``extract_output``.
 
-Example weights are not supported: GAUC here is impression-weighted by definition, and asking
+``MeanGroupAUC`` (a multi-domain model's blessing metric) goes in a ``MetricsSpec`` without output
+names, as ``config='{"name": "mean_domain_task_auc", "group_key": "domain", "outputs": ["click",
+"conversion"]}'``: each (domain, task) pair holding both classes counts once, whatever its size.
+
+Example weights are not supported: the groups are weighted by each metric's definition, and asking
 for a weighted variant raises ``ValueError``.
 """
 
@@ -23,7 +28,8 @@ from __future__ import annotations
 
 import array
 import hashlib
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -31,9 +37,10 @@ import numpy as np
 import tensorflow_model_analysis as tfma
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
-from mvke_tf.metrics import grouped_auc_or_nan
+from mvke_tf.metrics import grouped_auc_terms
 
 GAUC_NAME = "gauc"
+MEAN_GROUP_AUC_NAME = "mean_group_auc"
 DEFAULT_GROUP_KEY = "user_id"
 
 
@@ -48,7 +55,37 @@ class GAUC(tfma.metrics.Metric):
         super().__init__(_gauc_computations, name=name, group_key=group_key)
 
 
+class MeanGroupAUC(tfma.metrics.Metric):
+    """The plain mean of the AUCs of every (group, output) pair holding both classes.
+
+    With the domain id as ``group_key`` and every task as ``outputs``, the mean AUC over (domain, task)
+    that multi-domain models are compared by. Placed in a ``MetricsSpec`` without output names: it
+    reads the outputs it is given and reports one value per slice (output name ``""``).
+    """
+
+    def __init__(self, name: str = MEAN_GROUP_AUC_NAME, group_key: str = "domain", outputs: Sequence[str] = ()):
+        """Args:
+        name: the metric's name in the evaluation results.
+        group_key: the raw feature holding the group (e.g. domain) id, one value per example.
+        outputs: the model outputs (tasks) averaged over.
+        """
+        if not outputs:
+            raise ValueError(f"{type(self).__name__}: outputs is empty; fix: list the tasks, e.g. [click, conversion]")
+        super().__init__(_mean_group_auc_computations, name=name, group_key=group_key, outputs=list(outputs))
+
+
 metric_types.register_metric(GAUC)
+metric_types.register_metric(MeanGroupAUC)
+
+
+def _check_unweighted(metric: str, example_weighted: bool, sub_keys: list[Any] | None) -> None:
+    if example_weighted:
+        raise ValueError(
+            f"{metric}: example-weighted computation is not supported (groups are weighted by the metric's "
+            "definition); fix: set the MetricsSpec's example_weights to unweighted only"
+        )
+    if sub_keys and any(k is not None for k in sub_keys):
+        raise ValueError(f"{metric}: sub_keys (class_ids / top_k) are not supported, got {sub_keys}")
 
 
 def _gauc_computations(
@@ -60,36 +97,65 @@ def _gauc_computations(
     sub_keys: list[Any] | None = None,
     example_weighted: bool = False,
 ) -> metric_types.MetricComputations:
-    if example_weighted:
-        raise ValueError(
-            "GAUC: example-weighted computation is not supported (GAUC weights users by impressions); "
-            "fix: set the MetricsSpec's example_weights to unweighted only"
+    _check_unweighted("GAUC", example_weighted, sub_keys)
+    return [
+        _computation(
+            metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name),
+            eval_config,
+            group_key,
+            [output_name],
+            "examples",
         )
-    if sub_keys and any(k is not None for k in sub_keys):
-        raise ValueError(f"GAUC: sub_keys (class_ids / top_k) are not supported, got {sub_keys}")
-    computations = []
-    for model_name in model_names or [""]:
-        for output_name in output_names or [""]:
-            key = metric_types.MetricKey(name=name, model_name=model_name, output_name=output_name)
-            computations.append(
-                metric_types.MetricComputation(
-                    keys=[key],
-                    preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[group_key])],
-                    combiner=_GAUCCombiner(key, eval_config, group_key),
-                )
-            )
-    return computations
+        for model_name in model_names or [""]
+        for output_name in output_names or [""]
+    ]
 
 
-class _GAUCAccumulator:
-    """Compact columns of one slice: group hashes, labels, predictions."""
+def _computation(
+    key: metric_types.MetricKey,
+    eval_config: tfma.EvalConfig | None,
+    group_key: str,
+    outputs: Sequence[str],
+    weighting: str,
+) -> metric_types.MetricComputation:
+    return metric_types.MetricComputation(
+        keys=[key],
+        preprocessors=[metric_types.FeaturePreprocessor(feature_keys=[group_key])],
+        combiner=_GroupAUCCombiner(key, eval_config, group_key, outputs, weighting),
+    )
+
+
+def _mean_group_auc_computations(
+    name: str = MEAN_GROUP_AUC_NAME,
+    group_key: str = "domain",
+    outputs: Sequence[str] = (),
+    eval_config: tfma.EvalConfig | None = None,
+    model_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    sub_keys: list[Any] | None = None,
+    example_weighted: bool = False,
+) -> metric_types.MetricComputations:
+    _check_unweighted("MeanGroupAUC", example_weighted, sub_keys)
+    if any(output_names or []):
+        raise ValueError(
+            f"MeanGroupAUC: it spans the outputs {list(outputs)} and takes no output names, got {output_names}; "
+            "fix: put it in a MetricsSpec without output_names"
+        )
+    return [
+        _computation(metric_types.MetricKey(name=name, model_name=m), eval_config, group_key, outputs, "uniform")
+        for m in model_names or [""]
+    ]
+
+
+class _GroupAUCAccumulator:
+    """Compact columns of one slice: group hashes, and labels and predictions per output."""
 
     __slots__ = ("groups", "labels", "predictions")
 
-    def __init__(self) -> None:
+    def __init__(self, outputs: Sequence[str]) -> None:
         self.groups = array.array("q")
-        self.labels = array.array("b")
-        self.predictions = array.array("d")
+        self.labels = {o: array.array("b") for o in outputs}
+        self.predictions = {o: array.array("d") for o in outputs}
 
 
 def group_hash(value: Any) -> int:
@@ -103,55 +169,79 @@ def group_hash(value: Any) -> int:
 def _group_of(features: Any, group_key: str) -> int:
     if features is None or group_key not in features:
         raise ValueError(
-            f"GAUC: feature {group_key!r} not found in the features extracts; fix: make sure the evaluated "
-            "examples carry it (raw examples for the Evaluator)"
+            f"grouped AUC: feature {group_key!r} not found in the features extracts; fix: make sure the "
+            "evaluated examples carry it (raw examples for the Evaluator)"
         )
     values = np.asarray(features[group_key]).ravel()
     if values.size != 1:
-        raise ValueError(f"GAUC: feature {group_key!r} must hold one value per example, got {values.size}")
+        raise ValueError(f"grouped AUC: feature {group_key!r} must hold one value per example, got {values.size}")
     return group_hash(values[0])
 
 
-class _GAUCCombiner(beam.CombineFn):
-    """Collects (group, label, prediction) per example into compact columns; GAUC at the end."""
+class _GroupAUCCombiner(beam.CombineFn):
+    """Collects (group, label and prediction of each output) per example into compact columns; at the end
+    the mean of the (group, output) AUCs, weighted as ``weighting`` says
+    (:func:`~mvke_tf.metrics.grouped_auc_terms`)."""
 
-    def __init__(self, key: metric_types.MetricKey, eval_config: tfma.EvalConfig | None, group_key: str):
+    def __init__(
+        self,
+        key: metric_types.MetricKey,
+        eval_config: tfma.EvalConfig | None,
+        group_key: str,
+        outputs: Sequence[str],
+        weighting: str,
+    ):
         self._key = key
         self._eval_config = eval_config
         self._group_key = group_key
+        self._outputs = list(outputs)
+        self._weighting = weighting
 
-    def create_accumulator(self) -> _GAUCAccumulator:
-        return _GAUCAccumulator()
+    def create_accumulator(self) -> _GroupAUCAccumulator:
+        return _GroupAUCAccumulator(self._outputs)
 
-    def add_input(self, accumulator: _GAUCAccumulator, element: metric_types.StandardMetricInputs) -> _GAUCAccumulator:
+    def add_input(
+        self, accumulator: _GroupAUCAccumulator, element: metric_types.StandardMetricInputs
+    ) -> _GroupAUCAccumulator:
         group = _group_of(element.features, self._group_key)
-        for label, prediction, _ in metric_util.to_label_prediction_example_weight(
-            element,
-            eval_config=self._eval_config,
-            model_name=self._key.model_name,
-            output_name=self._key.output_name,
-            example_weighted=False,
-            flatten=True,
-        ):
-            accumulator.groups.append(group)
-            accumulator.labels.append(int(np.asarray(label).ravel()[0] > 0))
-            accumulator.predictions.append(float(np.asarray(prediction).ravel()[0]))
+        accumulator.groups.append(group)
+        for output in self._outputs:
+            pairs = list(
+                metric_util.to_label_prediction_example_weight(
+                    element,
+                    eval_config=self._eval_config,
+                    model_name=self._key.model_name,
+                    output_name=output,
+                    example_weighted=False,
+                    flatten=True,
+                )
+            )
+            if len(pairs) != 1:
+                raise ValueError(f"grouped AUC: output {output!r} must hold one prediction per example")
+            label, prediction, _ = pairs[0]
+            accumulator.labels[output].append(int(np.asarray(label).ravel()[0] > 0))
+            accumulator.predictions[output].append(float(np.asarray(prediction).ravel()[0]))
         return accumulator
 
-    def merge_accumulators(self, accumulators: Iterable[_GAUCAccumulator]) -> _GAUCAccumulator:
+    def merge_accumulators(self, accumulators: Iterable[_GroupAUCAccumulator]) -> _GroupAUCAccumulator:
         accumulators = iter(accumulators)
         result = next(accumulators)
         for acc in accumulators:
             result.groups.extend(acc.groups)
-            result.labels.extend(acc.labels)
-            result.predictions.extend(acc.predictions)
+            for output in self._outputs:
+                result.labels[output].extend(acc.labels[output])
+                result.predictions[output].extend(acc.predictions[output])
         return result
 
-    def extract_output(self, accumulator: _GAUCAccumulator) -> dict[metric_types.MetricKey, float]:
-        return {
-            self._key: grouped_auc_or_nan(
-                np.frombuffer(accumulator.labels, dtype=np.int8),
-                np.frombuffer(accumulator.predictions, dtype=np.float64),
-                np.frombuffer(accumulator.groups, dtype=np.int64),
+    def extract_output(self, accumulator: _GroupAUCAccumulator) -> dict[metric_types.MetricKey, float]:
+        groups = np.frombuffer(accumulator.groups, dtype=np.int64)
+        total = weight = 0.0
+        for output in self._outputs:
+            t, w = grouped_auc_terms(
+                np.frombuffer(accumulator.labels[output], dtype=np.int8),
+                np.frombuffer(accumulator.predictions[output], dtype=np.float64),
+                groups,
+                self._weighting,
             )
-        }
+            total, weight = total + t, weight + w
+        return {self._key: total / weight if weight else math.nan}

@@ -36,26 +36,39 @@ RUN_FN = "pipelines.trainer.run_fn"
 # TFMA slices: overall, by two user attributes, by the ad's level-1 category.
 SLICE_KEYS = ("gender", "age_bucket", "tag_l1")
 GAUC_MODULE = "pipelines.gauc"
+MEAN_DOMAIN_TASK_AUC = "mean_domain_task_auc"  # a multi-domain model's blessing metric (pipelines.gauc.MeanGroupAUC)
+
+
+def blessing_metric(config: PipelineConfig) -> str:
+    """What the Evaluator blesses on: the first task's AUC, or for a model that scores each domain apart
+    (a multi-domain model) the mean AUC over (domain, task) pairs, so that no domain is left behind by
+    a model that does well on the largest one."""
+    model_config = config.model_config()
+    if config.family.domain_feature(model_config):
+        return MEAN_DOMAIN_TASK_AUC
+    return f"{model_config.tasks[0]} AUC"
 
 
 def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
-    """TFMA config: per-output AUC, AUC-PR, GAUC, calibration, example count; a click-AUC gate."""
-    tasks = config.model_config().tasks
+    """TFMA config: per-output AUC, AUC-PR, GAUC, calibration, example count; the blessing gate of
+    :func:`blessing_metric`; for a multi-domain model also a slice per domain."""
+    model_config = config.model_config()
+    tasks = model_config.tasks
+    domain = config.family.domain_feature(model_config)
+    # The blessing gate applies to the overall slice only (small slices are noisy).
+    threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.eval_auc_floor}),
+        change_threshold=tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -config.eval_auc_change}
+        ),
+    )
+    gate = [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
 
     def metrics(gated: bool) -> list[tfma.MetricConfig]:
-        # The blessing gate applies to the overall slice only (small slices are noisy).
-        gate = []
-        if gated:
-            threshold = tfma.MetricThreshold(
-                value_threshold=tfma.GenericValueThreshold(lower_bound={"value": config.eval_auc_floor}),
-                change_threshold=tfma.GenericChangeThreshold(
-                    direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -config.eval_auc_change}
-                ),
-            )
-            gate = [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+        gate_here = gate if gated else []
         return [
             tfma.MetricConfig(class_name="ExampleCount"),
-            tfma.MetricConfig(class_name="AUC", per_slice_thresholds=gate),
+            tfma.MetricConfig(class_name="AUC", per_slice_thresholds=gate_here),
             tfma.MetricConfig(class_name="AUC", config='{"curve": "PR", "name": "auc_pr"}'),
             tfma.MetricConfig(class_name="Calibration"),
             tfma.MetricConfig(class_name="MeanLabel"),
@@ -64,6 +77,17 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name="GAUC", module=GAUC_MODULE, config=json.dumps({"name": "gauc"})),
         ]
 
+    specs = [tfma.MetricsSpec(metrics=metrics(gated=not domain and t == tasks[0]), output_names=[t]) for t in tasks]
+    slice_keys = SLICE_KEYS
+    if domain:
+        slice_keys = (domain, *SLICE_KEYS)
+        mean_auc = tfma.MetricConfig(
+            class_name="MeanGroupAUC",
+            module=GAUC_MODULE,
+            config=json.dumps({"name": MEAN_DOMAIN_TASK_AUC, "group_key": domain, "outputs": list(tasks)}),
+            per_slice_thresholds=gate,
+        )
+        specs.append(tfma.MetricsSpec(metrics=[mean_auc]))  # no output names: it spans every task
     return tfma.EvalConfig(
         model_specs=[
             tfma.ModelSpec(
@@ -72,8 +96,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
                 prediction_keys={t: t for t in tasks},
             )
         ],
-        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in SLICE_KEYS],
-        metrics_specs=[tfma.MetricsSpec(metrics=metrics(gated=(t == tasks[0])), output_names=[t]) for t in tasks],
+        slicing_specs=[tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=[k]) for k in slice_keys],
+        metrics_specs=specs,
     )
 
 
@@ -84,12 +108,13 @@ def _example_gen(config: PipelineConfig) -> tfx.types.BaseComponent:
     """
     if config.eval_pattern:
         # The paper's protocol: train on day D, evaluate on day D+1 -- the files say which is which.
-        input_config = tfx.proto.Input(
-            splits=[
-                tfx.proto.Input.Split(name="train", pattern=config.input_pattern),
-                tfx.proto.Input.Split(name="eval", pattern=config.eval_pattern),
-            ]
-        )
+        splits = [
+            tfx.proto.Input.Split(name="train", pattern=config.input_pattern),
+            tfx.proto.Input.Split(name="eval", pattern=config.eval_pattern),
+        ]
+        if config.val_pattern:  # held out of the training data, for the Trainer
+            splits.append(tfx.proto.Input.Split(name="val", pattern=config.val_pattern))
+        input_config = tfx.proto.Input(splits=splits)
         output_config = None
     else:
         # A '{SPAN}' in the pattern makes ExampleGen read the latest span only (e.g. 'span-{SPAN}/*.csv').
@@ -177,7 +202,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
         schema=schema_gen.outputs["schema"],
         hyperparameters=split_rows.outputs["split_rows"],
         train_args=train_args,
-        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps),
+        eval_args=tfx.proto.EvalArgs(num_steps=config.eval_steps, splits=[config.validation_split]),
         custom_config=custom_config,
         **warm_start,
     )

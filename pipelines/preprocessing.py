@@ -7,7 +7,9 @@ Outputs (see :mod:`mvke_tf.data.transform` for the id conventions):
 * the labels (``click``, ``conversion``) as ``int64 [B]``;
 * ``user_id`` and ``tag_l1`` passed through as strings (for slicing), when present;
 * any other field the model family reads (:meth:`mvke_tf.models.family.ModelFamily.input_fields`),
-  e.g. a pair-ranking model's item id ``ad_id``, hashed as its field spec says, when the data has it.
+  e.g. a pair-ranking model's item id ``ad_id``, hashed as its field spec says, when the data has it;
+* the integer columns the family passes through (:meth:`~mvke_tf.models.family.ModelFamily.dataset_columns`),
+  e.g. a multi-domain model's domain id as ``int64 [B]`` (a missing one as -1, which the model rejects).
 
 The feature config comes from ``custom_config["features_yaml"]`` (the Trainer gets the
 same path), else the synthetic generator's :func:`~mvke_tf.data.synthetic.feature_config`.
@@ -77,6 +79,10 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
             outputs[spec.name] = T.multi_valued_ids(T.joined_column(inputs[spec.name], spec.separator), spec)
         elif spec.kind == CATEGORICAL:
             outputs[spec.name] = T.categorical_ids(T.to_dense_column(inputs[spec.name], ""), spec)
+    for name in family.dataset_columns(model_config):  # e.g. a domain id: the model checks its range
+        if name not in inputs:
+            raise KeyError(f"preprocessing_fn: input column {name!r} is missing; have {sorted(inputs)}")
+        outputs[name] = tf.cast(T.to_dense_column(inputs[name], -1), tf.int64)
     for label in config.labels:
         if label in inputs:
             outputs[label] = tf.cast(T.to_dense_column(inputs[label], 0), tf.int64)

@@ -116,7 +116,9 @@ def _summary(component: str, outputs: dict[str, list[Any]], properties: dict[str
         aucs = ", ".join(f"{k[4:]} {v:.4f}" for k, v in metrics.items() if k.startswith("val_") and "auc" in k)
         loss = metrics.get("loss", float("nan"))
         text = f"{t['epochs']} epoch(s), {t['steps']:,} steps of {t['batch_size']}; loss {loss:.4f}"
-        return text + (f"; validation {aucs}" if aucs else "")
+        fusion = ", ".join(f"{k} {v:.3f}" for k, v in t.get("fusion_weights", {}).items())
+        text += f"; validation {aucs}" if aucs else ""
+        return text + (f"; learned fusion weights {fusion}" if fusion else "")
     if (path := uri("ModelEvaluation")) is not None:
         return _evaluation_summary(path, uri("ModelBlessing"))
     if (path := uri("TransformGraph")) is not None:
@@ -140,6 +142,9 @@ def _evaluation_summary(evaluation_uri: str, blessing_uri: str | None) -> str:
     parts = []
     if overall is not None:
         for task, m in overall.metrics.items():
+            if not task:  # metrics over every task, e.g. a multi-domain model's mean (domain, task) AUC
+                parts += [f"{name.replace('_', ' ')} {v:.4f}" for name, v in m.items()]
+                continue
             gauc = f" (GAUC {m['gauc']:.4f})" if "gauc" in m else ""
             parts.append(f"{task} AUC {m.get('auc', float('nan')):.4f}{gauc}")
     verdict = ""
@@ -211,11 +216,7 @@ class ProgressReporter:
         from ml_metadata.proto import metadata_store_pb2
 
         store = self._store()
-        runs = [
-            r
-            for r in store.get_contexts_by_type("pipeline_run")
-            if r.create_time_since_epoch >= self._started_ms
-        ]
+        runs = [r for r in store.get_contexts_by_type("pipeline_run") if r.create_time_since_epoch >= self._started_ms]
         if not runs:
             return []
         run = max(runs, key=lambda c: (c.create_time_since_epoch, c.id))

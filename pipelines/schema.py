@@ -36,6 +36,7 @@ SYNTHETIC_VOCABULARIES: dict[str, tuple[str, ...]] = {
     name: tuple(f"{name[:3]}{i}" for i in range(n)) for name, n in synthetic.BASIC_FIELDS.items() if n <= 10
 }
 CHECKED_IN = Path(__file__).with_name("schemas") / "synthetic.pbtxt"
+MULTIDOMAIN_CHECKED_IN = Path(__file__).with_name("schemas") / "multidomain.pbtxt"
 
 _HEADER = """\
 # Curated schema of the synthetic generator's columns (mvke_tf.data.synthetic), for ImportSchemaGen:
@@ -160,6 +161,25 @@ def load_schema(path: str | os.PathLike) -> schema_pb2.Schema:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no schema at {path}; fix: write one with python -m pipelines.schema")
     return text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
+
+
+def with_domain(schema: schema_pb2.Schema, name: str, domains: int) -> schema_pb2.Schema:
+    """``schema`` plus a required integer domain id in ``[0, domains)``: a row of another domain is an
+    anomaly, so bad data stops before training instead of failing the model's range check."""
+    out = schema_pb2.Schema()
+    out.CopyFrom(schema)
+    feature = out.feature.add(name=name, type=schema_pb2.INT)
+    feature.int_domain.min, feature.int_domain.max = 0, domains - 1
+    _require(feature)
+    return out
+
+
+MULTIDOMAIN_HEADER = """\
+# Curated schema of the multi-domain synthetic data (mvke-tf data synth --multidomain: the synthetic
+# generator's columns plus an int64 'domain' id in 0..2, three domains by default), for ImportSchemaGen.
+# It is pipelines/schemas/synthetic.pbtxt plus the domain feature (pipelines/schema.py, with_domain);
+# tests/pipelines/test_schema.py checks that. A model with more domains needs a larger int_domain max.
+"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,11 @@ carries the Transform graph, so clients send raw ``tf.Example`` records:
 * ``tag_tower``: raw tags ``[B]`` (one tag each) -> ``<task>_embedding``, ``<task>_gate``.
 
 The model family (:mod:`mvke_tf.models.family`, from ``custom_config["model_family"]``) decides the
-fields and the signatures: a pair-ranking model reads the user fields, the ad's tags and (when the
+fields, the training loop and the signatures. A multi-domain model reads the domain id too (Transform
+passes it through) and trains with its own schedule: M3oE's upper level (alpha / beta) reads the
+validation split (``fn_args.eval_files``: the ``val`` split held out of the training data, never the
+eval split the Evaluator blesses on), and the learned alpha / beta go to the log and ``training.json``.
+For the other families: a pair-ranking model reads the user fields, the ad's tags and (when the
 data has it) the ad id together; it has no towers to split, so its SavedModel has ``serving_default``
 (every output: with ESMM ``click`` = pCTR, ``conversion`` = pCTCVR, ``cvr``, ``rank_score``) and
 ``transform_features`` only. The signatures are the library's (:func:`mvke_tf.export.serving_functions`)
@@ -66,12 +70,14 @@ def _input_fn(
     batch_size: int,
     seed: int,
     shuffle: bool = True,
+    columns: Sequence[str] = (),
 ) -> tf.data.Dataset:
     """Raw examples -> repeated ``(features, labels)`` batches, transformed on the fly by the Transform graph.
 
     The records are parsed with the raw feature spec and passed through the same Transform layer the
     exported signatures use, so training and serving read raw data the same way (Transform writes no
     transformed copy). Every pass is a fresh shuffle of the whole split; the caller counts the steps.
+    ``columns``: transformed columns passed through as features besides the fields (e.g. a domain id).
     """
     files = sorted({f for pattern in patterns for f in tf.io.gfile.glob(pattern)})
     if not files:
@@ -92,16 +98,14 @@ def _input_fn(
 
     def split(serialized: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
         batch = layer(tf.io.parse_example(serialized, raw_spec))
-        features = {n: batch[n] for n in feature_config.feature_names}
+        features = {n: batch[n] for n in [*feature_config.feature_names, *columns]}
         labels = {t: tf.cast(batch[t], tf.float32) for t in feature_config.labels}
         return features, labels
 
     return ds.repeat().batch(batch_size).map(split, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
-def training_steps(
-    fn_args: tfx.components.FnArgs, batch_size: int, epochs: int
-) -> tuple[int, int, dict[str, Any]]:
+def training_steps(fn_args: tfx.components.FnArgs, batch_size: int, epochs: int) -> tuple[int, int, dict[str, Any]]:
     """``(epochs, steps per epoch, what decided them)``: ``epochs`` passes over the train split, its
     size from ``SplitRows`` (``fn_args.hyperparameters``), unless ``train_steps`` was given."""
     rows = (fn_args.hyperparameters or {}).get(SPLIT_ROWS_KEY, {})
@@ -151,8 +155,16 @@ class TransformInputs(RawInputs):
         fields: Sequence[FieldSpec],
         extra: Mapping[str, tf.io.FixedLenFeature] | None = None,
     ) -> dict[str, tf.Tensor]:
-        names = [f.name for f in fields] + list(extra or {})
-        transformed = self.layer(tf.io.parse_example(serialized, {n: _optional(self.raw_spec[n]) for n in names}))
+        extra = dict(extra or {})
+        names = [f.name for f in fields] + list(extra)
+        spec = {n: _optional(self.raw_spec[n]) for n in names}
+        for n, wanted in extra.items():
+            raw = self.raw_spec[n]
+            if isinstance(raw, tf.io.FixedLenFeature) and raw.default_value is None:
+                # The family's default for an absent input (e.g. -1 for a domain id, which the model
+                # rejects), not the "missing" id a field gets: no silent fallback to domain 0.
+                spec[n] = tf.io.FixedLenFeature(raw.shape, raw.dtype, default_value=wanted.default_value)
+        transformed = self.layer(tf.io.parse_example(serialized, spec))
         return {n: transformed[n] for n in names}
 
     def tags(self, tags: tf.Tensor, tag_field: FieldSpec) -> tf.Tensor:
@@ -251,9 +263,17 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         warm = restore_warm_start(model, fn_args.base_model)
         model = family.compile(model, learning_rate)
     config = family.dataset_config(config, model)  # the input yields every model input
-    train = _input_fn(fn_args.train_files, tf_transform_output, config, batch_size, seed)
-    valid = _input_fn(fn_args.eval_files, tf_transform_output, config, batch_size, seed, shuffle=False)
-    eval_rows = budget["rows"].get("eval")
+    columns = family.dataset_columns(model_config)
+    train = _input_fn(fn_args.train_files, tf_transform_output, config, batch_size, seed, columns=columns)
+    # fn_args.eval_files: the validation split, held out of the training data (``val``) where there is one.
+    validation_split = str(custom.get("validation_split", "eval"))
+    valid = _input_fn(fn_args.eval_files, tf_transform_output, config, batch_size, seed, False, columns)
+    held_out = None
+    if family.needs_held_out(model_config):
+        # M3oE's upper level (alpha / beta) reads the held-out split, shuffled, never the eval split the
+        # Evaluator blesses on.
+        held_out = _input_fn(fn_args.eval_files, tf_transform_output, config, batch_size, seed + 1, True, columns)
+    eval_rows = budget["rows"].get(validation_split)
     validation_steps = max(1, int(fn_args.eval_steps or 1))
     if eval_rows:
         validation_steps = min(validation_steps, math.ceil(int(eval_rows) / batch_size))
@@ -274,23 +294,30 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             f.write(json.dumps(warm, indent=1))
     logging.info("Trainer: %d epoch(s) of %d steps of %d examples (%s)", epochs, steps_per_epoch, batch_size, budget)
     with distribute.write_dir(fn_args.model_run_dir, strategy) as run_dir:
-        history = model.fit(
+        history = family.fit(
+            model,
             train,
             epochs=epochs,
             steps_per_epoch=steps_per_epoch,
-            validation_data=valid,
+            held_out=held_out,
+            validation=valid,
             validation_steps=validation_steps,
             callbacks=[tf.keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch")],
             verbose=2,
         )
+        learned = family.training_summary(model)
+        if learned:
+            logging.info("Trainer: learned %s", learned)
         if chief:
             summary = {
                 "epochs": epochs,
                 "steps": epochs * steps_per_epoch,
                 "batch_size": batch_size,
                 "examples": epochs * steps_per_epoch * batch_size,
+                "validation_split": validation_split,
                 **budget,
-                "metrics": {k: float(v[-1]) for k, v in history.history.items()},
+                "metrics": {k: float(v[-1]) for k, v in history.items()},
+                **learned,
             }
             with tf.io.gfile.GFile(os.path.join(fn_args.model_run_dir, TRAINING_SUMMARY), "w") as f:
                 f.write(json.dumps(summary, indent=1))

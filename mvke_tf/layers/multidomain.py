@@ -11,6 +11,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from mvke_tf.layers.experts import SoftmaxGate, mix
+
 
 def _layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float = 1e-5) -> tf.Tensor:
     """LayerNorm over the last axis with (possibly per-group) scale and offset."""
@@ -188,8 +190,8 @@ class FusedExperts(tf.keras.layers.Layer):
         self.shared = GroupedMLP(self.expert_units, self.num_shared_experts, name="shared_experts")
         self.domain_experts = GroupedMLP(self.expert_units, self.num_domains, name="domain_experts")
         self.task_experts = GroupedMLP(self.expert_units, self.num_tasks, name="task_experts")
-        # One linear gate per (domain, task) over the K shared experts, as one Dense.
-        self.gates = tf.keras.layers.Dense(self.num_domains * self.num_tasks * self.num_shared_experts, name="gates")
+        # One softmax gate per (domain, task) over the K shared experts, held as one Dense.
+        self.gates = SoftmaxGate(self.num_shared_experts, num_gates=self.num_domains * self.num_tasks, name="gates")
         init = self.fusion_init if self.trainable_fusion else 0.0
         self.fusion_weights = [
             self.add_weight(name, (), initializer=tf.keras.initializers.Constant(init), trainable=self.trainable_fusion)
@@ -203,13 +205,14 @@ class FusedExperts(tf.keras.layers.Layer):
     def expert_outputs(self, rep: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """(gate weights ``[B, D, T, K]``, shared ``[B, K, h]``, domain ``[B, D, h]``, task ``[B, T, h]``)."""
         d, t, k = self.num_domains, self.num_tasks, self.num_shared_experts
-        gates = tf.nn.softmax(tf.reshape(self.gates(tf.stop_gradient(rep)), [-1, d, t, k]), axis=-1)
+        gates = tf.reshape(self.gates(tf.stop_gradient(rep)), [-1, d, t, k])
         return gates, self.shared(rep), self.domain_experts(rep), self.task_experts(rep)
 
     def fuse(self, gates: tf.Tensor, shared: tf.Tensor, domain_out: tf.Tensor, task_out: tf.Tensor) -> tf.Tensor:
         """The two-level fusion of given expert outputs -> ``[B, D, T, h]``."""
         a_d, a_t, b_d, b_t = (tf.sigmoid(w) for w in self.fusion_weights)
-        shared_part = tf.einsum("bdtk,bkh->bdth", gates, shared)
+        d, t, k = self.num_domains, self.num_tasks, self.num_shared_experts
+        shared_part = tf.reshape(mix(tf.reshape(gates, [-1, d * t, k]), shared), [-1, d, t, shared.shape[-1]])
         dom = tf.stack([fuse_own_and_others(domain_out, i, b_d) for i in range(self.num_domains)], axis=1)
         task = tf.stack([fuse_own_and_others(task_out, i, b_t) for i in range(self.num_tasks)], axis=1)
         return shared_part + a_d * dom[:, :, None, :] + a_t * task[:, None, :, :]

@@ -1,123 +1,13 @@
-"""Building blocks of the multi-task ranking models: expert mixtures, PLE extraction, the linear term.
+"""What the multi-task ranking models of :mod:`mvke_tf.models.ranking` add to the shared layers.
 
-All take and return dense tensors; the models in :mod:`mvke_tf.models.ranking` feed them the
-flattened field embeddings (plus any dense inputs), ``[batch, in]``.
+Their expert mixtures and PLE extraction are in :mod:`mvke_tf.layers.experts`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import tensorflow as tf
-
-from mvke_tf.layers.experts import SoftmaxGate, mix
-from mvke_tf.layers.interaction import MLP
-
-
-def _expert(units: Sequence[int], dropout: float, name: str) -> MLP:
-    # Experts end in a ReLU as well: their outputs are mixed, then read by the task towers.
-    return MLP(units, output_activation="relu", dropout=dropout, name=name)
-
-
-@tf.keras.utils.register_keras_serializable(package="mvke_tf")
-class MixtureOfExperts(tf.keras.layers.Layer):
-    """MoE / MMoE (Ma et al., KDD 2018): ``num_experts`` MLP experts and ``num_gates`` softmax gates.
-
-    ``[batch, in]`` -> a list of ``num_gates`` mixtures ``[batch, expert_units[-1]]``. One gate
-    shared by every task is OMoE; one gate per task is MMoE. Gates read the same input as the experts.
-    """
-
-    def __init__(
-        self, num_experts: int, expert_units: Sequence[int], num_gates: int, dropout: float = 0.0, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.num_experts = int(num_experts)
-        self.expert_units = tuple(int(u) for u in expert_units)
-        self.num_gates = int(num_gates)
-        self.dropout = float(dropout)
-        self.experts = [_expert(self.expert_units, self.dropout, f"expert_{i}") for i in range(self.num_experts)]
-        self.gates = [SoftmaxGate(self.num_experts, name=f"gate_{g}") for g in range(self.num_gates)]
-
-    def call(self, x: tf.Tensor, training: bool | None = None) -> list[tf.Tensor]:
-        experts = tf.stack([e(x, training=training) for e in self.experts], axis=1)  # [B, E, d]
-        return [mix(gate(x), experts) for gate in self.gates]
-
-    def gate_weights(self, x: tf.Tensor) -> list[tf.Tensor]:
-        """Each gate's weights over the experts, ``[batch, num_experts]`` (for inspection)."""
-        return [gate(x) for gate in self.gates]
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "num_experts": self.num_experts,
-            "expert_units": list(self.expert_units),
-            "num_gates": self.num_gates,
-            "dropout": self.dropout,
-        }
-
-
-@tf.keras.utils.register_keras_serializable(package="mvke_tf")
-class ExtractionLayer(tf.keras.layers.Layer):
-    """One level of PLE (Tang et al., RecSys 2020); with ``last=True`` it is CGC.
-
-    Inputs: ``num_tasks + 1`` tensors ``[batch, in]``: each task's input, then the shared input
-    (at the first level all are the same tensor). Each task's gate mixes its own experts and the
-    shared experts; unless this is the last level, a shared gate mixes every expert into the next
-    level's shared input. Returns ``num_tasks`` (+ 1 shared) tensors ``[batch, expert_units[-1]]``.
-    """
-
-    def __init__(
-        self,
-        num_tasks: int,
-        num_task_experts: int,
-        num_shared_experts: int,
-        expert_units: Sequence[int],
-        last: bool = True,
-        dropout: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.num_tasks = int(num_tasks)
-        self.num_task_experts = int(num_task_experts)
-        self.num_shared_experts = int(num_shared_experts)
-        self.expert_units = tuple(int(u) for u in expert_units)
-        self.last = bool(last)
-        self.dropout = float(dropout)
-        self.task_experts = [
-            [_expert(self.expert_units, self.dropout, f"task{t}_expert_{i}") for i in range(self.num_task_experts)]
-            for t in range(self.num_tasks)
-        ]
-        self.shared_experts = [
-            _expert(self.expert_units, self.dropout, f"shared_expert_{i}") for i in range(self.num_shared_experts)
-        ]
-        per_task = self.num_task_experts + self.num_shared_experts
-        self.task_gates = [SoftmaxGate(per_task, name=f"task{t}_gate") for t in range(self.num_tasks)]
-        total = self.num_tasks * self.num_task_experts + self.num_shared_experts
-        self.shared_gate = None if self.last else SoftmaxGate(total, name="shared_gate")
-
-    def call(self, inputs: Sequence[tf.Tensor], training: bool | None = None) -> list[tf.Tensor]:
-        *task_inputs, shared_input = inputs
-        shared = [e(shared_input, training=training) for e in self.shared_experts]
-        own = [[e(x, training=training) for e in experts] for x, experts in zip(task_inputs, self.task_experts)]
-        outs = [
-            mix(gate(x), tf.stack(mine + shared, axis=1)) for x, gate, mine in zip(task_inputs, self.task_gates, own)
-        ]
-        if self.shared_gate is not None:
-            every = [o for mine in own for o in mine] + shared
-            outs.append(mix(self.shared_gate(shared_input), tf.stack(every, axis=1)))
-        return outs
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            **super().get_config(),
-            "num_tasks": self.num_tasks,
-            "num_task_experts": self.num_task_experts,
-            "num_shared_experts": self.num_shared_experts,
-            "expert_units": list(self.expert_units),
-            "last": self.last,
-            "dropout": self.dropout,
-        }
 
 
 def ranking_score(p_ctr: tf.Tensor, p_cvr: tf.Tensor, weights: Sequence[float]) -> tf.Tensor:

@@ -148,7 +148,6 @@ class ModelConfig(SerializableConfig):
     def output_dim(self) -> int:
         return self.top_units[-1]
 
-
     def scaled(self, factor: float) -> ModelConfig:
         """A copy with every hidden layer scaled by ``factor`` (for fast tests / CPU runs).
 

@@ -27,10 +27,15 @@ from typing import Any, ClassVar
 
 import tensorflow as tf
 
-from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec
+from mvke_tf.config import STRATEGIES, ConfigError, FeatureConfig, FieldSpec
 from mvke_tf.models.compiling import compile_per_task
 from mvke_tf.models.config import MODEL_TYPES, ModelConfig
-from mvke_tf.models.multidomain import MULTIDOMAIN_MODEL_TYPES, MultiDomainConfig, MultiDomainModel
+from mvke_tf.models.multidomain import (
+    MULTIDOMAIN_MODEL_TYPES,
+    MultiDomainConfig,
+    MultiDomainModel,
+    train_multidomain,
+)
 from mvke_tf.models.ranking import (
     ITEM_ID,
     RANKING_MODEL_NAMES,
@@ -58,8 +63,8 @@ class ModelFamily(abc.ABC):
     """The names a user picks on the command line and in pipeline configs."""
     signatures: ClassVar[tuple[str, ...]] = ("serving_default",)
     """The export's serving signatures (see :mod:`mvke_tf.export.saved_model`)."""
-    trains_from_files: ClassVar[bool] = True
-    """Whether :func:`mvke_tf.train.train_and_evaluate` (``mvke-tf train``) trains it from data files."""
+    strategies: ClassVar[tuple[str, ...]] = STRATEGIES
+    """The ``tf.distribute`` strategies its training runs under (:data:`mvke_tf.config.STRATEGIES`)."""
 
     @abc.abstractmethod
     def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
@@ -92,6 +97,55 @@ class ModelFamily(abc.ABC):
     def compile(self, model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
         """Adam, per-task binary cross-entropy weighted by the config, per-task AUC."""
         return compile_per_task(model, model.config.loss_weights, learning_rate)
+
+    def dataset_columns(self, config: Any) -> tuple[str, ...]:
+        """Integer data columns a model of ``config`` reads besides its fields (passed through as
+        features, e.g. a domain id)."""
+        return ()
+
+    def domain_feature(self, config: Any) -> str | None:
+        """The feature naming each example's domain, for models that score every domain apart; else None.
+
+        The pipeline's Evaluator slices by it and blesses on the mean AUC over (domain, task).
+        """
+        return None
+
+    def needs_held_out(self, config: Any) -> bool:
+        """Whether training reads a held-out stream besides the training data (e.g. M3oE's upper level)."""
+        return False
+
+    def fit(
+        self,
+        model: tf.keras.Model,
+        train: tf.data.Dataset,
+        *,
+        epochs: int = 1,
+        steps_per_epoch: int | None = None,
+        held_out: tf.data.Dataset | None = None,
+        validation: tf.data.Dataset | None = None,
+        validation_steps: int | None = None,
+        callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+        verbose: int = 1,
+    ) -> dict[str, list[float]]:
+        """Trains a compiled model; returns the per-epoch history (``loss``, ``val_*`` with ``validation``).
+
+        ``train`` and ``validation`` yield ``(features, labels)`` batches; with ``steps_per_epoch`` the
+        training data may repeat. ``held_out``: see :meth:`needs_held_out`.
+        """
+        history = model.fit(
+            train,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation_data=validation,
+            validation_steps=validation_steps,
+            callbacks=list(callbacks),
+            verbose=verbose,
+        )
+        return dict(history.history)
+
+    def training_summary(self, model: tf.keras.Model) -> dict[str, Any]:
+        """What training learned besides the weights that a run should log (e.g. fusion weights)."""
+        return {}
 
     def extra_inputs(self, model: tf.keras.Model) -> dict[str, tf.io.FixedLenFeature]:
         """Inputs besides ``model.fields`` that ``serving_default`` parses from a raw example."""
@@ -186,8 +240,8 @@ class MultiDomainFamily(ModelFamily):
     config_class = MultiDomainConfig
     model_class = MultiDomainModel
     model_names = tuple(t if t in ("m3oe", "star") else MULTIDOMAIN_PREFIX + t for t in MULTIDOMAIN_MODEL_TYPES)
-    # Trained by mvke_tf.models.multidomain.train_multidomain (bi-level: it needs a held-out stream).
-    trains_from_files = False
+    # The bi-level loop (mvke_tf.models.multidomain.train_multidomain) runs on one device.
+    strategies = ("default",)
 
     def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
         if scale != 1.0:
@@ -223,14 +277,59 @@ class MultiDomainFamily(ModelFamily):
         )
         return model
 
+    def dataset_columns(self, config: Any) -> tuple[str, ...]:
+        return (config.domain_feature,)
+
+    def domain_feature(self, config: Any) -> str | None:
+        return config.domain_feature
+
+    def needs_held_out(self, config: Any) -> bool:
+        """M3oE with the paper's bi-level schedule trains alpha / beta on held-out batches."""
+        return config.model_type == "m3oe" and config.fusion == "bilevel"
+
+    def fit(
+        self,
+        model: tf.keras.Model,
+        train: tf.data.Dataset,
+        *,
+        epochs: int = 1,
+        steps_per_epoch: int | None = None,
+        held_out: tf.data.Dataset | None = None,
+        validation: tf.data.Dataset | None = None,
+        validation_steps: int | None = None,
+        callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+        verbose: int = 1,
+    ) -> dict[str, list[float]]:
+        """The model's fusion schedule (:func:`~mvke_tf.models.multidomain.train_multidomain`); the history
+        adds ``fusion_loss`` and the fusion weights after each epoch (``alpha_domain``, ...).
+
+        A custom loop (two optimisers, two data streams): Keras ``callbacks`` are not run.
+        """
+        if self.needs_held_out(model.config) and held_out is None:
+            raise ConfigError(
+                "m3oe (fusion: bilevel) trains its fusion weights on held-out batches and got none; fix: give "
+                "a held-out split (a val/ directory, a pipeline val_pattern) or set fusion: code"
+            )
+        return train_multidomain(
+            model,
+            train,
+            held_out,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            validation=validation,
+            validation_steps=validation_steps,
+            verbose=verbose,
+        )
+
+    def training_summary(self, model: tf.keras.Model) -> dict[str, Any]:
+        """The learned fusion weights alpha / beta (after the sigmoid), for M3oE."""
+        values = model.fusion_values()
+        return {"fusion_weights": values} if values else {}
+
 
 FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (UserTagFamily(), RankingFamily(), MultiDomainFamily())}
 MODEL_NAMES: tuple[str, ...] = tuple(n for f in FAMILIES.values() for n in f.model_names)
 """Every model name, in family order."""
-TRAINABLE_MODEL_NAMES: tuple[str, ...] = tuple(
-    n for f in FAMILIES.values() if f.trains_from_files for n in f.model_names
-)
-"""The models ``mvke-tf train`` trains from data files."""
 
 
 def family_of(thing: Any) -> ModelFamily:

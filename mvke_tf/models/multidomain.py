@@ -39,6 +39,7 @@ import tensorflow as tf
 
 from mvke_tf.config import ConfigError, FieldSpec, SerializableConfig
 from mvke_tf.layers.embedding import FieldsEmbedding, missing_inputs
+from mvke_tf.layers.experts import SoftmaxGate, mix
 from mvke_tf.layers.multidomain import FusedExperts, GroupedMLP, StarDomainLayer
 
 MULTIDOMAIN_MODEL_TYPES = ("m3oe", "mlp", "shared_bottom", "mmoe", "ple", "star")
@@ -135,7 +136,6 @@ class MultiDomainConfig(SerializableConfig):
             raise ConfigError("domain_feature: empty; fix: name the feature holding the domain id")
 
 
-
 @tf.keras.utils.register_keras_serializable(package="mvke_tf")
 class MultiDomainModel(tf.keras.Model):
     """An MDMT model: feature dict (with the domain id) -> ``{task: probability [B]}``.
@@ -184,7 +184,7 @@ class MultiDomainModel(tf.keras.Model):
             if c.model_type == "ple":
                 self.specific = GroupedMLP(c.expert_units, d * t, name="specific_experts")
                 k += 1
-            self.gates = tf.keras.layers.Dense(d * t * k, name="gates")
+            self.gates = SoftmaxGate(k, num_gates=d * t, name="gates")
         self.towers = GroupedMLP((c.tower_units,), d * t, output_dim=1, name="towers")
         self.fusion_optimizer: tf.keras.optimizers.Optimizer | None = None
 
@@ -203,14 +203,10 @@ class MultiDomainModel(tf.keras.Model):
         if c.model_type == "shared_bottom":
             return self.bottom(x)[:, 0]
         experts = self.experts(x)  # [B, K, h]
-        k = experts.shape[1]
         if c.model_type == "ple":
             own = self.specific(x)  # [B, D*T, h]: each (domain, task) gate also sees its own expert
             experts = tf.concat([tf.tile(experts[:, None], [1, d * t, 1, 1]), own[:, :, None]], axis=2)
-            gates = tf.nn.softmax(tf.reshape(self.gates(x), [-1, d * t, k + 1]), axis=-1)
-            return tf.einsum("bgk,bgkh->bgh", gates, experts)
-        gates = tf.nn.softmax(tf.reshape(self.gates(x), [-1, d * t, k]), axis=-1)
-        return tf.einsum("bgk,bkh->bgh", gates, experts)
+        return mix(self.gates(x), experts)  # gates [B, D*T, K (+1)] -> [B, D*T, h]
 
     def _domain_ids(self, domain: tf.Tensor) -> tf.Tensor:
         """``[B]`` domain ids as int32, checked to lie in ``[0, D)``: an id out of range must fail (in
@@ -346,8 +342,13 @@ def train_multidomain(
     learning_rate: float = 1e-3,
     fusion_learning_rate: float = 1e-3,
     seed: int | None = None,
+    *,
+    steps_per_epoch: int | None = None,
+    validation: tf.data.Dataset | None = None,
+    validation_steps: int | None = None,
+    verbose: int = 0,
 ) -> dict[str, list[float]]:
-    """Trains ``model`` with its fusion schedule; returns per-epoch mean losses.
+    """Trains ``model`` with its fusion schedule; returns per-epoch values.
 
     * bilevel (m3oe): after every ``fusion_every`` training steps, one fusion step on the
       next validation batch (``val`` is cycled; required).
@@ -357,12 +358,21 @@ def train_multidomain(
 
     Args:
       model: the model (compiled here with Adam if it is not compiled yet).
-      train: batches of ``(features, labels)``, one pass per epoch.
-      val: held-out batches of ``(features, labels)`` for the fusion steps.
-      epochs: passes over ``train``.
+      train: batches of ``(features, labels)``: one pass per epoch, or ``steps_per_epoch`` batches
+        per epoch of a dataset read on across epochs (e.g. a repeated one).
+      val: held-out batches of ``(features, labels)`` for the fusion steps (the upper level).
+      epochs: epochs of training.
       learning_rate: Adam learning rate of the model parameters.
       fusion_learning_rate: Adam learning rate of the fusion weights.
       seed: if given, ``tf.random.set_seed(seed)`` before building (initialisation).
+      steps_per_epoch: training steps per epoch (None: one pass over ``train``).
+      validation: batches scored after every epoch (``val_loss`` and ``val_<task>_auc``), at most
+        ``validation_steps`` of them.
+      verbose: > 0 prints one line per epoch.
+
+    Returns:
+      ``{"loss", "fusion_loss"}`` (per-epoch means), the ``val_*`` values with ``validation``, and
+      for m3oe the fusion weights after each epoch (``alpha_domain``, ``alpha_task``, ...).
     """
     if seed is not None:
         tf.random.set_seed(seed)
@@ -385,19 +395,51 @@ def train_multidomain(
     main_step = tf.function(model.train_step)
     fusion_step = tf.function(model.fusion_step)
     val_batches = iter(val.repeat()) if fusing and c.fusion == "bilevel" else None
+    batches = iter(train) if steps_per_epoch is not None else None  # read on across epochs
     history: dict[str, list[float]] = {"loss": [], "fusion_loss": []}
-    for _ in range(epochs):
+    for epoch in range(epochs):
         losses, fusion_losses, first = [], [], None
-        for step, batch in enumerate(train):
+        epoch_batches = iter(train) if batches is None else (next(batches) for _ in range(steps_per_epoch))
+        for step, batch in enumerate(epoch_batches):
             first = batch if first is None else first
             losses.append(float(main_step(batch)["loss"]))
             if val_batches is not None and (step + 1) % c.fusion_every == 0:
                 fusion_losses.append(float(fusion_step(next(val_batches))["fusion_loss"]))
         if fusing and c.fusion == "code" and first is not None:
             fusion_losses.append(float(fusion_step(first)["fusion_loss"]))
-        history["loss"].append(float(np.mean(losses)) if losses else float("nan"))
-        history["fusion_loss"].append(float(np.mean(fusion_losses)) if fusion_losses else float("nan"))
+        values = {
+            "loss": float(np.mean(losses)) if losses else float("nan"),
+            "fusion_loss": float(np.mean(fusion_losses)) if fusion_losses else float("nan"),
+        }
+        if validation is not None:
+            values.update(_validate(model, validation, validation_steps))
+        values.update(model.fusion_values())
+        for name, value in values.items():
+            history.setdefault(name, []).append(value)
+        if verbose:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
+            print(f"epoch {epoch + 1}/{epochs}: {len(losses)} steps; {shown}", flush=True)
     return history
+
+
+def _validate(model: MultiDomainModel, batches: tf.data.Dataset, steps: int | None) -> dict[str, float]:
+    """``val_loss`` (the mean batch loss) and ``val_<task>_auc`` over at most ``steps`` batches."""
+    from mvke_tf.metrics import auc_or_nan
+
+    if steps is not None:
+        batches = batches.take(steps)
+    losses, labels, probs = [], {t: [] for t in model.tasks}, {t: [] for t in model.tasks}
+    for features, y in batches:
+        losses.append(float(model.mdmt_loss(features, y, training=False)))
+        out = model(features, training=False)
+        for t in model.tasks:
+            labels[t].append(np.asarray(y[t]).reshape(-1))
+            probs[t].append(out[t].numpy())
+    values = {"val_loss": float(np.mean(losses)) if losses else float("nan")}
+    for t in model.tasks:
+        y = np.concatenate(labels[t]) if labels[t] else np.zeros(0)
+        values[f"val_{t}_auc"] = auc_or_nan(y, np.concatenate(probs[t])) if probs[t] else float("nan")
+    return values
 
 
 def _rows(

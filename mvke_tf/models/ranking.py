@@ -35,8 +35,9 @@ import tensorflow as tf
 
 from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec, SerializableConfig
 from mvke_tf.layers.embedding import FieldsEmbedding, missing_inputs
+from mvke_tf.layers.experts import ExtractionLayer, MixtureOfExperts
 from mvke_tf.layers.interaction import MLP, FactorizationMachine
-from mvke_tf.layers.ranking import ExtractionLayer, MixtureOfExperts, ranking_score
+from mvke_tf.layers.ranking import ranking_score
 
 RANKING_TYPES = ("single_task", "shared_bottom", "omoe", "mmoe", "ple")
 # Extra outputs of ESMM models (beside one per task): they carry no loss.
@@ -135,7 +136,6 @@ class RankingConfig(SerializableConfig):
     def loss_weights(self) -> dict[str, float]:
         default = _ESMM_DEFAULT_WEIGHTS if self.esmm else (1.0,) * len(self.tasks)
         return dict(zip(self.tasks, (float(w) for w in (self.task_loss_weights or default))))
-
 
 
 APP_STORE = RankingConfig(model_type="mmoe", num_experts=2, fm_cross=True, esmm=True)

@@ -76,6 +76,15 @@ def test_grouped_auc_equals_sklearn_per_group_weighted_by_size(seed):
     assert (a[0] + b[0]) / (a[1] + b[1]) == pytest.approx(total / weight, abs=1e-12)
 
 
+def test_uniform_group_weighting_is_the_plain_mean_of_sklearn_aucs():
+    y, s, g = _data(2000, 7, 3)
+    aucs = [roc_auc_score(y[g == u], s[g == u]) for u in np.unique(g) if 0 < y[g == u].sum() < (g == u).sum()]
+    total, weight = grouped_auc_terms(y, s, g, "uniform")
+    assert weight == len(aucs) and total / weight == pytest.approx(np.mean(aucs), abs=1e-12)
+    with pytest.raises(ValueError, match="weighting='size'"):
+        grouped_auc_terms(y, s, g, "size")
+
+
 def test_grouped_auc_does_not_mix_groups_or_ties_across_groups():
     # Group A ranks perfectly, group B perfectly wrong; equal scores sit in different groups.
     y = np.array([1, 0, 1, 0, 0])

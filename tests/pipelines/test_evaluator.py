@@ -28,6 +28,7 @@ def _write_examples(path, n=N, seed=0):
                 "click": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rng.random() < 1 / (1 + 2**-x))])),
                 "conversion": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rng.random() < 0.1)])),
                 "topics": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"a", b"b"][: 1 + i % 2])),
+                "domain": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(rng.integers(3))])),
             }
             if i % 10:
                 f["gender"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[f"g{i % 3}".encode()]))
@@ -39,7 +40,15 @@ def _write_examples(path, n=N, seed=0):
         "topics": tf.io.VarLenFeature(tf.string),
         "click": tf.io.FixedLenFeature([], tf.int64),
         "conversion": tf.io.FixedLenFeature([], tf.int64),
+        "domain": tf.io.FixedLenFeature([], tf.int64),
     }
+
+
+MEAN_AUC = tfma.MetricConfig(
+    class_name="MeanGroupAUC",
+    module="pipelines.gauc",
+    config=json.dumps({"name": "mean_domain_task_auc", "group_key": "domain", "outputs": list(OUTPUTS)}),
+)
 
 
 def _export(path, noise):
@@ -85,6 +94,7 @@ def _eval_config(thresholds=False, extra=()):
                 tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)
             )
         specs.append(tfma.MetricsSpec(metrics=m, output_names=[output]))
+    specs.append(tfma.MetricsSpec(metrics=[copy.deepcopy(MEAN_AUC)]))  # spans both outputs
     return tfma.EvalConfig(
         model_specs=[tfma.ModelSpec(label_keys={t: t for t in OUTPUTS}, prediction_keys={t: t for t in OUTPUTS})],
         slicing_specs=[
@@ -141,7 +151,7 @@ def setup(tmp_path_factory):
 
 
 def _assert_equal_results(expected, got):
-    assert set(got) == set(expected), (sorted(set(got) ^ set(expected)))
+    assert set(got) == set(expected), sorted(set(got) ^ set(expected))
     for key, metrics in expected.items():
         assert set(got[key]) == set(metrics), (key, sorted(set(got[key]) ^ set(metrics)))
         for name, value in metrics.items():
@@ -167,6 +177,39 @@ def test_batched_evaluation_equals_tfma_for_every_metric_and_slice(setup):
     # Rows without the feature are in no gender slice; gender=g1 from two specs counts each row once.
     assert sum(got[(("gender", g),)][("click", "example_count")] for g in ("g0", "g1", "g2")) == N - N // 10
     _assert_equal_results(expected, got)
+
+
+def _reference_mean_domain_task_auc(data, model_path, gender=None):
+    """The mean of sklearn's AUC over (domain, output) pairs, from the model's own predictions."""
+    from sklearn.metrics import roc_auc_score
+
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(str(data), compression_type="GZIP")]
+    spec = {k: tf.io.FixedLenFeature([], tf.int64) for k in ("domain", *OUTPUTS)}
+    spec["gender"] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    parsed = {k: v.numpy() for k, v in tf.io.parse_example(serialized, spec).items()}
+    scores = tf.saved_model.load(model_path).signatures["serving_default"](examples=tf.constant(serialized))
+    rows = np.ones(len(serialized), bool) if gender is None else parsed["gender"] == gender.encode()
+    aucs = []
+    for d in range(3):
+        for o in OUTPUTS:
+            m = rows & (parsed["domain"] == d)
+            if 0 < parsed[o][m].sum() < m.sum():
+                aucs.append(roc_auc_score(parsed[o][m], scores[o].numpy()[m]))
+    return float(np.mean(aucs))
+
+
+def test_mean_domain_task_auc_equals_a_reference(setup):
+    # The (domain, task) mean that blesses a multi-domain model: each pair counts once, whatever its size.
+    tmp, spec, candidate, _ = setup
+    config = _named(_eval_config(), has_baseline=False)
+    _run_batched(config, {"": candidate}, tmp / "eval.tfrecord.gz", tmp / "batched_mean", spec)
+    got = _metrics(tmp / "batched_mean")
+    data = tmp / "eval.tfrecord.gz"
+    assert got[()][("", "mean_domain_task_auc")] == pytest.approx(
+        _reference_mean_domain_task_auc(data, candidate), abs=1e-9
+    )
+    want = _reference_mean_domain_task_auc(data, candidate, gender="g1")
+    assert got[(("gender", "g1"),)][("", "mean_domain_task_auc")] == pytest.approx(want, abs=1e-9)
 
 
 def test_baseline_diffs_and_blessing_equal_tfma(setup):
