@@ -16,7 +16,8 @@ EXTRAS = {
     "pipeline": ["tfx[kfp]==1.16.0", "dill==0.3.1.1"],
     "serving": ["tensorflow-serving-api==2.16.1", "grpcio>=1.60"],
     "notebooks": ["matplotlib>=3.7", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6"],
-    "dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.6"],
+    # cryptography: the TLS tests make a CA and certificates at run time.
+    "dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.6", "cryptography>=42"],
 }
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
 
@@ -30,7 +31,7 @@ setup(
     ),
     package_data={
         "pipelines": ["configs/*.yaml", "schemas/*.pbtxt", "Dockerfile"],
-        "serving": ["deploy/*"],
+        "serving": ["deploy/*", "native/*.c"],
     },
     install_requires=CORE,
     extras_require=EXTRAS,

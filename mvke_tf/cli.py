@@ -24,7 +24,7 @@ import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from mvke_tf.config import STRATEGIES, ConfigError  # noqa: E402
+from mvke_tf.config import STRATEGIES, ConfigError, load_yaml  # noqa: E402
 
 
 class CLIError(Exception):
@@ -120,12 +120,7 @@ def _model_config(args: argparse.Namespace):
 
     overrides = {}
     if args.config:
-        path = Path(args.config)
-        if not path.exists():
-            raise CLIError(f"--config: file {path} does not exist")
-        import yaml
-
-        overrides = yaml.safe_load(path.read_text()) or {}
+        overrides = load_yaml(args.config, "--config") or {}
     return family_of(args.model).config_for(args.model, overrides, args.scale)
 
 
@@ -386,7 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--users", required=True, help="CSV or TFRecord (tf.Example) files: a glob or a directory")
     tag.add_argument("--tags", help="the tag vocabulary: a file with one tag per line")
     tag.add_argument("--tags-from-data", help="or: every tag in the tag column of the data files under DIR")
-    tag.add_argument("--out", required=True, help="output directory (rerun to resume: finished shards are skipped)")
+    tag.add_argument(
+        "--out",
+        required=True,
+        help="output directory (rerun to resume: the shards of unchanged users files are skipped)",
+    )
     tag.add_argument("--top-k", type=int, default=20, help="tags per user and task (default %(default)s)")
     tag.add_argument("--min-score", type=float, default=0.0, help="drop tags with a lower probability")
     tag.add_argument("--format", default="parquet", choices=("parquet", "tfrecord"), help="output format")

@@ -25,6 +25,50 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the fix."""
 
 
+def load_yaml(path: str | Path, what: str) -> Any:
+    """The data in a YAML file; any problem is a one-line :class:`ConfigError` naming ``what`` and the file.
+
+    ``what`` says which file it is to the user (``--config``, ``feature config`` ...). A syntax error
+    gives the line and column (1-based, as editors count) and the parser's complaint, instead of a
+    traceback. An empty file gives ``None``.
+    """
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{what}: file {path} does not exist; fix: check the path") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{what} {path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+            "fix: give a YAML text file"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: cannot read it ({e.strerror or e})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(e.problem or e.context or "syntax error").split())
+        context = f" ({' '.join(e.context.split())})" if e.context and e.problem else ""
+        raise ConfigError(
+            f"{what} {path}: not valid YAML{where}: {problem}{context}; fix: correct the YAML syntax there"
+        ) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (a control character)
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        code = e.character if isinstance(e.character, int) else ord(e.character)
+        raise ConfigError(
+            f"{what} {path}: not valid YAML at line {line}, column {column}: control character U+{code:04X} "
+            "is not allowed; fix: remove it"
+        ) from None
+    except yaml.YAMLError as e:
+        problem = " ".join(str(e).split())
+        raise ConfigError(f"{what} {path}: not valid YAML ({problem}); fix: correct the YAML there") from None
+
+
 class SerializableConfig:
     """Dict and YAML round trips for the frozen model-config dataclasses (one implementation for all).
 
@@ -53,12 +97,7 @@ class SerializableConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Any:
         """The config in a YAML file of its fields."""
-        import yaml
-
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"{cls.config_name}: file {path} does not exist")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+        return cls.from_dict(load_yaml(path, cls.config_name) or {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,13 +293,4 @@ class FeatureConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> FeatureConfig:
-        import yaml
-
-        path = Path(path)
-        if not path.exists():
-            raise ConfigError(f"feature config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise ConfigError(f"feature config file {path}: not valid YAML ({e})") from e
-        return cls.from_dict(data)
+        return cls.from_dict(load_yaml(path, "feature config"))

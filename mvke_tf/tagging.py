@@ -13,8 +13,16 @@ The job needs only the SavedModel contract (``mvke_tf.export`` or the TFX Pusher
 Output: per user and task the top-K tags with their probabilities, one output shard per input
 shard (``part-NNNNN.parquet`` with columns ``user_id, task, rank, tag, score``, or
 ``part-NNNNN.tfrecord.gz`` with one ``tf.Example`` per user and task: ``user_id``, ``task``,
-``tags`` and ``scores``, best first). Each shard is written to a temporary file and renamed, so a
-rerun skips the shards already done; ``manifest.json`` is written at the end.
+``tags`` and ``scores``, best first). Each shard is written to a temporary file and renamed, then recorded in
+``_manifest.json`` with the size, modification time and SHA-256 of its users file (and of the files
+before it, whose users it excludes); a rerun of the same job (same model, tags and settings,
+``_job.json``) skips exactly the shards recorded there whose inputs are unchanged, and recomputes the
+rest. The leading ``_`` keeps the job's own files out of dataset readers: ``pandas.read_parquet(out)``
+and ``pyarrow.parquet.read_table(out)`` read the shards alone.
+
+Everything is checked (settings, model, tags, each users file's header and first row) before anything
+is written, and a run that fails before finishing a shard leaves nothing behind that would refuse or
+mislead the next run.
 
 Users are deduplicated by ``user_id``: the first row of a user (files in sorted order) is scored,
 in the shard that row is in. This module never imports TFX or Beam (see :mod:`mvke_tf.tagging_beam`).
@@ -27,6 +35,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,8 +49,15 @@ from mvke_tf.data.dataset import resolve_files
 from mvke_tf.models.fast import FastScorer, TaskTagTable, pack_tags
 
 FORMATS = ("parquet", "tfrecord")
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"
+# Earlier versions wrote the manifest as manifest.json, among the shards, where dataset readers take it for
+# data and fail; a rerun of such a job replaces it.
+LEGACY_MANIFEST = "manifest.json"
 JOB_FILE = "_job.json"
+_TMP = ".tmp-"  # <name>.tmp-<pid>: a file being written by process <pid>
+_USERS_FIX = (
+    "fix: give UTF-8 CSV files with a header row (the user id and user feature columns) or TFRecord files of tf.Example"
+)
 DEFAULT_TAG_FIELD = "tags"
 _READ_BATCH = 4096
 
@@ -91,6 +107,33 @@ def _find_feature_config(start: str) -> FeatureConfig | None:
     return None
 
 
+def _utf8_lines(path: str, fh: Iterator[bytes]) -> Iterator[str]:
+    """The lines of a file opened in binary mode, decoded as UTF-8 (a leading BOM dropped).
+
+    Decoded here rather than by the file object so that an undecodable byte names the file and the line.
+    """
+    for n, raw in enumerate(fh, 1):
+        try:
+            yield raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise TaggingError(
+                f"{path}: line {n} is not UTF-8 text (byte 0x{raw[e.start]:02x} at position {e.start + 1}); "
+                f"{_USERS_FIX}"
+            ) from None
+
+
+def _csv_rows(path: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, row)`` for every non-blank row of a CSV file, the header first."""
+    with tf.io.gfile.GFile(path, "rb") as fh:
+        reader = csv.reader(_utf8_lines(path, fh))
+        try:
+            for row in reader:
+                if row:
+                    yield reader.line_num, row
+        except csv.Error as e:
+            raise TaggingError(f"{path}: line {reader.line_num} is not valid CSV ({e}); {_USERS_FIX}") from None
+
+
 def _data_files(path: str) -> list[str]:
     """Data files under a directory: its ``part-*`` files, else those of its subdirectories."""
     try:
@@ -112,14 +155,18 @@ def tags_from_data(path: str | os.PathLike, feature_config: FeatureConfig | None
     tags: set[str] = set()
     for f in files:
         if f.endswith(".csv"):
-            with tf.io.gfile.GFile(f, "r") as fh:
-                reader = csv.reader(fh)
-                header = next(reader, [])
-                if field.name not in header:
-                    raise TaggingError(f"--tags-from-data: {f} has no '{field.name}' column")
-                col = header.index(field.name)
-                for row in reader:
-                    tags.update(t for t in row[col].split(field.separator) if t)
+            rows = _csv_rows(f)
+            _, header = next(rows, (0, []))
+            if field.name not in header:
+                raise TaggingError(f"--tags-from-data: {f} has no '{field.name}' column")
+            col = header.index(field.name)
+            for n, row in rows:
+                if len(row) != len(header):
+                    raise TaggingError(
+                        f"--tags-from-data: {f}: line {n} has {len(row)} columns, the header {len(header)}; "
+                        "fix: give every row one value per header column (quote values holding commas)"
+                    )
+                tags.update(t for t in row[col].split(field.separator) if t)
         else:
             ds = tf.data.TFRecordDataset(f, compression_type="GZIP" if f.endswith(".gz") else None)
             spec = {field.name: tf.io.RaggedFeature(tf.string)}
@@ -131,13 +178,20 @@ def tags_from_data(path: str | os.PathLike, feature_config: FeatureConfig | None
     return sorted(tags)
 
 
-def _csv_example(row: Sequence[str], columns: Sequence[tuple[int, FieldSpec]]) -> bytes:
+def _csv_example(row: Sequence[str], columns: Sequence[tuple[int, FieldSpec]], where: str) -> bytes:
     feats = {}
     for i, spec in columns:
         v = row[i]
         if spec.kind == NUMERIC:
             if v != "":
-                feats[spec.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+                try:
+                    x = float(v)
+                except ValueError:
+                    raise TaggingError(
+                        f"{where}, column '{spec.name}': {v!r} is not a number (a numeric field); "
+                        "fix: write a number, or leave it empty for a missing value"
+                    ) from None
+                feats[spec.name] = tf.train.Feature(float_list=tf.train.FloatList(value=[x]))
         elif spec.kind == MULTI_VALUED:
             vals = [s.encode() for s in v.split(spec.separator) if s]
             feats[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=vals))
@@ -160,22 +214,42 @@ def iter_user_records(
                 f"{path}: CSV users need the feature config for the field types; pass --features FILE "
                 "(features.yaml as written by `mvke-tf data synth`) or use TFRecord users"
             )
-        with tf.io.gfile.GFile(path, "r") as fh:
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                return
-            missing = [c for c in (user_id_column, *(f.name for f in user_fields)) if c not in header]
-            if missing:
-                raise TaggingError(f"{path}: CSV header lacks column(s) {missing}")
-            uid = header.index(user_id_column)
-            columns = [(header.index(f.name), f) for f in user_fields]
-            for row in reader:
-                yield row[uid], _csv_example(row, columns)
+        rows = _csv_rows(path)
+        first = next(rows, None)
+        if first is None:
+            return
+        header = first[1]
+        missing = [c for c in (user_id_column, *(f.name for f in user_fields)) if c not in header]
+        if missing:
+            raise TaggingError(
+                f"{path}: CSV header lacks column(s) {missing}; fix: add them, or pass the --features file "
+                "that describes this data (and --user-id-column)"
+            )
+        uid = header.index(user_id_column)
+        columns = [(header.index(f.name), f) for f in user_fields]
+        for n, row in rows:
+            if len(row) != len(header):
+                raise TaggingError(
+                    f"{path}: line {n} has {len(row)} columns, the header {len(header)}; "
+                    "fix: give every row one value per header column (quote values holding commas)"
+                )
+            yield row[uid], _csv_example(row, columns, f"{path}: line {n}")
         return
     ds = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else None)
     spec = {user_id_column: tf.io.FixedLenFeature([], tf.string, default_value="")}
-    for batch in ds.batch(_READ_BATCH):
+    batches = iter(ds.batch(_READ_BATCH))
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except tf.errors.OpError as e:  # DataLossError for garbage or a compression that does not match the name
+            # TensorFlow wraps the reason in the op's names: "{{function_node ...}} <reason> [Op:IteratorGetNext]".
+            reason = re.sub(r"\{\{.*?\}\}|\[Op:.*", "", e.message.splitlines()[0]).strip()
+            raise TaggingError(
+                f"{path}: not a readable TFRecord file ({reason}); "
+                "fix: give TFRecord files of tf.Example, GZIP-compressed exactly when named *.gz, or CSV files"
+            ) from None
         try:
             ids = tf.io.parse_example(batch, spec)[user_id_column].numpy()
         except tf.errors.InvalidArgumentError as e:
@@ -410,6 +484,12 @@ class ShardResult:
     rows: int
     status: str  # "computed" | "skipped" (output already there)
     seconds: float
+    # What the shard was computed from: a rerun skips it only if these still hold.
+    input_bytes: int = 0
+    input_mtime_ns: int = 0
+    input_sha256: str = ""
+    upstream_sha256: str = ""  # the users files before this one (their users are not scored in this shard)
+    output_bytes: int = 0
 
 
 def _fingerprint(model_dir: str) -> str:
@@ -457,6 +537,80 @@ def _new_user_batches(
         yield ids, examples
 
 
+def _file_fingerprint(path: str) -> dict[str, Any]:
+    """Size, modification time and SHA-256 of a users file."""
+    stat = tf.io.gfile.stat(path)
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(path, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return {"input_bytes": stat.length, "input_mtime_ns": stat.mtime_nsec, "input_sha256": digest.hexdigest()}
+
+
+def _is_done(record: Mapping[str, Any] | None, result: ShardResult, target: Path) -> bool:
+    """Whether a manifest record still describes ``target``: same input content, same files before it, output intact.
+
+    The modification time is recorded but not compared: a file touched or copied without a change in its
+    content gives the same shard.
+    """
+    if not record:
+        return False
+    same = ("input", "input_bytes", "input_sha256", "upstream_sha256")
+    return (
+        all(record.get(k) == getattr(result, k) for k in same)
+        and bool(result.input_sha256)
+        and target.is_file()
+        and target.stat().st_size == record.get("output_bytes")
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise TaggingError(f"{path}: unreadable ({e}); fix: delete the output directory and rerun") from None
+    if not isinstance(data, dict):
+        raise TaggingError(f"{path}: not a JSON object; fix: delete the output directory and rerun")
+    return data
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Written to a temporary file and renamed: a killed run leaves the old file or the new one, never half."""
+    tmp = path.with_name(path.name + f"{_TMP}{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale_temp_files(out_dir: Path, own_names: set[str]) -> list[str]:
+    """Removes ``<name>.tmp-<pid>`` files of this job (``name`` in ``own_names``) whose process is gone.
+
+    A run killed mid-shard leaves its temporary file, which no reader can open. A file whose process
+    still runs may belong to a concurrent run and is left alone.
+    """
+    removed = []
+    if not out_dir.is_dir():
+        return removed
+    pattern = re.compile(r"(.+)" + re.escape(_TMP) + r"(\d+)")
+    for f in out_dir.iterdir():
+        m = pattern.fullmatch(f.name)
+        if m and m.group(1) in own_names and not _pid_running(int(m.group(2))):
+            f.unlink(missing_ok=True)
+            removed.append(f.name)
+    return removed
+
+
 def tag_users(
     model: str | os.PathLike,
     users: str | os.PathLike | Sequence[str],
@@ -477,7 +631,8 @@ def tag_users(
       model: a SavedModel directory or a Pusher base directory (newest numeric version).
       users: CSV or TFRecord (``tf.Example``) files: a glob, a directory or a list.
       tags: the tag vocabulary (e.g. :func:`read_tags` or :func:`tags_from_data`).
-      out: output directory; shards already there are kept (resume).
+      out: output directory; a rerun of the same job skips the shards whose users files are unchanged
+        (resume), and recomputes the others.
       top_k: tags per user and task; ``min_score``: drop tags with a lower probability.
       fmt: ``parquet`` or ``tfrecord``.
       batch_size: users per ``user_tower`` call and matrix product.
@@ -487,8 +642,11 @@ def tag_users(
       user_id_column: the user id column / feature.
       progress: called with the number of users done after each batch.
     """
+    # Everything is checked before anything is written: a rejected run leaves the output directory as it was.
     if fmt not in FORMATS:
         raise TaggingError(f"--format: {fmt!r} not supported; use one of {list(FORMATS)}")
+    if top_k < 1:
+        raise TaggingError(f"--top-k: must be at least 1, got {top_k}")
     if batch_size < 1:
         raise TaggingError(f"--batch-size: must be at least 1, got {batch_size}")
     if not 0.0 <= min_score <= 1.0:
@@ -500,11 +658,14 @@ def tag_users(
             raise TaggingError("--format parquet needs pyarrow (pip install pyarrow), or use --format tfrecord") from e
     files = resolve_files(users)
     tags = list(dict.fromkeys(tags))
+    if not tags:
+        raise TaggingError("no tags to score against; fix: pass a non-empty tag vocabulary")
     start = time.perf_counter()
     tm = TaggingModel(model, tasks)
     user_fields = resolve_user_fields(files, tm, features)
+    for path in files:  # each file's header and first row: a bad file fails now, not after hours of others
+        next(iter_user_records(path, user_fields, user_id_column), None)
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     job = {
         "model": tm.dir,
         "model_fingerprint": _fingerprint(tm.dir),
@@ -518,57 +679,95 @@ def tag_users(
         "user_id_column": user_id_column,
     }
     job_path = out_dir / JOB_FILE
-    if job_path.exists():
-        previous = json.loads(job_path.read_text())
-        if previous != job:
-            diff = sorted(k for k in job if previous.get(k) != job[k])
-            raise TaggingError(
-                f"--out {out_dir}: holds the output of a different job (differs in {diff}); "
-                "use a new output directory or delete this one"
-            )
-    else:
-        job_path.write_text(json.dumps(job, indent=2))
+    manifest_path = out_dir / MANIFEST
+    if not manifest_path.exists() and (out_dir / LEGACY_MANIFEST).exists():
+        manifest_path = out_dir / LEGACY_MANIFEST
+    previous_manifest = _read_json(manifest_path) or {}
+    previous = _read_json(job_path) or {k: previous_manifest[k] for k in job if k in previous_manifest}
+    # A job file with no shard or manifest beside it is left by a run that stopped before its first shard
+    # (or by an earlier version, which wrote it before checking the arguments): it holds no results to protect.
+    orphan = not previous_manifest and not any(out_dir.glob("part-*"))
+    if previous and previous != job and not orphan:
+        diff = sorted(k for k in job if previous.get(k) != job[k])
+        raise TaggingError(
+            f"--out {out_dir}: holds the output of a different job (differs in {diff}); "
+            "use a new output directory or delete this one"
+        )
+    names = [output_name(i, fmt) for i in range(len(files))]
+    _remove_stale_temp_files(out_dir, {*names, MANIFEST, JOB_FILE})
+    # The shards a run of this job finished and recorded, by output name (a legacy manifest records no inputs:
+    # its shards are recomputed).
+    done: dict[str, dict[str, Any]] = {
+        s["output"]: s for s in previous_manifest.get("shards", []) if isinstance(s, dict) and "output" in s
+    }
+    job_written = job_path.exists() and previous == job
+
+    def record(name: str, result: dict[str, Any] | None) -> None:
+        """Updates the manifest's list of finished shards (``None``: ``name`` is about to be replaced)."""
+        if result is None and name not in done:
+            return
+        if result is None:
+            del done[name]
+        else:
+            done[name] = result
+        _write_json(out_dir / MANIFEST, {**job, "complete": False, "shards": [done[n] for n in sorted(done)]})
 
     tagger: TopKTagger | None = None  # built lazily: a fully resumed job loads no tag tables
     seen: set[str] = set()
     shards: list[ShardResult] = []
+    upstream = hashlib.sha256()
     for index, path in enumerate(files):
         shard_start = time.perf_counter()
-        target = out_dir / output_name(index, fmt)
-        if target.exists():
-            n = 0
+        target = out_dir / names[index]
+        fingerprint = {**_file_fingerprint(path), "upstream_sha256": upstream.hexdigest()}
+        result = ShardResult(path, target.name, users=0, rows=0, status="computed", seconds=0.0, **fingerprint)
+        upstream.update(result.input_sha256.encode())
+        if _is_done(done.get(target.name), result, target):
             for uid, _ in iter_user_records(path, user_fields, user_id_column):
                 if uid not in seen:
                     seen.add(uid)
-                    n += 1
+                    result.users += 1
             if progress:
-                progress(n)
-            shards.append(ShardResult(path, target.name, n, -1, "skipped", time.perf_counter() - shard_start))
+                progress(result.users)
+            result.rows, result.output_bytes = done[target.name]["rows"], target.stat().st_size
+            result.status, result.seconds = "skipped", time.perf_counter() - shard_start
+            shards.append(result)
             continue
         if tagger is None:
             tagger = TopKTagger(tm, tags, top_k)
+        out_dir.mkdir(parents=True, exist_ok=True)
         writer = _ShardWriter(target, fmt, tags)
-        n = 0
         try:
             for ids, examples in _new_user_batches(path, user_fields, user_id_column, seen, batch_size):
                 writer.write(tagger.rows(ids, examples, min_score))
-                n += len(ids)
+                result.users += len(ids)
                 if progress:
                     progress(len(ids))
         except BaseException:
             writer.abort()
             raise
+        # The job file goes with the first shard: a run that fails before one is done leaves no job behind.
+        if not job_written:
+            _write_json(job_path, job)
+            job_written = True
+        record(target.name, None)  # the old record must not outlive the old file it describes
         writer.commit()
-        shards.append(ShardResult(path, target.name, n, writer.rows, "computed", time.perf_counter() - shard_start))
+        result.rows, result.output_bytes = writer.rows, target.stat().st_size
+        result.seconds = time.perf_counter() - shard_start
+        record(target.name, dataclasses.asdict(result))
+        shards.append(result)
     total_users = sum(s.users for s in shards)
     if total_users == 0:
+        # Every shard is empty: remove them with the job's files, so that nothing of this failed run counts as done.
+        for n in (*names, MANIFEST, JOB_FILE):
+            (out_dir / n).unlink(missing_ok=True)
         raise TaggingError(f"--users: no users in {len(files)} file(s) ({files[0]} ...)")
     secs = time.perf_counter() - start
     computed = [s for s in shards if s.status == "computed"]
     computed_users = sum(s.users for s in computed)
     manifest = {
         **job,
-        "tasks": tm.tasks,
+        "complete": True,
         "score": tm.score,
         "top_k_effective": min(top_k, len(tags)),
         "shards": [dataclasses.asdict(s) for s in shards],
@@ -581,9 +780,8 @@ def tag_users(
         if computed
         else None,
     }
-    tmp = out_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2))
-    os.replace(tmp, out_dir / MANIFEST)
+    _write_json(out_dir / MANIFEST, manifest)
+    (out_dir / LEGACY_MANIFEST).unlink(missing_ok=True)  # this job's, from an earlier version (checked above)
     return manifest
 
 

@@ -76,7 +76,7 @@ def run_beam(
     beam_args: Sequence[str] = (),
     num_shards: int = 0,
 ) -> dict[str, Any]:
-    """Runs the tagging job with Beam; writes ``out/part-*.parquet`` and ``out/manifest.json``.
+    """Runs the tagging job with Beam; writes ``out/part-*.parquet`` and ``out/_manifest.json``.
 
     Arguments as :func:`mvke_tf.tagging.tag_users` (Parquet output only); ``beam_args`` are Beam
     pipeline options (default ``--runner=DirectRunner``), ``num_shards`` 0 lets the runner choose.

@@ -56,6 +56,7 @@ _FILE_ONLY = (
     "beam_pipeline_args",
     "block_on_anomalies",
     "evaluator",
+    "infra_validation",
 )
 
 
@@ -126,13 +127,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load_settings(path: str) -> dict[str, Any]:
-    import yaml
+    from mvke_tf.config import load_yaml
 
-    try:
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"--config {path}: no such file") from None
+    loaded = load_yaml(path, "--config") or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"--config {path}: expected a mapping of settings, got {type(loaded).__name__}")
     known = set(DEFAULTS) | set(_FILE_ONLY)
@@ -282,6 +279,17 @@ def _run(config, log_dir: str, verbose: bool = False) -> int:
             f"error: the model was not blessed ({blessing_metric(config)} floor {config.eval_auc_floor}, largest drop "
             f"{config.eval_auc_change} vs the last blessed model); nothing was pushed. "
             f"See the evaluation at {report.evaluation_uri} and the log {log_path}",
+            file=sys.stderr,
+        )
+        return EXIT_BLOCKED
+    if report.infra_blessed is False or not report.pushed:
+        why = "the Pusher did not push it"
+        if report.infra_blessed is False:
+            why = f"the C++ runtime (TF Serving's loader) cannot serve it: {report.infra_reason or 'see the log'}"
+        print("\n".join(report.lines()))
+        print(
+            f"error: the model was not pushed: {why}; the models under {config.serving_dir} are unchanged. "
+            f"Log: {log_path}",
             file=sys.stderr,
         )
         return EXIT_BLOCKED

@@ -74,6 +74,9 @@ class PipelineConfig:
         ``TF_CONFIG`` environment variable the orchestrator sets on every worker).
       warm_start: the Trainer starts from the weights of the latest blessed model (when there
         is one and its architecture matches), i.e. incremental training across runs.
+      infra_validation: before the Pusher, ``CppInfraValidator`` loads the model with TensorFlow's C API
+        (TF Serving's loader) and runs every signature on its warm-up requests; a model the C++ runtime
+        cannot serve is not pushed. Needs a C compiler where the component runs (``cc`` or ``$CC``).
       evaluator: ``batched`` (the default: TFMA's config, output and blessing, metrics computed on
         batches, :mod:`pipelines.evaluator`) or ``tfma`` (TFX's stock Evaluator, one example at a time,
         for metrics the batched one does not have).
@@ -107,6 +110,7 @@ class PipelineConfig:
     block_on_anomalies: bool = True
     distribution: str = "default"
     evaluator: str = "batched"
+    infra_validation: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))

@@ -8,8 +8,10 @@
         +------------------------------> Transform (analysis only) -> Trainer (run_fn: epochs over the raw train split)
         |                                                                |
         +--> Evaluator (batched, TFMA config and output, vs the latest blessed model) <--+
+                  |                                                                     |
+                Pusher <-- CppInfraValidator (every signature in the C++ runtime) <-----+
                   |
-                Pusher -> <serving_dir>/<version>/
+                <serving_dir>/<version>/
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pipelines.config import PipelineConfig  # noqa: E402
 from pipelines.evaluator import BatchedEvaluator  # noqa: E402
 from pipelines.example_gen import ImportExampleGen  # noqa: E402
 from pipelines.gates import AnomaliesGate  # noqa: E402
+from pipelines.infra_validation import CppInfraValidator  # noqa: E402
 from pipelines.split_rows import SplitRows  # noqa: E402
 
 PREPROCESSING_FN = "pipelines.preprocessing.preprocessing_fn"
@@ -213,9 +216,13 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
         baseline=model_resolver.outputs["model"],
         schema=schema_gen.outputs["schema"],
     )
+    # Only a model the C++ runtime (TF Serving's loader) loads and answers is pushed.
+    infra_validator = CppInfraValidator(model=trainer.outputs["model"]) if config.infra_validation else None
+    infra = {"infra_blessing": infra_validator.outputs["blessing"]} if infra_validator is not None else {}
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        **infra,
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(base_directory=config.serving_dir)
         ),
@@ -234,6 +241,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config: object |
             trainer,
             model_resolver,
             evaluator,
+            *([infra_validator] if infra_validator is not None else []),
             pusher,
         ],
         enable_cache=False,

@@ -119,6 +119,11 @@ def _summary(component: str, outputs: dict[str, list[Any]], properties: dict[str
         fusion = ", ".join(f"{k} {v:.3f}" for k, v in t.get("fusion_weights", {}).items())
         text += f"; validation {aucs}" if aucs else ""
         return text + (f"; learned fusion weights {fusion}" if fusion else "")
+    if "InfraBlessing" in outputs:
+        props = outputs["InfraBlessing"][-1].custom_properties
+        reason = props["reason"].string_value if "reason" in props else ""
+        blessed = "blessed" in props and props["blessed"].int_value == 1
+        return ("BLESSED: " if blessed else "NOT BLESSED: ") + reason
     if (path := uri("ModelEvaluation")) is not None:
         return _evaluation_summary(path, uri("ModelBlessing"))
     if (path := uri("TransformGraph")) is not None:

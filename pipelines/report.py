@@ -62,6 +62,8 @@ class RunReport:
       blessing_uri: the Evaluator's blessing directory.
       evaluation_uri: the Evaluator's TFMA output directory.
       model_uri: the Trainer's model directory.
+      infra_blessed: the CppInfraValidator's verdict (the C++ runtime serves the model); None if it did not run.
+      infra_reason: its one-line reason (what failed, or what was checked).
       pushed: the pushed version directory (``<serving_dir>/<version>``), or None if nothing was pushed.
       failed: components whose execution failed in this run.
     """
@@ -73,13 +75,15 @@ class RunReport:
     blessing_uri: str | None = None
     evaluation_uri: str | None = None
     model_uri: str | None = None
+    infra_blessed: bool | None = None
+    infra_reason: str | None = None
     pushed: str | None = None
     failed: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         """Clean data, a blessed model and no failed component."""
-        return not self.anomalies and self.blessed is True and not self.failed
+        return not self.anomalies and self.blessed is True and self.infra_blessed is not False and not self.failed
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""
@@ -103,6 +107,9 @@ class RunReport:
         out.append(f"evaluation: {self.evaluation_uri or 'not evaluated'}")
         verdict = {True: "BLESSED", False: "NOT BLESSED", None: "no verdict"}[self.blessed]
         out.append(f"blessing: {verdict}" + (f" ({self.blessing_uri})" if self.blessing_uri else ""))
+        if self.infra_blessed is not None:
+            verdict = "serves it" if self.infra_blessed else "cannot serve it"
+            out.append(f"C++ runtime: {verdict}: {self.infra_reason}")
         out.append(f"pushed: {self.pushed}" if self.pushed else "pushed: nothing (the serving directory is unchanged)")
         if self.failed:
             out.append(f"failed components: {', '.join(self.failed)}")
@@ -348,6 +355,10 @@ def run_report(metadata_path: str | os.PathLike, pipeline_name: str | None = Non
         report.update(anomalies_uri=anomalies.uri, anomalies=found)
     if (blessing := latest.get("ModelBlessing")) is not None:
         report.update(blessing_uri=blessing.uri, blessed=_blessing(blessing.uri, blessing.custom_properties))
+    if (infra := latest.get("InfraBlessing")) is not None:
+        props = infra.custom_properties
+        blessed = props["blessed"].int_value == 1 if "blessed" in props else None
+        report.update(infra_blessed=blessed, infra_reason=props["reason"].string_value if "reason" in props else "")
     if (evaluation := latest.get("ModelEvaluation")) is not None:
         report["evaluation_uri"] = evaluation.uri
     if (model := latest.get("Model")) is not None:

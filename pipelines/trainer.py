@@ -177,6 +177,28 @@ class TransformInputs(RawInputs):
 
         return {"transform_features": transform_features}
 
+    def warmup_requests(self, examples: Sequence[bytes]) -> dict[str, dict[str, Any]]:
+        """``transform_features`` parses the whole raw schema, every column required as TFMA sends them:
+        the model's made-up examples with each column they lack set to a neutral value."""
+        import numpy as np
+
+        neutral = {tf.string: b"", tf.int64: 0, tf.float32: 0.0}
+        complete = []
+        for serialized in examples:
+            example = tf.train.Example.FromString(serialized)
+            for name, spec in self.raw_spec.items():
+                if name not in example.features.feature:
+                    value = neutral.get(spec.dtype, 0)
+                    feature = example.features.feature[name]
+                    if spec.dtype == tf.string:
+                        feature.bytes_list.value.append(value)
+                    elif spec.dtype == tf.int64:
+                        feature.int64_list.value.append(value)
+                    else:
+                        feature.float_list.value.append(value)
+            complete.append(example.SerializeToString())
+        return {"transform_features": {"examples": np.array(complete, dtype=object)}}
+
 
 def warm_start_dir(serving_model_dir: str) -> str:
     """``<model artifact>/warm_start``: the weights checkpoint next to the SavedModel (not pushed)."""

@@ -4,14 +4,22 @@
     python -m serving --model_name mvke --model_base_path /path/to/serving_dir   # tensorflow_model_server style
 
 ``serving_dir`` holds numeric version subdirectories (``<serving_dir>/<version>/saved_model.pb``),
-the layout the TFX Pusher writes. SIGTERM / SIGINT stop the server gracefully.
+the layout the TFX Pusher writes. SIGTERM / SIGINT stop the server gracefully. ``--ssl_config_file``
+takes TF Serving's text-proto ``SSLConfig`` (``server_key``, ``server_cert``, ``custom_ca``,
+``client_verify``; the fields hold PEM text) and serves over TLS.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+from typing import Any
+
+# TensorFlow's C++ warnings include one per rejected request that quotes the request's bytes (a whole
+# unparsable tf.Example) over many lines; the server logs its own one-line record instead.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def parse_models(pairs: list[str]) -> dict[str, str]:
@@ -36,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--poll_seconds", type=float, default=1.0, help="version poll interval; 0 disables (default 1)")
     p.add_argument("--max_message_mb", type=int, default=64, help="max gRPC request / response size in MiB")
     p.add_argument("--workers", type=int, default=8, help="request threads (default 8)")
+    p.add_argument(
+        "--max_batch_size",
+        type=int,
+        default=8192,
+        help="rows one request may declare per input; more is INVALID_ARGUMENT (default 8192; 0: no cap)",
+    )
+    p.add_argument(
+        "--ssl_config_file",
+        help="TF Serving's SSLConfig text proto (server_key, server_cert, custom_ca, client_verify): serve over TLS",
+    )
     p.add_argument("--load_retries", type=int, default=5, help="retries of a version that fails to load")
     p.add_argument(
         "--enable_model_warmup",
@@ -48,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def build_server(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> Any:
+    """The (not yet started) ``ModelServer`` the parsed flags describe; flag errors exit via ``parser``."""
+    parser = parser or build_parser()
     try:
         models = parse_models(args.model)
     except argparse.ArgumentTypeError as e:
@@ -63,13 +81,18 @@ def main(argv: list[str] | None = None) -> int:
         models[args.model_name] = args.model_base_path
     if not models:
         parser.error("no model: pass --model NAME=BASE_PATH (or --model_name and --model_base_path)")
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    if args.max_batch_size < 0:
+        parser.error(f"--max_batch_size must be >= 0 (0: no cap), got {args.max_batch_size}")
 
-    from serving.server import ModelServer  # imports TensorFlow
+    from serving.server import ModelServer, load_ssl_config  # imports TensorFlow
 
-    server = ModelServer(
+    ssl_config = None
+    if args.ssl_config_file:
+        try:
+            ssl_config = load_ssl_config(args.ssl_config_file)
+        except (OSError, ValueError) as e:
+            parser.error(f"--ssl_config_file: {e}")
+    return ModelServer(
         models,
         host=args.host,
         port=args.port,
@@ -78,8 +101,18 @@ def main(argv: list[str] | None = None) -> int:
         max_workers=args.workers,
         load_retries=args.load_retries,
         warmup=args.enable_model_warmup,
+        max_batch_size=args.max_batch_size or None,
+        ssl_config=ssl_config,
     )
-    server.serve(grace=args.grace)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    build_server(args, parser).serve(grace=args.grace)
     return 0
 
 

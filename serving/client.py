@@ -2,7 +2,7 @@
 
 Works against ``serving.server`` and the real ``tensorflow_model_server`` alike (same protos)::
 
-    with ServingClient("localhost:8500", "mvke", timeout=5.0, retries=3, max_batch=256) as c:
+    with ServingClient("localhost:8500", "mvke", timeout=5.0, max_batch=256) as c:
         c.status()                        # [VersionStatus(version=3, state='AVAILABLE', ...)]
         c.metadata()["serving_default"]   # SignatureInfo(inputs={'examples': TensorInfo(string, (None,))}, ...)
         c.score(serialized_examples)      # {'click': array([...]), 'conversion': array([...])}
@@ -12,9 +12,12 @@ Works against ``serving.server`` and the real ``tensorflow_model_server`` alike 
 
 * numpy in and out (``tf.make_tensor_proto`` / ``tf.make_ndarray``); Python lists and ``str`` are
   accepted; numeric arrays are cast to the signature's dtype (read once from the model metadata).
-* a per-attempt ``timeout`` (seconds); ``retries`` with exponential backoff and jitter on
-  ``UNAVAILABLE`` (server down, restarting, not yet up) and, with ``retry_deadline_exceeded``, on
-  ``DEADLINE_EXCEEDED``.
+* a per-attempt ``timeout`` (seconds); ``UNAVAILABLE`` (server down, restarting, not yet up) and, with
+  ``retry_deadline_exceeded``, ``DEADLINE_EXCEEDED`` are retried with exponential backoff and jitter for
+  up to ``retry_budget`` seconds (default 30: a restart of this server or of ``tensorflow_model_server``
+  takes ~15 s), on top of gRPC's own retry policy (service config) and fast channel reconnects.
+* TLS: ``root_certificates`` (the CA's PEM), a client ``certificate_chain`` / ``private_key`` for mutual
+  TLS, or any ``credentials`` (``grpc.ChannelCredentials``).
 * requests larger than ``max_batch`` rows are split along the batch axis (axis 0 of every input)
   and the outputs concatenated, so large jobs stay under message size and server batching limits.
 * every failure is a :class:`ServingError` with the gRPC ``code`` and the server's ``details``.
@@ -22,6 +25,7 @@ Works against ``serving.server`` and the real ``tensorflow_model_server`` alike 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -47,6 +51,15 @@ log = logging.getLogger("serving.client")
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Seconds of UNAVAILABLE the client rides through by default: a restart of the in-repo server (~12 s:
+# TensorFlow import and model load) or of tensorflow_model_server (~15 s), with room to spare.
+DEFAULT_RETRY_BUDGET = 30.0
+# How long a channel waits, at most, between reconnect attempts to a server that went away. gRPC's
+# default grows to 120 s, so after a 15 s restart the channel could stay disconnected long after the
+# server is back; every RPC meanwhile fails fast with UNAVAILABLE.
+MAX_RECONNECT_BACKOFF_MS = 1000
+_CLIENT_BUDGET = -1.0  # "the client's retry_budget" (None already means "no limit")
+_SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 _STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
 _STATE_BY_NUMBER = {v: k for k, v in _STATE_NAMES.items()}
 
@@ -116,19 +129,57 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str | bytes)
 
 
+def retry_service_config(max_attempts: int = 5) -> str:
+    """gRPC service config (JSON) retrying ``UNAVAILABLE`` inside one call (``max_attempts`` in all, at most 5).
+
+    gRPC resends a call that ended ``UNAVAILABLE`` before any response arrived (connection refused or
+    reset, a server shutting down) within the call's deadline, with backoff 0.1 s doubling to 1 s; longer
+    outages are the client loop's job (``retry_budget``). Predict, GetModelMetadata and GetModelStatus only
+    read, so resending them is safe.
+    """
+    policy = {
+        "maxAttempts": max(2, min(5, max_attempts)),
+        "initialBackoff": "0.1s",
+        "maxBackoff": "1s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": [{"service": s} for s in _SERVICES], "retryPolicy": policy}]})
+
+
+def channel_credentials(
+    root_certificates: bytes | None = None,
+    private_key: bytes | None = None,
+    certificate_chain: bytes | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS credentials: the server is verified against ``root_certificates`` (PEM; ``None``: the system's
+    roots), and ``private_key`` + ``certificate_chain`` (PEM) are presented for mutual TLS."""
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("mutual TLS needs both private_key and certificate_chain (PEM bytes), or neither")
+    return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+
+
 class ServingClient:
     """Client for one model on a TF Serving compatible server.
 
     Args:
-      target: ``host:port`` of the gRPC endpoint.
+      target: ``host:port`` of the gRPC endpoint (with TLS: a host name the server's certificate is for).
       model_name: the served model's name (``mvke`` in ``serving/deploy/models.config``).
       timeout: seconds per attempt of each RPC.
-      retries: extra attempts on ``UNAVAILABLE`` (and ``DEADLINE_EXCEEDED`` if ``retry_deadline_exceeded``).
+      retries: most extra attempts of a call on ``UNAVAILABLE`` (and ``DEADLINE_EXCEEDED`` if
+        ``retry_deadline_exceeded``); ``None``: as many as ``retry_budget`` allows; ``0``: fail at once
+        (gRPC's own retries are then off too).
+      retry_budget: seconds after a call's first failure during which it is retried (``None``: no limit).
       backoff, max_backoff: the first retry waits up to ``backoff`` s, doubling up to ``max_backoff`` (full jitter).
       max_batch: default row limit per request (``None``: never split).
       version: pin a model version (``None``: the latest the server has).
       max_message_bytes: gRPC send / receive limits of the channel.
       coerce_dtypes: cast numeric inputs to the signature's dtype (one metadata call, cached).
+      channel: use this channel as is (none of the channel options below apply).
+      root_certificates: PEM of the CA that signed the server's certificate: connects over TLS.
+      private_key, certificate_chain: PEM of the client's key and certificate, for servers that verify clients.
+      credentials: any ``grpc.ChannelCredentials`` (instead of the three above).
+      ssl_target_name_override: the name the server's certificate must carry, when ``target`` differs from it.
     """
 
     def __init__(
@@ -136,7 +187,7 @@ class ServingClient:
         target: str,
         model_name: str,
         timeout: float = 10.0,
-        retries: int = 3,
+        retries: int | None = None,
         backoff: float = 0.1,
         max_backoff: float = 2.0,
         retry_deadline_exceeded: bool = False,
@@ -145,13 +196,27 @@ class ServingClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         coerce_dtypes: bool = True,
         channel: grpc.Channel | None = None,
+        retry_budget: float | None = DEFAULT_RETRY_BUDGET,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        ssl_target_name_override: str | None = None,
     ) -> None:
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if retries is not None and retries < 0:
+            raise ValueError(f"retries must be >= 0 (or None: limited by retry_budget only), got {retries}")
+        pem = (root_certificates, private_key, certificate_chain)
+        if credentials is not None and any(v is not None for v in pem):
+            raise ValueError("pass either credentials or root_certificates / private_key / certificate_chain")
+        if channel is not None and (credentials is not None or any(v is not None for v in pem)):
+            raise ValueError("a given channel carries its own credentials; do not pass TLS arguments with it")
         self.target = target
         self.model_name = model_name
         self.timeout = timeout
         self.retries = retries
+        self.retry_budget = retry_budget
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.max_batch = max_batch
@@ -161,13 +226,27 @@ class ServingClient:
         if retry_deadline_exceeded:
             self.retry_codes.add(grpc.StatusCode.DEADLINE_EXCEEDED)
         self._own_channel = channel is None
-        self.channel = channel or grpc.insecure_channel(
-            target,
-            options=[
+        if channel is None:
+            if credentials is None and any(v is not None for v in pem):
+                credentials = channel_credentials(*pem)
+            options = [
                 ("grpc.max_send_message_length", max_message_bytes),
                 ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+                ("grpc.initial_reconnect_backoff_ms", 100),
+                ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
+            ]
+            if retries != 0:
+                options += [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config())]
+            else:  # fail fast means fail fast: no retries hidden inside the call either
+                options += [("grpc.enable_retries", 0)]
+            if ssl_target_name_override:
+                options.append(("grpc.ssl_target_name_override", ssl_target_name_override))
+            if credentials is not None:
+                channel = grpc.secure_channel(target, credentials, options=options)
+            else:
+                channel = grpc.insecure_channel(target, options=options)
+        self.channel = channel
+        self.tls = credentials is not None
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self.channel)
         self._signatures: dict[str, SignatureInfo] | None = None
@@ -191,30 +270,51 @@ class ServingClient:
         if signature is not None:
             spec.signature_name = signature
 
-    def _call(self, method: str, rpc: Callable[..., Any], request: Any, signature: str | None = None) -> Any:
+    def _call(
+        self,
+        method: str,
+        rpc: Callable[..., Any],
+        request: Any,
+        signature: str | None = None,
+        budget: float | None = _CLIENT_BUDGET,
+    ) -> Any:
+        """One RPC, retried on ``retry_codes`` while both ``retries`` and the time ``budget`` (seconds from
+        the first failure; default ``retry_budget``) last."""
+        budget = self.retry_budget if budget == _CLIENT_BUDGET else budget
         attempt = 0
+        give_up_at: float | None = None
         while True:
             try:
                 return rpc(request, timeout=self.timeout)
             except grpc.RpcError as e:
                 code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
                 details = e.details() if callable(getattr(e, "details", None)) else str(e)
-                if code in self.retry_codes and attempt < self.retries:
-                    delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+                now = time.monotonic()
+                if give_up_at is None and budget is not None:
+                    give_up_at = now + budget
+                delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+                can_retry = code in self.retry_codes and (self.retries is None or attempt < self.retries)
+                if can_retry and give_up_at is not None:
+                    can_retry = now < give_up_at
+                    delay = min(delay, max(0.0, give_up_at - now))
+                if can_retry:
                     attempt += 1
-                    msg = "%s on %s: %s; retry %d/%d in %.2fs"
-                    log.warning(msg, method, self.target, code.name, attempt, self.retries, delay)
+                    left = "" if give_up_at is None else f", {give_up_at - now:.0f}s of retry budget left"
+                    msg = "%s on %s: %s (%s); retry %d in %.2fs%s"
+                    log.warning(msg, method, self.target, code.name, details, attempt, delay, left)
                     time.sleep(delay)
                     continue
                 raise ServingError(code, details or "", method, self.model_name, signature) from None
 
     # -- ModelService / metadata -------------------------------------------------------------------
 
-    def status(self) -> list[VersionStatus]:
-        """Every version the server knows of, newest first (``state='AVAILABLE'`` when serving)."""
+    def status(self, retry_budget: float | None = _CLIENT_BUDGET) -> list[VersionStatus]:
+        """Every version the server knows of, newest first (``state='AVAILABLE'`` when serving).
+
+        ``retry_budget``: this call's (default: the client's)."""
         req = get_model_status_pb2.GetModelStatusRequest()
         self._spec(req.model_spec)
-        resp = self._call("GetModelStatus", self._models.GetModelStatus, req)
+        resp = self._call("GetModelStatus", self._models.GetModelStatus, req, budget=retry_budget)
         out = [
             VersionStatus(s.version, _state_name(s.state), s.status.error_code, s.status.error_message)
             for s in resp.model_version_status
@@ -226,7 +326,8 @@ class ServingClient:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                for s in self.status():
+                # Within the caller's timeout: this loop polls, the call itself need not retry for long.
+                for s in self.status(retry_budget=max(0.0, deadline - time.monotonic())):
                     if s.state == "AVAILABLE":
                         return s
             except ServingError as e:

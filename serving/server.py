@@ -10,6 +10,7 @@ TF Serving client) works against either:
   ``metadata["signature_def"]`` packs a ``SignatureDefMap`` read from the SavedModel's MetaGraph.
 * ``ModelService.GetModelStatus``: ``ModelVersionStatus`` per version (``AVAILABLE`` / ``END``).
 * ``Classify``, ``Regress``, ``MultiInference`` and ``HandleReloadConfigRequest`` answer ``UNIMPLEMENTED``.
+* TLS from TF Serving's ``--ssl_config_file`` (a text-proto ``SSLConfig``), mutual with ``client_verify``.
 
 Models come from TF Serving's layout: ``<base_path>/<version>/saved_model.pb`` with numeric
 versions (what the TFX Pusher writes). Version policy: latest only (TF Serving's default). A poller
@@ -21,12 +22,15 @@ is reported ``AVAILABLE`` its warm-up requests (``assets.extra/tf_serving_warmup
 file TF Serving replays with ``--enable_model_warmup``) are run; a failing one fails the load.
 
 Errors (as TF Serving): unknown model or version -> ``NOT_FOUND``; unknown signature or version label, missing
-or extra input, wrong dtype or shape, malformed tensor, unknown output filter -> ``INVALID_ARGUMENT``;
-a failure while running the signature -> ``INTERNAL``.
+or extra input, wrong or unknown dtype, wrong or negative shape, more rows than ``max_batch_size``, fewer
+values than the shape declares, malformed tensor or content (e.g. bytes that are not a ``tf.Example``),
+unknown output filter -> ``INVALID_ARGUMENT``, with a one-line message; a failure while running the
+signature -> ``INTERNAL``.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import re
@@ -43,7 +47,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first i
 
 import grpc  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format  # noqa: E402
+from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2  # noqa: E402
 from tensorflow_serving.apis import (  # noqa: E402
     get_model_metadata_pb2,
@@ -60,6 +65,10 @@ DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8500
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Rows one request may declare. Large enough for any batch a client sends on purpose (the benchmarks use
+# 256; TF Serving's batching rejects more than its max_batch_size), small enough that a malformed or
+# hostile request cannot occupy the server for seconds.
+DEFAULT_MAX_BATCH_SIZE = 8192
 WARMUP_PATH = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 _VERSION_DIR = re.compile(r"^\d+$")
@@ -364,8 +373,102 @@ def _shape_str(shape: tf.TensorShape) -> str:
     return "[" + ",".join("?" if d is None else str(d) for d in shape.as_list()) + "]"
 
 
-def tensors_from_request(sig: Signature, inputs: Mapping[str, Any]) -> dict[str, tf.Tensor]:
-    """Validates ``TensorProto`` inputs against ``sig`` and converts them (``INVALID_ARGUMENT`` on mismatch)."""
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may ask of the server (``INVALID_ARGUMENT`` beyond).
+
+    ``max_batch_size``: rows an input may declare (its dimension 0); ``None``: no cap.
+    ``max_splat_elements``: elements a tensor written as one value repeated over its shape (TF's compact
+    form, what ``tf.make_tensor_proto(scalar, shape=...)`` writes) may declare; a few bytes of request
+    must not make the server allocate gigabytes.
+    """
+
+    max_batch_size: int | None = None
+    max_splat_elements: int = DEFAULT_MAX_MESSAGE_BYTES
+
+
+_COMPLEX = (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128)
+
+
+def _value_count(proto: tensor_pb2.TensorProto) -> int:
+    """Number of elements the typed ``*_val`` fields of ``proto`` hold (complex: two numbers each)."""
+    n = sum(len(v) for f, v in proto.ListFields() if f.name.endswith("_val"))
+    return n // 2 if proto.dtype in _COMPLEX else n
+
+
+def tensor_from_proto(
+    sig: Signature, name: str, proto: tensor_pb2.TensorProto, limits: RequestLimits = RequestLimits()
+) -> tf.Tensor:
+    """One request ``TensorProto`` as a tensor of ``sig.inputs[name]``'s dtype, validated before anything is
+    allocated: a known dtype and shape that match the signature, no dimension below 0, at most
+    ``limits.max_batch_size`` rows, and values that fill the declared shape. Raises ``INVALID_ARGUMENT``
+    naming the input and the problem."""
+    where = f"input {name!r} of signature {sig.name!r}"
+    spec = sig.inputs[name]
+    if proto.dtype == types_pb2.DT_INVALID:
+        raise _invalid(f"{where}: expects dtype {spec.dtype.name}, got DT_INVALID (TensorProto.dtype is not set)")
+    if proto.dtype not in types_pb2.DataType.values():
+        raise _invalid(f"{where}: expects dtype {spec.dtype.name}, got unknown DataType enum value {proto.dtype}")
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+    except TypeError:  # a DataType TensorFlow has no Python dtype for
+        dtype_name = types_pb2.DataType.Name(proto.dtype)
+        raise _invalid(f"{where}: expects dtype {spec.dtype.name}, got {dtype_name}") from None
+    if dtype != spec.dtype:
+        raise _invalid(f"{where}: expects dtype {spec.dtype.name}, got {dtype.name}")
+    if proto.tensor_shape.unknown_rank:
+        raise _invalid(f"{where}: tensor_shape.unknown_rank is set; a request tensor needs its full shape")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if any(d < 0 for d in dims):
+        raise _invalid(f"{where}: tensor_shape {dims} has a negative dimension; sizes must be >= 0")
+    shape = tf.TensorShape(dims)
+    if not spec.shape.is_compatible_with(shape):
+        raise _invalid(f"{where}: expects shape {_shape_str(spec.shape)}, got {_shape_str(shape)}")
+    if dims and limits.max_batch_size is not None and dims[0] > limits.max_batch_size:
+        raise _invalid(
+            f"{where}: batch size {dims[0]} exceeds the server's max_batch_size {limits.max_batch_size}; "
+            f"send at most {limits.max_batch_size} rows per request (ServingClient(max_batch=...)) "
+            "or start the server with a larger --max_batch_size"
+        )
+    # Python ints: a product of huge dimensions does not overflow, it just fails the checks below.
+    elements = 1
+    for d in dims:
+        elements *= d
+    if proto.tensor_content:
+        if dtype == tf.string:
+            raise _invalid(f"{where}: DT_STRING values go in string_val, not tensor_content")
+        if len(proto.tensor_content) != elements * dtype.size:
+            raise _invalid(
+                f"{where}: tensor_content holds {len(proto.tensor_content)} bytes, shape {_shape_str(shape)} "
+                f"of {dtype.name} needs {elements * dtype.size}"
+            )
+    else:
+        # TF would pad missing values (zeros / empty strings, or the last value repeated): a request of
+        # a few bytes declaring [100000] would cost a full batch. Only two layouts are accepted: every
+        # value, or a single one repeated (TF's compact form), the latter bounded.
+        n = _value_count(proto)
+        if n == 1 and elements > limits.max_splat_elements:
+            raise _invalid(
+                f"{where}: one value repeated over shape {_shape_str(shape)} ({elements} elements) exceeds "
+                f"the server's limit of {limits.max_splat_elements}; send every value"
+            )
+        if n not in (elements, 1) or (n == 1 and elements == 0):
+            raise _invalid(
+                f"{where}: shape {_shape_str(shape)} declares {elements} elements but the TensorProto holds "
+                f"{n} values; send every value (tf.make_tensor_proto(array) does)"
+            )
+    try:
+        array = tf.make_ndarray(proto)
+    except Exception as e:  # noqa: BLE001 - malformed TensorProto content
+        raise _invalid(f"{where}: malformed TensorProto: {_one_line(str(e))}") from None
+    return tf.constant(array, dtype=spec.dtype)
+
+
+def tensors_from_request(
+    sig: Signature, inputs: Mapping[str, Any], limits: RequestLimits = RequestLimits()
+) -> dict[str, tf.Tensor]:
+    """Validates the request's ``TensorProto`` inputs against ``sig`` and converts them (``INVALID_ARGUMENT``
+    on any mismatch; see :func:`tensor_from_proto`)."""
     expected, given = set(sig.inputs), set(inputs)
     if given != expected:
         missing, extra = sorted(expected - given), sorted(given - expected)
@@ -377,28 +480,64 @@ def tensors_from_request(sig: Signature, inputs: Mapping[str, Any]) -> dict[str,
         raise _invalid(
             f"input names do not match signature {sig.name!r}: {'; '.join(parts)} (expected {sorted(expected)})"
         )
-    out = {}
-    for name, proto in inputs.items():
-        spec = sig.inputs[name]
-        dtype = tf.dtypes.as_dtype(proto.dtype) if proto.dtype else None
-        if dtype != spec.dtype:
-            got = dtype.name if dtype is not None else "DT_INVALID"
-            raise _invalid(f"input {name!r} of signature {sig.name!r}: expects dtype {spec.dtype.name}, got {got}")
-        shape = tf.TensorShape(proto.tensor_shape)
-        if not spec.shape.is_compatible_with(shape):
-            raise _invalid(
-                f"input {name!r} of signature {sig.name!r}: expects shape {_shape_str(spec.shape)}, "
-                f"got {_shape_str(shape)}"
-            )
-        try:
-            array = tf.make_ndarray(proto)
-        except Exception as e:  # noqa: BLE001 - malformed TensorProto content
-            raise _invalid(f"input {name!r}: malformed TensorProto: {e}") from None
-        out[name] = tf.constant(array, dtype=spec.dtype)
-    return out
+    return {name: tensor_from_proto(sig, name, proto, limits) for name, proto in inputs.items()}
 
 
-def predict(loaded: LoadedVersion, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+# TensorFlow's error text around the op's message: graph / function names and the (always unavailable,
+# for a loaded SavedModel) node stack trace. None of it helps a client.
+_TF_NOISE = re.compile(
+    r"Graph execution error:"
+    r"|Detected at node \S+ defined at \(most recent call last\):"
+    r"|<stack traces unavailable>"
+    r"|\{\{function_node [^}]*\}\}"
+    r"|\[\[\{\{(?:function_)?node [^\]]*\]\]"
+    r"|\[Op:[^\]]*\]"
+)
+_MAX_MESSAGE_CHARS = 300
+
+
+def _one_line(message: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
+    """``message`` without TF's noise, control characters escaped, on one line, at most ``limit`` chars.
+
+    Op errors quote the offending input (e.g. a whole serialized ``tf.Example``); unescaped, its bytes
+    would split one log record into many lines and carry arbitrary bytes into the gRPC status.
+    """
+    text = _TF_NOISE.sub(" ", message).strip()
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    text = re.sub(r" {2,}", " ", text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unparsable_example(sig: Signature, tensors: Mapping[str, tf.Tensor]) -> str:
+    """Which string input row is not a serialized ``tf.Example`` (``""`` if none is found)."""
+    from google.protobuf.message import DecodeError
+
+    for name, t in tensors.items():
+        if t.dtype != tf.string or t.shape.rank != 1:
+            continue
+        rows = t.numpy()
+        for i, row in enumerate(rows):
+            try:
+                tf.train.Example.FromString(row)
+            except DecodeError:
+                return f"input {name!r} row {i} (of {len(rows)}) is not a serialized tf.Example"
+    return ""
+
+
+def _bad_request_message(sig: Signature, tensors: Mapping[str, tf.Tensor], message: str) -> str:
+    """The one-line ``INVALID_ARGUMENT`` text for an op error caused by the request's content."""
+    if "Could not parse example input" in message:
+        fix = "send tf.train.Example(...).SerializeToString() bytes"
+        row = _unparsable_example(sig, tensors)
+        if row:  # the client has the bytes; TF's quote of them (up to a NUL, unescaped) adds nothing
+            return f"signature {sig.name!r}: {row} (Could not parse example input); {fix}"
+        return f"signature {sig.name!r}: {_one_line(message, 160)}; {fix}"
+    return f"signature {sig.name!r}: {_one_line(message)}"
+
+
+def predict(
+    loaded: LoadedVersion, request: predict_pb2.PredictRequest, limits: RequestLimits = RequestLimits()
+) -> predict_pb2.PredictResponse:
     """Runs one ``PredictRequest`` on ``loaded`` (raises :class:`ServingStatusError`)."""
     sig_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     sig = loaded.signatures.get(sig_name)
@@ -411,19 +550,21 @@ def predict(loaded: LoadedVersion, request: predict_pb2.PredictRequest) -> predi
     unknown = sorted(set(wanted) - set(sig.outputs))
     if unknown:
         raise _invalid(f"output_filter {unknown} not in signature {sig_name!r} outputs {list(sig.outputs)}")
-    tensors = tensors_from_request(sig, request.inputs)
+    tensors = tensors_from_request(sig, request.inputs, limits)
     try:
         result = sig.fn(**tensors)
     except tf.errors.InvalidArgumentError as e:
-        raise _invalid(f"signature {sig_name!r}: {e.message}") from None
+        raise _invalid(_bad_request_message(sig, tensors, e.message)) from None
     except UnicodeDecodeError as e:
         # TensorFlow could not turn the op's error into a Python exception: its message quotes bytes of
         # the request that are not UTF-8 (e.g. an unparsable tf.Example). The request is at fault.
-        message = e.object.decode("utf-8", "replace") if isinstance(e.object, bytes) else str(e)
-        raise _invalid(f"signature {sig_name!r}: {message[:500]}") from None
+        raw = e.object if isinstance(e.object, bytes) else str(e).encode()
+        raise _invalid(_bad_request_message(sig, tensors, raw.decode("utf-8", "backslashreplace"))) from None
     except Exception as e:  # noqa: BLE001
         log.exception("Predict %s/%d/%s failed", loaded.model, loaded.version, sig_name)
-        raise ServingStatusError(grpc.StatusCode.INTERNAL, f"signature {sig_name!r} failed: {e}") from None
+        raise ServingStatusError(
+            grpc.StatusCode.INTERNAL, f"signature {sig_name!r} failed: {_one_line(str(e))}"
+        ) from None
     if not isinstance(result, Mapping):
         result = {"output_0": result}
     response = predict_pb2.PredictResponse()
@@ -458,16 +599,21 @@ def warm_up(loaded: LoadedVersion, limit: int = MAX_WARMUP_RECORDS) -> int:
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, limits: RequestLimits = RequestLimits()) -> None:
         self.registry = registry
+        self.limits = limits
 
     def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> Any:  # noqa: N802
         t0 = time.monotonic()
         try:
-            response = predict(self.registry.resolve(request.model_spec), request)
+            response = predict(self.registry.resolve(request.model_spec), request, self.limits)
         except ServingStatusError as e:
+            # One line per rejected request: a client's bad input is not the server's error.
             log.info("Predict %s: %s %s", request.model_spec.name, e.code.name, e.message)
             context.abort(e.code, e.message)
+        except Exception as e:  # noqa: BLE001 - a bug here must answer INTERNAL, not grpc's bare UNKNOWN
+            log.exception("Predict %s: unexpected failure", request.model_spec.name)
+            context.abort(grpc.StatusCode.INTERNAL, f"Predict failed: {_one_line(str(e))}")
         spec = response.model_spec
         log.debug(
             "Predict %s/%d/%s in %.1f ms",
@@ -529,6 +675,120 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
 
 # --------------------------------------------------------------------------------------------------
+# TLS: TF Serving's --ssl_config_file
+# --------------------------------------------------------------------------------------------------
+
+
+def _ssl_config_class() -> type:
+    """``tensorflow.serving.SSLConfig`` (``tensorflow_serving/config/ssl_config.proto``).
+
+    ``tensorflow-serving-api`` does not ship ``ssl_config_pb2``, so the message is defined here with the
+    same package, name, fields and numbers (in a private descriptor pool, so a later ``ssl_config_pb2``
+    in the default pool cannot clash), and the same text files parse as with ``tensorflow_model_server``.
+    """
+    try:
+        from tensorflow_serving.config import ssl_config_pb2  # type: ignore[attr-defined]
+
+        return ssl_config_pb2.SSLConfig
+    except ImportError:
+        pass
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="tensorflow_serving/config/ssl_config.proto", package="tensorflow.serving", syntax="proto3"
+    )
+    msg = fdp.message_type.add(name="SSLConfig")
+    f = descriptor_pb2.FieldDescriptorProto
+    for number, (name, ftype) in enumerate(
+        [("server_key", f.TYPE_STRING), ("server_cert", f.TYPE_STRING), ("custom_ca", f.TYPE_STRING)]
+        + [("client_verify", f.TYPE_BOOL)],
+        start=1,
+    ):
+        msg.field.add(name=name, number=number, type=ftype, label=f.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.AddSerializedFile(fdp.SerializeToString())
+    desc = pool.FindMessageTypeByName("tensorflow.serving.SSLConfig")
+    get_class = getattr(message_factory, "GetMessageClass", None)  # protobuf >= 4.21
+    return get_class(desc) if get_class else message_factory.MessageFactory(pool).GetPrototype(desc)
+
+
+SSLConfig = _ssl_config_class()
+"""``SSLConfig(server_key=PEM, server_cert=PEM, custom_ca=PEM, client_verify=bool)``: the fields hold the
+PEM text itself, not file paths (as ``tensorflow_model_server`` reads them)."""
+
+
+def _as_text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def ssl_config_text(
+    server_key: str | bytes, server_cert: str | bytes, custom_ca: str | bytes = "", client_verify: bool = False
+) -> str:
+    """The text-proto ``SSLConfig`` for ``--ssl_config_file`` from PEM contents (what TF Serving reads too)."""
+    config = SSLConfig(
+        server_key=_as_text(server_key),
+        server_cert=_as_text(server_cert),
+        custom_ca=_as_text(custom_ca),
+        client_verify=client_verify,
+    )
+    return text_format.MessageToString(config)
+
+
+def check_ssl_config(config: Any, source: str = "ssl config") -> Any:
+    """Raises ``ValueError`` naming the field and the fix if ``config`` cannot make server credentials."""
+    for name, what in (("server_key", "private key"), ("server_cert", "certificate chain")):
+        value = getattr(config, name)
+        if not value:
+            raise ValueError(f"{source}: {name} is empty; it must hold the server's PEM {what}")
+        if "-----BEGIN" not in value:
+            raise ValueError(
+                f"{source}: {name} is not PEM text (starts {value[:40]!r}); put the file's contents in the field, "
+                "not its path (TF Serving reads the fields as PEM)"
+            )
+    if config.custom_ca and "-----BEGIN" not in config.custom_ca:
+        raise ValueError(
+            f"{source}: custom_ca is not PEM text (starts {config.custom_ca[:40]!r}); put the CA's PEM in it"
+        )
+    if config.client_verify and not config.custom_ca:
+        # TF Serving would fall back to the system roots; gRPC's Python server needs the CA explicitly.
+        raise ValueError(
+            f"{source}: client_verify: true needs custom_ca, the PEM of the CA that signs client certificates"
+        )
+    return config
+
+
+def load_ssl_config(path: str | Path) -> Any:
+    """Parses and checks TF Serving's ``--ssl_config_file`` (a text-proto ``SSLConfig``)."""
+    text = Path(path).read_text()
+    try:
+        config = text_format.Parse(text, SSLConfig())
+    except text_format.ParseError as e:
+        raise ValueError(
+            f"{path}: not a text-proto SSLConfig (fields server_key, server_cert, custom_ca, client_verify): {e}"
+        ) from None
+    return check_ssl_config(config, str(path))
+
+
+def server_credentials(config: Any) -> grpc.ServerCredentials:
+    """gRPC server credentials from an ``SSLConfig``: the key and certificate chain, and with
+    ``client_verify`` a client certificate signed by ``custom_ca`` required (mutual TLS)."""
+    check_ssl_config(config)
+    return grpc.ssl_server_credentials(
+        [(config.server_key.encode(), config.server_cert.encode())],
+        root_certificates=config.custom_ca.encode() or None,
+        require_client_auth=config.client_verify,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (``localhost``, ``127.0.0.0/8``, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
 # Server
 # --------------------------------------------------------------------------------------------------
 
@@ -539,6 +799,10 @@ class ModelServer:
     ``start()`` loads each model's newest version, then starts serving and polling; ``stop(grace)``
     stops accepting requests, lets the in-flight ones finish for up to ``grace`` seconds, stops the
     poller. ``serve()`` does both around SIGTERM / SIGINT.
+
+    ``ssl_config``: an :data:`SSLConfig` (see :func:`load_ssl_config`) serves over TLS (mutual TLS with
+    ``client_verify``); without it the port is plaintext, and binding a non-loopback ``host`` logs a
+    warning. ``max_batch_size``: rows a request may declare per input (``None``: no cap).
     """
 
     def __init__(
@@ -551,13 +815,19 @@ class ModelServer:
         max_workers: int = 8,
         load_retries: int = 5,
         warmup: bool = True,
+        max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
+        ssl_config: Any | None = None,
     ) -> None:
+        if max_batch_size is not None and max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1 (or None for no cap), got {max_batch_size}")
         self.registry = ModelRegistry(models, poll_seconds=poll_seconds, load_retries=load_retries, warmup=warmup)
         self.host = host
         self.requested_port = port
         self.port: int | None = None
         self.max_message_bytes = max_message_bytes
         self.max_workers = max_workers
+        self.limits = RequestLimits(max_batch_size=max_batch_size, max_splat_elements=max_message_bytes)
+        self.ssl_config = check_ssl_config(ssl_config) if ssl_config is not None else None
         self._server: grpc.Server | None = None
         self._stopped = threading.Event()
 
@@ -573,16 +843,30 @@ class ModelServer:
             ("grpc.max_receive_message_length", self.max_message_bytes),
         ]
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers), options=options)
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.registry), server)
+        servicer = PredictionServicer(self.registry, self.limits)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.registry), server)
         host = f"[{self.host}]" if ":" in self.host else self.host
-        port = server.add_insecure_port(f"{host}:{self.requested_port}")
+        address = f"{host}:{self.requested_port}"
+        if self.ssl_config is not None:
+            port = server.add_secure_port(address, server_credentials(self.ssl_config))
+        else:
+            port = server.add_insecure_port(address)
         if port == 0:
-            raise OSError(f"could not bind {host}:{self.requested_port}")
+            raise OSError(f"could not bind {address}")
         server.start()
         self._server, self.port = server, port
         self.registry.start_polling()
-        log.info("serving %s on %s", {n: str(m.base_path) for n, m in self.registry.models.items()}, self.target)
+        if self.ssl_config is None and not is_loopback(self.host):
+            log.warning(
+                "serving on %s without TLS: any host that reaches it can call the models and read the traffic; "
+                "pass --ssl_config_file (TF Serving's SSLConfig; client_verify: true for client certificates) "
+                "or bind 127.0.0.1",
+                self.target,
+            )
+        tls = "none" if self.ssl_config is None else "mutual" if self.ssl_config.client_verify else "server"
+        models = {n: str(m.base_path) for n, m in self.registry.models.items()}
+        log.info("serving %s on %s (TLS: %s)", models, self.target, tls)
         return self
 
     def stop(self, grace: float | None = 5.0) -> None:

@@ -134,3 +134,20 @@ def test_entry_point_has_help_and_no_traceback(tmp_path):
     bad = subprocess.run([str(exe), "train", "--data", str(tmp_path / "nope")], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "Traceback" not in bad.stderr and "no features.yaml" in bad.stderr
+
+
+@pytest.mark.parametrize("command", ["pipeline", "train", "features"])
+def test_malformed_yaml_is_one_line_naming_file_line_and_column(command, tmp_path, capsys):
+    bad = tmp_path / ("features.yaml" if command == "features" else "bad.yaml")
+    bad.write_text("x: [")
+    if command != "features":
+        (tmp_path / "features.yaml").write_text("")  # a data dir that passes train's first check
+    argv = {
+        "pipeline": ["pipeline", "run", "--config", str(bad), "--root", str(tmp_path)],
+        "train": ["train", "--data", str(tmp_path), "--config", str(bad)],
+        "features": ["train", "--data", str(tmp_path)],  # the data's features.yaml (FeatureConfig.from_yaml)
+    }[command]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mvke-tf: error:") and "\n" not in err, err
+    assert str(bad) in err and "line 1, column 5" in err and "not valid YAML" in err and "fix:" in err

@@ -66,6 +66,10 @@ class RawInputs:
         """Signatures of the input step itself (the pipeline's ``transform_features``)."""
         return {}
 
+    def warmup_requests(self, examples: Sequence[bytes]) -> dict[str, dict[str, Any]]:
+        """Warm-up requests of :meth:`signatures`, given the model signatures' made-up ``examples``."""
+        return {}
+
 
 def parse_user_examples(serialized: tf.Tensor, feature_config: FeatureConfig) -> dict[str, tf.Tensor]:
     """Serialized ``tf.Example`` ``[B]`` -> the user fields, as ``user_tower`` parses them."""
@@ -162,5 +166,6 @@ def export_saved_model(
     """
     tf.saved_model.save(model, str(export_dir), signatures=serving_functions(model, inputs))
     requests = warmup_requests(model, warmup_examples, warmup_tags, feature_config, dtypes)
+    requests.update((inputs or RawInputs()).warmup_requests(list(requests["serving_default"][EXAMPLES_INPUT])))
     write_warmup_requests(export_dir, requests, model_name)
     return Path(export_dir)

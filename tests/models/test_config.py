@@ -73,3 +73,24 @@ def test_model_config_validation():
     mc = ModelConfig().scaled(0.25)
     assert mc.dnn_units == (128, 64, 32) and mc.top_units == (64, 32, 30) and mc.tag_units[-1] == 30
     assert ModelConfig.from_dict(mc.to_dict()) == mc
+
+
+def test_malformed_yaml_names_file_line_and_column(tmp_path):
+    from mvke_tf.config import load_yaml
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: 1\nb: [1, 2\nc: 3\n")
+    for read in (lambda p: load_yaml(p, "--config"), FeatureConfig.from_yaml, ModelConfig.from_yaml):
+        with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line \d+, column \d+: .*; fix:") as e:
+            read(bad)
+        assert "\n" not in str(e.value)
+    bad.write_bytes(b"a: \xeb\x00\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not UTF-8 text"):
+        load_yaml(bad, "--config")
+    bad.write_text('a: b\nc: "x\x07"\n')
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line 2, column 6: control character U\+0007"):
+        load_yaml(bad, "--config")
+    bad.write_text("a: [1]\n")
+    assert load_yaml(bad, "--config") == {"a": [1]}
+    bad.write_text("")
+    assert load_yaml(bad, "--config") is None

@@ -371,6 +371,8 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     by_name = dict(zip(names, component_lines))
     assert f"train {rows['train']['rows']:,} rows" in by_name["StatisticsGen"], by_name["StatisticsGen"]
     assert "no anomalies" in by_name["ExampleValidator"] and "BLESSED" in by_name["Evaluator"]
+    # Every signature (serving_default, transform_features, user_tower, tag_tower) ran in the C++ runtime.
+    assert "BLESSED: 4 signature(s) answer as in Python" in by_name["CppInfraValidator"], by_name["CppInfraValidator"]
     assert f"{-(-rows['train']['rows'] // 128) * 3:,} steps" in by_name["Trainer"]  # 3 epochs, every row
     assert "pushed " in by_name["Pusher"] and "evaluation (eval split, per slice):" in out
     assert not any("WARNING" in line or "Traceback" in line for line in lines), out

@@ -44,6 +44,7 @@ def test_m3oe_pipeline_pushes_evaluates_per_domain_and_serves(tmp_path, capsys):
     assert "eval 1 file(s), train 1 file(s), val 1 file(s)" in lines["ImportExampleGen"]
     assert "learned fusion weights alpha_domain" in lines["Trainer"], lines["Trainer"]
     assert "mean domain task auc" in lines["Evaluator"] and "BLESSED" in lines["Evaluator"], lines["Evaluator"]
+    assert "BLESSED: 2 signature(s) answer as in Python" in lines["CppInfraValidator"], lines["CppInfraValidator"]
     for d in range(3):  # the per-slice table has a row per domain
         assert any(line.startswith(f"domain={d} ") for line in out.splitlines()), out
 

@@ -384,7 +384,11 @@ def test_subprocess_client_first_then_sigterm(base):
     cmd = [sys.executable, "-m", "serving", "--model", f"mvke={base}", "--port", str(port), "--poll_seconds", "0.5"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        c = ServingClient(f"127.0.0.1:{port}", "mvke", timeout=5, retries=200, backoff=0.1, max_backoff=0.5)
+        # Importing TensorFlow and loading the model may take longer than the default 30 s retry budget on a
+        # busy machine: 200 retries bound the wait instead.
+        c = ServingClient(
+            f"127.0.0.1:{port}", "mvke", timeout=5, retries=200, backoff=0.1, max_backoff=0.5, retry_budget=None
+        )
         assert c.status()[0].state == "AVAILABLE"
         assert c.score(EXAMPLES[:3])["click"].shape == (3,)
         proc.send_signal(signal.SIGTERM)
@@ -440,6 +444,9 @@ def test_unparsable_example_and_no_version_loaded_status_codes(server, client, t
         client.predict("serving_default", {"examples": np.array([b"\xff\xfe not a tf.Example"], dtype=object)})
     assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "Could not parse example input" in err.value.details, err.value.details
+    # One line naming the row and the fix (tests/serving/test_malformed_requests.py has the other variants).
+    assert "\n" not in err.value.details and err.value.details.isprintable(), repr(err.value.details)
+    assert "input 'examples' row 0 (of 1) is not a serialized tf.Example" in err.value.details, err.value.details
     empty = tmp_path / "empty_base"
     empty.mkdir()
     srv = ModelServer({"mvke": empty}, port=0, poll_seconds=0.2).start()

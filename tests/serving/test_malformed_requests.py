@@ -1,0 +1,201 @@
+"""Malformed ``PredictRequest``s on the raw wire: every one is ``INVALID_ARGUMENT`` with a one-line message
+naming the input and the problem, logged as one line without a traceback, and cheap to reject.
+
+The tiny model of ``tiny_servable`` parses ``tf.Example`` with ``tf.io.parse_example`` like the real
+one (``tests/serving/test_serving.py`` checks the real model's answer too).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from tiny_servable import example, examples, export_tiny
+
+from serving.client import ServingClient, ServingError
+from serving.server import ModelServer
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return export_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def server(base):
+    srv = ModelServer({"tiny": base}, port=0, poll_seconds=0, warmup=False).start()
+    yield srv
+    srv.stop(0)
+
+
+@pytest.fixture()
+def stub(server):
+    with grpc.insecure_channel(server.target) as channel:
+        yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def predict(stub, signature: str, name: str, proto: tensor_pb2.TensorProto) -> predict_pb2.PredictResponse:
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name, req.model_spec.signature_name = "tiny", signature
+    req.inputs[name].CopyFrom(proto)
+    return stub.Predict(req, timeout=30)
+
+
+def rejected(stub, signature: str, name: str, proto: tensor_pb2.TensorProto) -> str:
+    """The details of the ``INVALID_ARGUMENT`` the request gets; fails on any other answer."""
+    with pytest.raises(grpc.RpcError) as err:
+        predict(stub, signature, name, proto)
+    assert err.value.code() == INVALID, (err.value.code(), err.value.details())
+    details = err.value.details()
+    assert "\n" not in details and details.isprintable() and len(details) < 400, repr(details)
+    return details
+
+
+def assert_quiet_log(caplog) -> None:
+    """Rejections log one line each, no traceback; gRPC never saw an exception escape a handler."""
+    for r in caplog.records:
+        assert r.exc_info is None, r.getMessage()
+        assert "\n" not in r.getMessage(), r.getMessage()
+        assert "Exception calling application" not in r.getMessage()
+
+
+def strings(values: np.ndarray) -> tensor_pb2.TensorProto:
+    return tf.make_tensor_proto(values)
+
+
+GOOD = example(1.5)
+rng = np.random.default_rng(0)
+UNPARSABLE = {
+    "ascii": ([b"not a tf.Example"], 0),
+    "binary": ([b"\xff\xfe\x00\x81garbage"], 0),
+    "truncated": ([GOOD[: len(GOOD) // 2]], 0),
+    "random_1mb": ([rng.bytes(1 << 20)], 0),
+    "one_bad_among_16": ([GOOD] * 8 + [b"\xff\xfe\x00garbage"] + [GOOD] * 7, 8),
+}
+
+
+@pytest.mark.parametrize("case", list(UNPARSABLE))
+def test_unparsable_examples_are_invalid_argument_on_one_line(stub, caplog, case):
+    rows, bad = UNPARSABLE[case]
+    caplog.set_level(logging.DEBUG)
+    details = rejected(stub, "serving_default", "examples", strings(np.array(rows, dtype=object)))
+    assert f"input 'examples' row {bad} (of {len(rows)}) is not a serialized tf.Example" in details, details
+    assert "SerializeToString" in details, details  # the fix
+    assert "function_node" not in details and "[Op:" not in details, details  # no TF internals
+    assert_quiet_log(caplog)
+    # The server is unharmed: the good rows alone answer.
+    resp = predict(stub, "serving_default", "examples", strings(np.array([GOOD, GOOD], dtype=object)))
+    np.testing.assert_allclose(tf.make_ndarray(resp.outputs["y"]), [3.0, 3.0])
+
+
+def _proto(values: np.ndarray, **edit) -> tensor_pb2.TensorProto:
+    p = tf.make_tensor_proto(values)
+    for k, v in edit.items():
+        if k == "dims":
+            del p.tensor_shape.dim[:]
+            for d in v:
+                p.tensor_shape.dim.add(size=d)
+        else:
+            setattr(p, k, v)
+    return p
+
+
+X = np.arange(6, dtype=np.float32).reshape(2, 3)
+
+
+@pytest.mark.parametrize(
+    "proto, needles",
+    [
+        (_proto(X, dims=[-5, 3]), ["'x'", "negative dimension", "[-5, 3]"]),
+        (_proto(X, dims=[2, -1]), ["'x'", "negative dimension"]),
+        (_proto(X, dtype=999), ["'x'", "unknown DataType enum value 999", "float32"]),
+        (_proto(X, dtype=types_pb2.DT_INVALID), ["'x'", "DT_INVALID"]),
+        (_proto(X, dtype=types_pb2.DT_VARIANT), ["'x'", "expects dtype float32, got variant"]),
+    ],
+    ids=["negative_batch_dim", "negative_inner_dim", "dtype_999", "dtype_unset", "dtype_variant"],
+)
+def test_bad_dtype_or_shape_is_invalid_argument(stub, caplog, proto, needles):
+    caplog.set_level(logging.DEBUG)
+    details = rejected(stub, "scale", "x", proto)
+    for needle in needles:
+        assert needle in details, details
+    assert_quiet_log(caplog)
+
+
+def test_unknown_rank_is_invalid_argument(stub):
+    p = _proto(X)
+    p.tensor_shape.unknown_rank = True
+    assert "unknown_rank" in rejected(stub, "scale", "x", p)
+
+
+def test_declared_shape_must_be_filled(stub):
+    # A few bytes declaring 50 rows and holding no value: TF would pad it to 50 empty examples.
+    p = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
+    p.tensor_shape.dim.add(size=50)
+    details = rejected(stub, "serving_default", "examples", p)
+    assert "input 'examples'" in details and "declares 50 elements but the TensorProto holds 0 values" in details
+    partial = strings(np.array([GOOD, GOOD, GOOD], dtype=object))
+    partial.tensor_shape.dim[0].size = 5
+    assert "declares 5 elements but the TensorProto holds 3 values" in rejected(
+        stub, "serving_default", "examples", partial
+    )
+    floats = _proto(X, dims=[4, 3])  # tensor_content of 2 x 3 floats, shape says 4 x 3
+    assert "tensor_content holds 24 bytes" in rejected(stub, "scale", "x", floats)
+    floats = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[1.0, 2.0, 3.0, 4.0, 5.0])
+    floats.tensor_shape.dim.add(size=4)
+    floats.tensor_shape.dim.add(size=3)
+    assert "declares 12 elements but the TensorProto holds 5 values" in rejected(stub, "scale", "x", floats)
+    # Every value, or a single one repeated (TF's compact form, what make_tensor_proto writes), is fine.
+    splat = tf.make_tensor_proto(1.0, dtype=tf.float32, shape=[4, 3])
+    assert len(splat.float_val) == 1
+    np.testing.assert_allclose(tf.make_ndarray(predict(stub, "scale", "x", splat).outputs["z"]), [6.0] * 4)
+    np.testing.assert_allclose(tf.make_ndarray(predict(stub, "scale", "x", _proto(X)).outputs["z"]), [6.0, 24.0])
+
+
+def test_batch_size_is_capped_by_default(stub):
+    t0 = time.monotonic()
+    p = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
+    p.tensor_shape.dim.add(size=100_000)
+    details = rejected(stub, "serving_default", "examples", p)
+    assert "batch size 100000 exceeds the server's max_batch_size 8192" in details, details
+    assert "--max_batch_size" in details and "max_batch" in details  # the fixes: split, or raise the cap
+    splat = tf.make_tensor_proto(GOOD, shape=[100_000])  # one value repeated: the same cap
+    assert "max_batch_size 8192" in rejected(stub, "serving_default", "examples", splat)
+    assert time.monotonic() - t0 < 5
+
+
+def test_max_batch_size_option(base):
+    srv = ModelServer({"tiny": base}, port=0, poll_seconds=0, warmup=False, max_batch_size=8).start()
+    try:
+        c = ServingClient(srv.target, "tiny", retries=0, timeout=30)
+        np.testing.assert_allclose(c.score(examples(8))["y"], 2 * np.arange(8))
+        with pytest.raises(ServingError) as err:
+            c.score(examples(9))
+        assert err.value.code == INVALID and "batch size 9 exceeds the server's max_batch_size 8" in err.value.details
+        # The client's max_batch splits a large job under the server's cap.
+        np.testing.assert_allclose(c.score(examples(20), max_batch=8)["y"], 2 * np.arange(20))
+        c.close()
+    finally:
+        srv.stop(0)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ModelServer({"tiny": base}, max_batch_size=0)
+
+
+def test_max_batch_size_flag(base):
+    from serving.__main__ import build_parser, build_server
+
+    parser = build_parser()
+    flags = ["--model", f"tiny={base}", "--port", "0"]
+    assert build_server(parser.parse_args(flags)).limits.max_batch_size == 8192
+    assert build_server(parser.parse_args([*flags, "--max_batch_size", "16"])).limits.max_batch_size == 16
+    assert build_server(parser.parse_args([*flags, "--max_batch_size", "0"])).limits.max_batch_size is None
+    with pytest.raises(SystemExit):
+        build_server(parser.parse_args([*flags, "--max_batch_size", "-1"]), parser)

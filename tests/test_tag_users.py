@@ -1,0 +1,188 @@
+"""`mvke-tf tag-users` resume and failure handling: which shards count as done, what a failed run leaves.
+
+The scoring itself (exact against pair scoring, Beam == local) is tested in tests/serving/test_tagging.py;
+here a tiny model and a handful of CSV users keep every run cheap.
+"""
+
+import json
+import os
+import subprocess
+
+import pytest
+import tensorflow as tf
+
+from mvke_tf import tagging
+from mvke_tf.cli import main
+from mvke_tf.data import synthetic
+from mvke_tf.export import export_saved_model
+from mvke_tf.models import ModelConfig, build_model
+
+CFG = synthetic.SyntheticConfig(num_rows=100, num_users=20, num_ads=20, taxonomy=(2, 2, 2), seed=1)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A SavedModel (random weights: only the bookkeeping is under test), the tag file, features.yaml and
+    the CSV header and data rows of the generated data."""
+    root = tmp_path_factory.mktemp("tag_users")
+    synthetic.generate(CFG, root / "data", formats=("csv",), shard_rows=100)
+    tf.keras.utils.set_random_seed(0)
+    export_saved_model(
+        build_model(synthetic.feature_config(), ModelConfig(model_type="mvke_mt").scaled(0.25)), root / "model"
+    )
+    (root / "tags.txt").write_text("\n".join(synthetic.all_tags(CFG)) + "\n")
+    header, *rows = (root / "data" / "train" / "part-00000.csv").read_text().splitlines()
+    return {"root": root, "header": header, "rows": rows}
+
+
+def _tag(env, users, out, *extra):
+    root = env["root"]
+    argv = ["tag-users", "--model", str(root / "model"), "--users", str(users), "--out", str(out)]
+    argv += ["--tags", str(root / "tags.txt"), "--features", str(root / "data" / "features.yaml"), "--top-k", "3"]
+    return main([*argv, *extra])
+
+
+def _csv(env, path, rows):
+    path.write_text("\n".join([env["header"], *rows]) + "\n")
+    return path
+
+
+def _users(rows):
+    return {r.split(",")[0] for r in rows}
+
+
+def _err_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mvke-tf: error:") and "\n" not in err, err
+    return err
+
+
+def test_rerun_recomputes_a_shard_whose_users_file_changed(env, tmp_path, capsys):
+    out = tmp_path / "out"
+    users = _csv(env, tmp_path / "users.csv", [])
+    assert _tag(env, users, out) == 2
+    assert "no users" in _err_line(capsys)
+    # The same file, now with users: its shard is computed, not taken from the failed run.
+    rows = env["rows"][:12]
+    _csv(env, users, rows)
+    assert _tag(env, users, out) == 0
+    assert "1 shard(s) computed, 0 already done" in capsys.readouterr().out
+    assert {r["user_id"] for r in tagging.read_output(out)} == _users(rows)
+    # Unchanged input: skipped.
+    assert _tag(env, users, out) == 0
+    assert "0 shard(s) computed, 1 already done" in capsys.readouterr().out
+    # Same size, other content (rows reordered): recomputed.
+    _csv(env, users, rows[::-1])
+    assert _tag(env, users, out) == 0
+    assert "1 shard(s) computed, 0 already done" in capsys.readouterr().out
+    shard = json.loads((out / tagging.MANIFEST).read_text())["shards"][0]
+    assert shard["input_bytes"] == users.stat().st_size and len(shard["input_sha256"]) == 64
+
+
+def test_a_changed_earlier_file_recomputes_the_later_shards(env, tmp_path, capsys):
+    """Users are scored in the first file they appear in: a later shard depends on the earlier files too."""
+    rows = env["rows"]
+    moved = next(r for r in rows if r.split(",")[0] not in _users(rows[:10]))
+    data = tmp_path / "users"
+    data.mkdir()
+    _csv(env, data / "part-00000.csv", [*rows[:10], moved])
+    _csv(env, data / "part-00001.csv", [moved, *rows[10:14]])
+    out = tmp_path / "out"
+    assert _tag(env, data, out) == 0
+    assert "2 shard(s) computed" in capsys.readouterr().out
+    uid = moved.split(",")[0]
+    assert {r["user_id"] for r in tagging.read_output(out) if r["rank"] == 1 and r["task"] == "click"} >= {uid}
+    _csv(env, data / "part-00000.csv", rows[:10])  # the user now appears first in part-00001
+    assert _tag(env, data, out) == 0
+    assert "2 shard(s) computed" in capsys.readouterr().out
+    manifest = json.loads((out / tagging.MANIFEST).read_text())
+    assert manifest["shards"][1]["users"] == len(_users([moved, *rows[10:14]]) - _users(rows[:10]))
+    assert sum(1 for r in tagging.read_output(out) if r["user_id"] == uid and r["rank"] == 1) == 2  # 2 tasks, once
+
+
+def test_a_failed_run_leaves_nothing_that_blocks_the_next(env, tmp_path, capsys):
+    out = tmp_path / "out"
+    users = _csv(env, tmp_path / "users.csv", env["rows"][:8])
+    assert _tag(env, users, out, "--top-k", "0") == 2
+    assert "--top-k" in _err_line(capsys)
+    assert not out.exists() or not list(out.iterdir())
+    # A CSV lacking a feature column, then one of binary garbage.
+    missing = _csv(env, tmp_path / "missing.csv", [])
+    missing.write_text(env["header"].replace(",gender,", ",sex,") + "\n" + "\n".join(env["rows"][:8]) + "\n")
+    assert _tag(env, missing, out) == 2
+    assert "gender" in _err_line(capsys)
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(bytes([0xEB, 0x9F, 0x00, 0xFF]) * 64)
+    assert _tag(env, garbage, out) == 2
+    _err_line(capsys)
+    assert not out.exists() or not list(out.iterdir())
+    assert _tag(env, users, out, "--top-k", "5") == 0, capsys.readouterr().err
+    assert {r["user_id"] for r in tagging.read_output(out)} == _users(env["rows"][:8])
+
+
+def test_a_rerun_removes_its_stale_temporary_files(env, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid names no running process: its temporary file is left over from a killed run
+    stale = out / f"part-00000.parquet.tmp-{dead.pid}"
+    stale.write_bytes(b"half a parquet file")
+    alive = out / f"part-00000.parquet.tmp-{os.getppid()}"  # a running process: maybe a concurrent run
+    alive.write_bytes(b"")
+    other = out / f"notes.txt.tmp-{dead.pid}"  # not this job's pattern
+    other.write_text("kept")
+    users = _csv(env, tmp_path / "users.csv", env["rows"][:8])
+    assert _tag(env, users, out) == 0, capsys.readouterr().err
+    assert not stale.exists() and alive.exists() and other.exists()
+
+
+def test_garbage_csv_names_the_file_and_the_fix(env, tmp_path, capsys):
+    garbage = tmp_path / "users.csv"
+    garbage.write_bytes(bytes([0xEB, 0x01, 0xC3, 0x28]) * 32)
+    assert _tag(env, garbage, tmp_path / "out") == 2
+    err = _err_line(capsys)
+    assert str(garbage) in err and "UTF-8" in err and "fix:" in err and "codec" not in err
+    # Garbage after a good header: the file and the line.
+    later = _csv(env, tmp_path / "later.csv", env["rows"][:3])
+    later.write_bytes(later.read_bytes() + bytes([0xEB, 0xC3, 0x28, 0x0A]))
+    assert _tag(env, later, tmp_path / "out2") == 2
+    err = _err_line(capsys)
+    assert str(later) in err and "line 5" in err and "fix:" in err
+    # A row with too few columns or a non-number in a numeric column: the file and the line.
+    short = _csv(env, tmp_path / "short.csv", [*env["rows"][:2], "u1,a1,1"])
+    assert _tag(env, short, tmp_path / "out3") == 2
+    err = _err_line(capsys)
+    assert str(short) in err and "line 4" in err
+    fields = env["header"].split(",")
+    bad = env["rows"][0].split(",")
+    bad[fields.index("avg_ctr_7d")] = "high"
+    text = _csv(env, tmp_path / "text.csv", [",".join(bad)])
+    assert _tag(env, text, tmp_path / "out4") == 2
+    err = _err_line(capsys)
+    assert str(text) in err and "line 2" in err and "avg_ctr_7d" in err
+    records = tmp_path / "users.tfrecord.gz"
+    records.write_bytes(b"not gzip" * 8)
+    assert _tag(env, records, tmp_path / "out5") == 2
+    err = _err_line(capsys)
+    assert str(records) in err and "not a readable TFRecord file (inflate() failed" in err and "fix:" in err
+
+
+def test_output_directory_reads_as_a_parquet_dataset(env, tmp_path, capsys):
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "users"
+    data.mkdir()
+    _csv(env, data / "part-00000.csv", env["rows"][:6])
+    _csv(env, data / "part-00001.csv", env["rows"][6:14])
+    out = tmp_path / "out"
+    assert _tag(env, data, out) == 0
+    assert str(out / "_manifest.json") in capsys.readouterr().out
+    n = len(tagging.read_output(out))
+    assert n and pq.read_table(out).num_rows == n and len(pd.read_parquet(out)) == n
+    assert not (out / "manifest.json").exists()
+    # An output directory of an earlier version (manifest.json among the shards): a rerun replaces it.
+    (out / tagging.MANIFEST).rename(out / "manifest.json")
+    assert _tag(env, data, out) == 0
+    assert not (out / "manifest.json").exists() and (out / tagging.MANIFEST).exists()
+    assert pq.read_table(out).num_rows == n
