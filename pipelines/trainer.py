@@ -48,6 +48,7 @@ from tfx import v1 as tfx  # noqa: E402
 
 from mvke_tf import distribute  # noqa: E402
 from mvke_tf.config import (
+    MULTI_VALUED,  # noqa: E402
     FeatureConfig,  # noqa: E402
     FieldSpec,  # noqa: E402
 )
@@ -200,6 +201,26 @@ class TransformInputs(RawInputs):
         return {"transform_features": {"examples": np.array(complete, dtype=object)}}
 
 
+def warmup_examples(model: tf.keras.Model, inputs: TransformInputs, family: Any, n: int = 2) -> list[bytes]:
+    """Made-up raw examples that parse as the raw schema says: typed as its columns, and a multi-valued
+    field that the schema holds as one string (e.g. a ``|``-joined CSV cell) sent joined. TF Serving
+    replays them on load and refuses a model whose warm-up fails."""
+    from mvke_tf.export.examples import dummy_rows, examples_from_rows
+
+    raw_dtypes = {name: spec.dtype for name, spec in inputs.raw_spec.items()}
+    rows = dummy_rows(inputs.raw_config, n, dtypes=raw_dtypes)
+    rows.update(family.made_up_columns(model, n))
+    examples = [tf.train.Example.FromString(e) for e in examples_from_rows(rows, inputs.raw_config, raw_dtypes)]
+    for field in (*inputs.raw_config.user_fields, inputs.raw_config.tag_field):
+        spec = inputs.raw_spec.get(field.name)
+        single = isinstance(spec, tf.io.FixedLenFeature) and list(spec.shape) in ([], [1])
+        if field.kind == MULTI_VALUED and single and spec.dtype == tf.string:
+            for example in examples:
+                values = example.features.feature[field.name].bytes_list.value
+                values[:] = [field.separator.encode().join(values)]
+    return [e.SerializeToString() for e in examples]
+
+
 def warm_start_dir(serving_model_dir: str) -> str:
     """``<model artifact>/warm_start``: the weights checkpoint next to the SavedModel (not pushed)."""
     return os.path.join(os.path.dirname(serving_model_dir.rstrip("/")), WARM_START_DIR)
@@ -347,8 +368,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         serving_dir = fn_args.serving_model_dir if chief else os.path.join(run_dir, "serving_model")
         # Before the export: the checkpoint holds the model's own weights only (not the Transform layer's).
         logging.info("Trainer: wrote the warm-start checkpoint to %s", save_warm_start(model, serving_dir))
-        # The warm-up requests' made-up rows are typed as the raw schema says, so that they parse.
-        raw_dtypes = {n: s.dtype for n, s in tf_transform_output.raw_feature_spec().items()}
         inputs = TransformInputs(tf_transform_output, raw_config)
-        export_saved_model(model, serving_dir, inputs, feature_config=raw_config, dtypes=raw_dtypes)
+        export_saved_model(model, serving_dir, inputs, warmup_examples=warmup_examples(model, inputs, family))
         logging.info("Trainer: exported %s with warm-up requests to %s", family.name, serving_dir)

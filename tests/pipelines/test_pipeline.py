@@ -466,7 +466,15 @@ def test_pipeline_trains_and_pushes_the_app_store_ranking_model(tmp_path):
     loaded = tf.saved_model.load(str(versions[0]))
     assert set(loaded.signatures) == {"serving_default", "transform_features"}
     warmup = read_warmup_requests(versions[0])
-    assert {r.predict_log.request.model_spec.signature_name for r in warmup} == {"serving_default"}
+    # A warm-up request per signature, and each parses (TF Serving refuses a model whose warm-up fails):
+    # the CSV schema holds the multi-valued fields as one joined string, and the requests send them so.
+    assert {r.predict_log.request.model_spec.signature_name for r in warmup} == set(loaded.signatures)
+    for r in warmup:
+        request = r.predict_log.request
+        loaded.signatures[request.model_spec.signature_name](
+            **{k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+        )
+    assert report.infra_blessed is True, report.infra_reason  # and the C++ runtime answers them as Python does
     out = loaded.signatures["serving_default"](examples=tf.constant(_raw_examples(data / "eval" / "part-00000.csv", 8)))
     assert set(out) == {"click", "conversion", "cvr", "rank_score"}
     np.testing.assert_allclose(out["conversion"].numpy(), out["click"].numpy() * out["cvr"].numpy(), rtol=1e-6)
