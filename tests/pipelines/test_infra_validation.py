@@ -7,9 +7,7 @@ from tfx import v1 as tfx
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import standard_artifacts
 
-from mvke_tf.data import synthetic
-from mvke_tf.export import export_saved_model
-from mvke_tf.models.family import family_of
+from mvke_tf.export.warmup import write_warmup_requests
 from pipelines.infra_validation import BLESSED_FILE, NOT_BLESSED_FILE, CppInfraValidator
 
 
@@ -19,20 +17,31 @@ def _model_artifact(tmp, name):
     return model, tmp / name / "Format-Serving"  # where the Trainer writes the SavedModel
 
 
-def _py_function_model(export_dir):
-    class PythonOnly(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-        def serve(self, examples):
-            n = tf.cast(tf.shape(examples)[0], tf.float32)
-            return {"click": tf.py_function(lambda v: tf.fill([int(v)], 0.5), [n], tf.float32)}
+class _Scorer(tf.Module):
+    """``serving_default``: serialized examples -> ``click``; with ``python_only`` through a ``tf.py_function``
+    (Python runs it, the C++ runtime cannot)."""
 
-    module = PythonOnly()
+    def __init__(self, python_only):
+        super().__init__()
+        self.python_only = python_only
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        x = tf.io.parse_example(examples, {"x": tf.io.FixedLenFeature([], tf.float32, default_value=0.0)})["x"]
+        if self.python_only:
+            return {"click": tf.py_function(lambda v: tf.sigmoid(v), [x], tf.float32)}
+        return {"click": tf.sigmoid(x)}
+
+
+def _export(export_dir, python_only):
+    module = _Scorer(python_only)
     tf.saved_model.save(module, str(export_dir), signatures={"serving_default": module.serve})
     # Warm-up requests as every export has them (the validator runs every signature on its own).
-    from mvke_tf.export.warmup import write_warmup_requests
-
-    write_warmup_requests(export_dir, {"serving_default": {"examples": [b"", b""]}})
-    assert module.serve(tf.constant([b"", b""]))["click"].numpy().tolist() == [0.5, 0.5]  # Python serves it
+    example = tf.train.Example()
+    example.features.feature["x"].float_list.value.append(0.7)
+    requests = [example.SerializeToString(), b""]
+    write_warmup_requests(export_dir, {"serving_default": {"examples": requests}})
+    assert module.serve(tf.constant(requests))["click"].numpy()[0] > 0.5  # Python serves it
 
 
 def _validate(model, tmp, name):
@@ -70,7 +79,7 @@ def test_a_model_the_cpp_runtime_cannot_serve_is_not_pushed_and_earlier_versions
     (earlier / "saved_model.pb").write_bytes(b"an earlier version")
 
     bad, bad_dir = _model_artifact(tmp_path, "bad")
-    _py_function_model(bad_dir)
+    _export(bad_dir, python_only=True)
     blessing = _validate(bad, tmp_path, "bad_blessing")
     assert blessing.get_int_custom_property("blessed") == 0
     reason = blessing.get_string_custom_property("reason")
@@ -81,11 +90,9 @@ def test_a_model_the_cpp_runtime_cannot_serve_is_not_pushed_and_earlier_versions
     assert sorted(p.name for p in serving_dir.iterdir()) == ["1"]  # nothing new; the earlier version stays
     assert (earlier / "saved_model.pb").read_bytes() == b"an earlier version"
 
-    # A model of the library passes and is pushed.
+    # The same model in plain TF ops passes and is pushed (every family's export: tests/serving/test_capi.py).
     good, good_dir = _model_artifact(tmp_path, "good")
-    family = family_of("m3oe")
-    config = family.config_for("m3oe", dict(embedding_dim=4, bottom_units=(8, 6), skip_units=(6,), expert_units=(5,)))
-    export_saved_model(family.build(synthetic.feature_config(), config), good_dir)
+    _export(good_dir, python_only=False)
     blessing = _validate(good, tmp_path, "good_blessing")
     assert blessing.get_int_custom_property("blessed") == 1, blessing.get_string_custom_property("reason")
     assert os.path.isfile(os.path.join(blessing.uri, BLESSED_FILE))

@@ -438,6 +438,7 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.pipeline
+@pytest.mark.slow  # a second pipeline run in this file: make test-slow (CI runs it), so make test stays under 15 min
 def test_pipeline_trains_and_pushes_the_app_store_ranking_model(tmp_path):
     """model_type app_store (MMoE + FM cross + ESMM heads) runs through Transform, Trainer, Evaluator and Pusher."""
     from mvke_tf.export.warmup import read_warmup_requests
