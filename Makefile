@@ -30,7 +30,11 @@ CENSUS_DIR ?=
 
 bench: test-slow  ## heavier checks and benchmarks (writes figures to docs/benchmarks.md)
 	@$(PY) -m benchmarks.models --rows 400000 --seeds 3
+	@$(PY) -m benchmarks.gates --rows 400000 --seeds 3
+	@$(PY) -m benchmarks.learning_curves --max-minutes 40
+	@$(PY) -m benchmarks.task_correlation
 	@$(PY) -m benchmarks.multidomain --rows 100000 --seeds 3 --epochs 3
+	@$(PY) -m benchmarks.multidomain_grid
 	@$(PY) -m benchmarks.tagging
 	@$(PY) -m benchmarks.serving
 	@if [ -n "$(CENSUS_DIR)" ]; then $(PY) -m benchmarks.census --data "$(CENSUS_DIR)" --seeds 5; \

@@ -15,6 +15,18 @@ So part of what a model learns transfers between domains and part does not: the
 situation multi-domain models (STAR, M3oE) are built for. The true probabilities are
 kept, so the oracle AUC per (domain, task) is known.
 
+Two knobs set how related the domains and the tasks are, in the manner of the MMoE
+paper's synthetic data (Ma et al., KDD 2018): with ``domain_correlation`` and/or
+``task_correlation`` set, each (domain, task) gets a weight vector ``w[d, t]`` whose
+cosine to another domain's vector of the same task is ``domain_correlation``, to the
+same domain's vector of another task ``task_correlation`` (and their product when both
+differ), and ``w[d, t] . z(user, ad)`` is added to that (domain, task)'s logit, where
+``z`` is a fixed random bilinear feature of three user attributes and the ad's level-1
+category (see :func:`relatedness_weights`, :func:`relatedness_features`).
+``world_scale`` scales the underlying world's own (domain- and mostly task-shared)
+logits, so ``world_scale=0, preference_scale=0`` leaves the knob term as the only
+signal. The defaults (no knob, scale 1) give exactly the data of before.
+
 Everything is held in memory as numpy column dicts (the data sets are small) and fed
 to models through :func:`make_dataset`.
 """
@@ -55,6 +67,16 @@ class MultiDomainDataConfig:
       target_cvr: mean conversion probability per click before the domain shifts.
       split_shares: (train, val, test) shares; rows are i.i.d., so split by position.
       seed: random seed; the same config gives identical arrays.
+      domain_correlation: cosine in [0, 1] between two domains' relatedness weight vectors
+        of the same task; None (with ``task_correlation`` None too) adds no relatedness term.
+        If only one knob is set, the other counts as 1 (fully shared along that axis).
+      task_correlation: cosine in [0, 1] between two tasks' relatedness weight vectors in
+        the same domain.
+      relatedness_scale: norm ``c`` of every weight vector ``w[d, t]``; the term
+        ``w[d, t] . z`` then has standard deviation about ``c``.
+      world_scale: factor on the underlying world's own click / conversion logits (1 = as
+        before; 0 removes them). With a knob set or a scale != 1 the intercepts are
+        re-fitted so the mean rates stay at ``target_ctr`` / ``target_cvr``.
     """
 
     num_rows: int = 100_000
@@ -70,6 +92,10 @@ class MultiDomainDataConfig:
     target_cvr: float = 0.25
     split_shares: tuple[float, float, float] = (0.7, 0.1, 0.2)
     seed: int = 0
+    domain_correlation: float | None = None
+    task_correlation: float | None = None
+    relatedness_scale: float = 1.0
+    world_scale: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("taxonomy", "domain_shares", "click_offsets", "conversion_offsets", "split_shares"):
@@ -98,6 +124,25 @@ class MultiDomainDataConfig:
             "split_shares",
             "give three positive (train, val, test) shares summing to 1",
         )
+        for knob in ("domain_correlation", "task_correlation"):
+            value = getattr(self, knob)
+            check(
+                value is None or (isinstance(value, (int, float)) and 0.0 <= value <= 1.0),
+                knob,
+                "use a cosine in [0, 1] (1 = identical weight vectors, 0 = orthogonal) or None for no knob",
+            )
+        check(self.relatedness_scale >= 0, "relatedness_scale", "use a scale >= 0")
+        check(self.world_scale >= 0, "world_scale", "use a factor >= 0 (1 = the world's logits as they are)")
+
+    @property
+    def has_relatedness(self) -> bool:
+        """Whether the knob term is added (either correlation set)."""
+        return self.domain_correlation is not None or self.task_correlation is not None
+
+    @property
+    def refits_intercepts(self) -> bool:
+        """Whether the intercepts are re-fitted (anything that changes the logits' spread)."""
+        return self.has_relatedness or self.world_scale != 1.0
 
     @property
     def num_domains(self) -> int:
@@ -132,12 +177,171 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+RELATEDNESS_USER_FIELDS = ("gender", "age_bucket", "income_level")
+"""User attributes read by the relatedness feature ``z`` (with the ad's level-1 category)."""
+RELATEDNESS_AD_FIELD = "tag_l1"
+
+
+def relatedness_fields(max_tags: int = 3) -> tuple[FieldSpec, ...]:
+    """The fields that carry the knob term: its user attributes, the ad's tags and ``tag_l1``.
+
+    ``tag_l1`` (the ad's level-1 category, a column of every split) is not one of
+    :func:`fields`; it is added here as a categorical field, so a model can read the
+    category the relatedness term is built on directly.
+    """
+    user = tuple(s for s in fields(max_tags) if s.name in RELATEDNESS_USER_FIELDS)
+    tag = next(s for s in fields(max_tags) if s.name == synthetic.TAG_FIELD)
+    return (*user, tag, FieldSpec(RELATEDNESS_AD_FIELD, CATEGORICAL, hash_buckets=64, group="tag"))
+
+
+def relatedness_dim(num_domains: int, num_tasks: int) -> int:
+    """Size of the space the weight vectors live in: one direction per shared part."""
+    return 1 + num_domains + num_tasks + num_domains * num_tasks
+
+
+def relatedness_weights(
+    num_domains: int,
+    num_tasks: int,
+    domain_correlation: float,
+    task_correlation: float,
+    scale: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``[D, T, m]`` weight vectors with set cosines, ``m = relatedness_dim(D, T)``.
+
+    ``w[d, t] = c * (a u_0 + b u_dom[d] + e u_task[t] + f u_own[d, t])`` over orthonormal
+    random directions, with ``a^2 = rd * rt``, ``b^2 = rt (1 - rd)``, ``e^2 = rd (1 - rt)``,
+    ``f^2 = (1 - rd)(1 - rt)`` (rd, rt: the domain / task correlation). The squares sum to
+    1, so ``|w| = c``; two domains of one task share ``u_0`` and ``u_task``:
+    cosine ``a^2 + e^2 = rd``; two tasks of one domain share ``u_0`` and ``u_dom``: cosine
+    ``a^2 + b^2 = rt``; when both differ only ``u_0`` is shared: cosine ``rd * rt``. (It is
+    the Kronecker product of a domain and a task vector with those cosines, written as a sum.)
+    """
+    d, t = num_domains, num_tasks
+    m = relatedness_dim(d, t)
+    basis, _ = np.linalg.qr(rng.normal(size=(m, m)))  # columns: orthonormal directions
+    u0, u_dom = basis[:, 0], basis[:, 1 : 1 + d].T
+    u_task, u_own = basis[:, 1 + d : 1 + d + t].T, basis[:, 1 + d + t :].T.reshape(d, t, m)
+    rd, rt = float(domain_correlation), float(task_correlation)
+    a, b = np.sqrt(rd * rt), np.sqrt(rt * (1.0 - rd))
+    e, f = np.sqrt(rd * (1.0 - rt)), np.sqrt((1.0 - rd) * (1.0 - rt))
+    w = a * u0[None, None] + b * u_dom[:, None] + e * u_task[None, :] + f * u_own
+    return scale * w
+
+
+class RelatednessFeatures:
+    """``z(user, ad) = g(user) * h(ad)`` (elementwise), ``[N, m]``.
+
+    ``g`` sums fixed standard-normal vectors of the user's ``RELATEDNESS_USER_FIELDS``
+    values (divided by sqrt(#fields), so each component has variance 1); ``h`` is a fixed
+    standard-normal vector per level-1 category. Each component of ``z`` then has
+    variance about 1 and ``w . z`` a standard deviation about ``|w|``.
+    """
+
+    def __init__(self, world: synthetic.SyntheticWorld, dim: int, rng: np.random.Generator) -> None:
+        self.world = world
+        self.user_tables = {
+            name: rng.normal(size=(synthetic.BASIC_FIELDS[name], dim)) for name in RELATEDNESS_USER_FIELDS
+        }
+        self.category_table = rng.normal(size=(world.num_l1, dim))
+
+    def __call__(self, users: np.ndarray, ads: np.ndarray) -> np.ndarray:
+        g = sum(table[self.world.basic[name][users]] for name, table in self.user_tables.items())
+        g = g / np.sqrt(len(self.user_tables))
+        return g * self.category_table[self.world.ad_l1[ads]]
+
+
 def _domain_tables(rng: np.random.Generator, cfg: MultiDomainDataConfig, rows: int, cols: int) -> np.ndarray:
     """``[D, rows, cols]`` preference tables: a common part plus a domain-specific part."""
     common = rng.normal(size=(rows, cols))
     own = rng.normal(size=(cfg.num_domains, rows, cols))
     rho = cfg.shared_preference
     return cfg.preference_scale * (np.sqrt(rho) * common[None] + np.sqrt(1.0 - rho) * own)
+
+
+class DomainLogits:
+    """The true click and conversion-given-click logits of (user, ad, domain) triples.
+
+    Built once per config from its own random streams (tag 7 of the seed), never the base
+    generator's, so the underlying world's rows stay as they are.
+    """
+
+    def __init__(self, config: MultiDomainDataConfig) -> None:
+        c = self.config = config
+        self.world = world = synthetic.SyntheticWorld(c.synthetic_config())
+        table_rng = np.random.default_rng([c.seed, 7, 0])
+        n_age = synthetic.BASIC_FIELDS["age_bucket"]
+        n_income = synthetic.BASIC_FIELDS["income_level"]
+        self.click_table = _domain_tables(table_rng, c, n_age, world.num_l1)
+        self.conv_table = _domain_tables(table_rng, c, n_income, world.num_l1)
+        self.click_off = np.asarray(c.click_offsets)
+        self.conv_off = np.asarray(c.conversion_offsets)
+        self.weights: np.ndarray | None = None  # [D, T, m]
+        self.features: RelatednessFeatures | None = None
+        if c.has_relatedness:
+            rng = np.random.default_rng([c.seed, 7, 3])
+            rd = 1.0 if c.domain_correlation is None else c.domain_correlation
+            rt = 1.0 if c.task_correlation is None else c.task_correlation
+            self.weights = relatedness_weights(c.num_domains, len(TASKS), rd, rt, c.relatedness_scale, rng)
+            self.features = RelatednessFeatures(world, self.weights.shape[-1], rng)
+        self.click_intercept, self.conv_intercept = world.click_intercept, world.conv_intercept
+        if c.refits_intercepts:
+            self._refit_intercepts(np.random.default_rng([c.seed, 7, 2]))
+
+    def relatedness(self, users: np.ndarray, ads: np.ndarray, domain: np.ndarray) -> np.ndarray:
+        """The knob term ``w[domain, t] . z(user, ad)``, ``[N, T]`` (zeros without a knob)."""
+        if self.weights is None or self.features is None:
+            return np.zeros((len(users), len(TASKS)))
+        z = self.features(users, ads)  # [N, m]
+        return np.einsum("nm,ntm->nt", z, self.weights[domain])
+
+    def _world(self, users: np.ndarray, ads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        click, conv = self.world._logits(users, ads)
+        s = self.config.world_scale
+        return (click, conv) if s == 1.0 else (s * click, s * conv)
+
+    def _tables(self, users: np.ndarray, ads: np.ndarray, domain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        world, l1 = self.world, self.world.ad_l1[ads]
+        return (
+            self.click_table[domain, world.basic["age_bucket"][users], l1],
+            self.conv_table[domain, world.basic["income_level"][users], l1],
+        )
+
+    def _centred(self, users: np.ndarray, ads: np.ndarray, domain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits before intercepts and domain offsets (for fitting the intercepts)."""
+        (click, conv), (click_t, conv_t) = self._world(users, ads), self._tables(users, ads, domain)
+        term = self.relatedness(users, ads, domain)
+        return click + click_t + term[:, 0], conv + conv_t + term[:, 1]
+
+    def _refit_intercepts(self, rng: np.random.Generator) -> None:
+        """Intercepts giving ``target_ctr`` / ``target_cvr`` on a sample (bisection), as the world does."""
+        c = self.config
+        users, ads = self.world.sample_pairs(min(200_000, 20 * c.num_rows + 1000), rng)
+        domain = rng.choice(c.num_domains, size=len(users), p=np.asarray(c.domain_shares))
+        click, conv = self._centred(users, ads, domain)
+
+        def solve(logit: np.ndarray, weight: np.ndarray, target: float) -> float:
+            lo, hi = -30.0, 30.0
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                rate = np.sum(weight * _sigmoid(logit + mid)) / np.sum(weight)
+                lo, hi = (mid, hi) if rate < target else (lo, mid)
+            return (lo + hi) / 2
+
+        self.click_intercept = solve(click, np.ones_like(click), c.target_ctr)
+        self.conv_intercept = solve(conv, _sigmoid(click + self.click_intercept), c.target_cvr)
+
+    def __call__(self, users: np.ndarray, ads: np.ndarray, domain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(click logit [N], conversion-given-click logit [N])``."""
+        (click, conv), (click_t, conv_t) = self._world(users, ads), self._tables(users, ads, domain)
+        # Summed in the order of the first version of this generator, so the default data
+        # stays bit-identical; the knob term comes last and only when set.
+        click = click + self.click_intercept + self.click_off[domain] + click_t
+        conv = conv + self.conv_intercept + self.conv_off[domain] + conv_t
+        if self.weights is not None:
+            term = self.relatedness(users, ads, domain)
+            click, conv = click + term[:, 0], conv + term[:, 1]
+        return click, conv
 
 
 def generate(config: MultiDomainDataConfig) -> dict[str, Any]:
@@ -153,15 +357,8 @@ def generate(config: MultiDomainDataConfig) -> dict[str, Any]:
     from mvke_tf.metrics import auc_or_nan
 
     c = config
-    world = synthetic.SyntheticWorld(c.synthetic_config())
-    # Own streams (tag 7), never the base generator's, so its rows stay as they are.
-    table_rng = np.random.default_rng([c.seed, 7, 0])
-    n_age = synthetic.BASIC_FIELDS["age_bucket"]
-    n_income = synthetic.BASIC_FIELDS["income_level"]
-    click_table = _domain_tables(table_rng, c, n_age, world.num_l1)
-    conv_table = _domain_tables(table_rng, c, n_income, world.num_l1)
-    click_off = np.asarray(c.click_offsets)
-    conv_off = np.asarray(c.conversion_offsets)
+    truth = DomainLogits(c)
+    world = truth.world
 
     chunks: list[dict[str, Any]] = []
     for index, start in enumerate(range(0, c.num_rows, _CHUNK_ROWS)):
@@ -169,20 +366,8 @@ def generate(config: MultiDomainDataConfig) -> dict[str, Any]:
         rng = np.random.default_rng([c.seed, 7, 1, index])
         users, ads = world.sample_pairs(n, rng)
         domain = rng.choice(c.num_domains, size=n, p=np.asarray(c.domain_shares))
-        click_logit, conv_logit = world._logits(users, ads)
         l1 = world.ad_l1[ads]
-        click_logit = (
-            click_logit
-            + world.click_intercept
-            + click_off[domain]
-            + click_table[domain, world.basic["age_bucket"][users], l1]
-        )
-        conv_logit = (
-            conv_logit
-            + world.conv_intercept
-            + conv_off[domain]
-            + conv_table[domain, world.basic["income_level"][users], l1]
-        )
+        click_logit, conv_logit = truth(users, ads, domain)
         p_click = _sigmoid(click_logit)
         p_conv_given_click = _sigmoid(conv_logit)
         click = rng.uniform(size=n) < p_click
@@ -326,11 +511,17 @@ def make_dataset(
 __all__ = [
     "DOMAIN_FIELD",
     "FILE_SPLITS",
+    "RELATEDNESS_USER_FIELDS",
+    "DomainLogits",
+    "RelatednessFeatures",
     "TASKS",
     "MultiDomainDataConfig",
     "fields",
     "generate",
     "make_dataset",
+    "relatedness_dim",
+    "relatedness_fields",
+    "relatedness_weights",
     "to_features",
     "write_files",
 ]

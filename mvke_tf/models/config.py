@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from mvke_tf.config import ConfigError, SerializableConfig
+from mvke_tf.layers.mvke import GATES
 
 # Model variants (the MVKE paper's Table 3 line-up). All share the embedding and DeepFM
 # blocks and a hard-shared tag tower; they differ in the user tower.
@@ -35,8 +36,13 @@ class ModelConfig(SerializableConfig):
       st_num_kernels: VKEs per task of mvke_st (each task its own independent MVKE).
       vke_activation: activation of the VKE query/key/value projections (None: linear,
         as in the released code; the paper writes an activation sigma, e.g. "tanh").
-      gate: "dot" (the code: softmax(tag . VK^T)) or "attention" (the paper: projected,
-        scaled attention).
+      gate: "dot" (the code: softmax(tag . VK^T)), "attention" (the paper: projected,
+        scaled attention) or "cosine" (softmax(s * cos(tag, VK)), needs ``gate_scale``).
+      gate_scale: start of a learned inverse temperature s multiplying the gate's scores
+        (None: no scale, as the code and the paper). See docs/architecture.md for why the
+        code's gate stays near uniform and what this changes.
+      kernel_stddev: standard deviation of the virtual kernels' N(0, .) initialisation
+        (the code: 0.01).
       score: "dot" (the code: sigmoid(u . t + b)) or "cosine" (the paper:
         sigmoid(s * cos(u, t) + b) with a learned scale s).
       shared_vke_tower: one interaction tower's weights for all VKEs (the code's ``shared_model``).
@@ -58,6 +64,8 @@ class ModelConfig(SerializableConfig):
     st_num_kernels: int = 3
     vke_activation: str | None = None
     gate: str = "dot"
+    gate_scale: float | None = None
+    kernel_stddev: float = 0.01
     score: str = "dot"
     shared_vke_tower: bool = False
 
@@ -96,13 +104,29 @@ class ModelConfig(SerializableConfig):
             raise ConfigError(f"num_experts={self.num_experts} must be >= 1")
         if self.st_num_kernels < 1:
             raise ConfigError(f"st_num_kernels={self.st_num_kernels} must be >= 1")
-        if self.gate not in ("dot", "attention"):
-            raise ConfigError(f"gate={self.gate!r} must be 'dot' (the code) or 'attention' (the paper)")
+        if self.gate not in GATES:
+            raise ConfigError(
+                f"gate={self.gate!r} must be 'dot' (the code), 'attention' (the paper) or 'cosine'; fix: pick one"
+            )
+        for name in ("gate_scale", "kernel_stddev"):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, None if value is None else float(value))
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name}={value!r} must be a number; fix: e.g. {name}: 10") from None
+        if self.gate_scale is not None and not self.gate_scale > 0:
+            raise ConfigError(f"gate_scale={self.gate_scale} must be > 0 (the learned scale's start) or null")
+        if self.gate == "cosine" and self.gate_scale is None:
+            raise ConfigError(
+                "gate='cosine' needs gate_scale (cosines alone keep the gate uniform); fix: gate_scale: 10"
+            )
+        if not self.kernel_stddev > 0:
+            raise ConfigError(f"kernel_stddev={self.kernel_stddev} must be > 0 (the code uses 0.01)")
         if self.score not in ("dot", "cosine"):
             raise ConfigError(f"score={self.score!r} must be 'dot' (the code) or 'cosine' (the paper)")
-        if self.model_type in MVKE_TYPES and self.gate == "dot" and self.tag_units[-1] != self.embedding_dim:
+        if self.model_type in MVKE_TYPES and self.gate != "attention" and self.tag_units[-1] != self.embedding_dim:
             raise ConfigError(
-                f"gate='dot' compares the tag embedding (tag_units[-1]={self.tag_units[-1]}) with the virtual "
+                f"gate={self.gate!r} compares the tag embedding (tag_units[-1]={self.tag_units[-1]}) with the virtual "
                 f"kernels (embedding_dim={self.embedding_dim}); fix: make them equal or use gate='attention'"
             )
         if self.model_type in ASSIGNED_TYPES:

@@ -230,9 +230,37 @@ class RankingFamily(ModelFamily):
     def dataset_config(self, feature_config: FeatureConfig, model: tf.keras.Model) -> FeatureConfig:
         return ranking_feature_config(feature_config, model.fields)
 
+    def compile(self, model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
+        """As every family (BCE, AUC); a task with a ``regression`` head gets MSE and RMSE instead."""
+        heads = model.config.heads
+        if "regression" not in heads.values():
+            return compile_per_task(model, model.config.loss_weights, learning_rate)
+        binary = {t for t, h in heads.items() if h == "binary"}
+        model.compile(
+            optimizer=tf.keras.optimizers.Adam(learning_rate),
+            loss={
+                t: tf.keras.losses.BinaryCrossentropy() if t in binary else tf.keras.losses.MeanSquaredError()
+                for t in heads
+            },
+            loss_weights=model.config.loss_weights,
+            metrics={
+                t: [tf.keras.metrics.AUC(name="auc", num_thresholds=2000)]
+                if t in binary
+                else [tf.keras.metrics.RootMeanSquaredError(name="rmse")]
+                for t in heads
+            },
+        )
+        return model
+
     def extra_inputs(self, model: tf.keras.Model) -> dict[str, tf.io.FixedLenFeature]:
-        """The dense inputs, a missing one NaN (the model reads NaN as 0)."""
-        return {n: tf.io.FixedLenFeature([], tf.float32, default_value=math.nan) for n in model.dense_fields}
+        """The dense inputs (``[size]`` floats where a dense input is a vector), a missing one NaN (the
+        model reads NaN as 0)."""
+        return {
+            n: tf.io.FixedLenFeature(
+                [k] if k > 1 else [], tf.float32, default_value=[math.nan] * k if k > 1 else math.nan
+            )
+            for n, k in zip(model.dense_fields, model.dense_sizes)
+        }
 
 
 class MultiDomainFamily(ModelFamily):

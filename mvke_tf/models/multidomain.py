@@ -136,6 +136,121 @@ class MultiDomainConfig(SerializableConfig):
             raise ConfigError("domain_feature: empty; fix: name the feature holding the domain id")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingSchedule:
+    """How an MDMT model is trained (:func:`train_multidomain`'s settings as one value).
+
+    Attributes:
+      learning_rate: Adam learning rate of the model parameters.
+      fusion_learning_rate: Adam learning rate of M3oE's fusion weights (upper level).
+      weight_decay: Adam weight decay of both optimisers (Keras' decoupled form).
+      lr_decay: factor on the main learning rate every ``lr_decay_every`` epochs (StepLR).
+      lr_decay_every: epochs between two decays; 0 never decays.
+      epochs: most epochs.
+      patience: early stopping: stop after this many epochs without a better validation
+        mean (domain, task) AUC and restore the best epoch's weights; None trains every epoch.
+      batch_size: training batch size.
+    """
+
+    learning_rate: float = 3e-3
+    fusion_learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    lr_decay: float = 1.0
+    lr_decay_every: int = 0
+    epochs: int = 3
+    patience: int | None = None
+    batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("learning_rate", "fusion_learning_rate"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be > 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay={self.weight_decay!r} must be >= 0")
+        if not 0 < self.lr_decay <= 1 or self.lr_decay_every < 0:
+            raise ConfigError(
+                f"lr_decay={self.lr_decay!r}, lr_decay_every={self.lr_decay_every!r}: use a factor in (0, 1] "
+                "and a number of epochs >= 0 (0: no decay)"
+            )
+        if self.epochs < 1 or self.batch_size < 1 or (self.patience is not None and self.patience < 1):
+            raise ConfigError(
+                f"epochs={self.epochs}, batch_size={self.batch_size}, patience={self.patience}: "
+                "use epochs >= 1, batch_size >= 1 and patience >= 1 (or None)"
+            )
+
+    def train_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`train_multidomain` this schedule sets."""
+        return {
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "fusion_learning_rate": self.fusion_learning_rate,
+            "weight_decay": self.weight_decay,
+            "lr_decay": self.lr_decay,
+            "lr_decay_every": self.lr_decay_every,
+            "patience": self.patience,
+        }
+
+
+PRESETS: dict[str, tuple[dict[str, Any], TrainingSchedule]] = {
+    # The library's CPU scale: what benchmarks/multidomain.py has always run.
+    "small": (
+        dict(
+            embedding_dim=8,
+            bottom_units=(64, 32),
+            skip_units=(32,),
+            expert_units=(32, 32),
+            num_shared_experts=4,
+            tower_units=16,
+            fusion="bilevel",
+        ),
+        TrainingSchedule(learning_rate=3e-3, fusion_learning_rate=1e-3, epochs=3, batch_size=512),
+    ),
+    # The official M3oE code's example (examples/run_movielens.py, MDMTRec, CTRTrainer):
+    # embedding 16; fcn_dims [512, 256, 256, 64] = STAR [512, 256] + skip [256], experts
+    # [256, 64], towers [64]; 4 shared experts; Adam lr 1e-2, weight decay 1e-5 (both
+    # optimisers), fusion weights lr 1e-3; StepLR 0.85 every 4 epochs; 50 epochs with early
+    # stopping on the validation mean (domain, task) AUC, patience 10. Its fusion schedule
+    # is "code": its main optimiser's parameter filter (`~ flag(name)` on a bool, always
+    # truthy) also hands it the fusion weights, and the fusion optimiser steps once per
+    # epoch. Batch: the code's 40,960 would be one step per epoch on a few thousand rows;
+    # 2,048 keeps about its ~20 steps per epoch (ML-1M) at this library's data sizes.
+    "official": (
+        dict(
+            embedding_dim=16,
+            bottom_units=(512, 256),
+            skip_units=(256,),
+            expert_units=(256, 64),
+            num_shared_experts=4,
+            tower_units=64,
+            fusion="code",
+        ),
+        TrainingSchedule(
+            learning_rate=1e-2,
+            fusion_learning_rate=1e-3,
+            weight_decay=1e-5,
+            lr_decay=0.85,
+            lr_decay_every=4,
+            epochs=50,
+            patience=10,
+            batch_size=2048,
+        ),
+    ),
+}
+
+
+def preset(name: str, model_type: str = "m3oe", **overrides: Any) -> tuple[MultiDomainConfig, TrainingSchedule]:
+    """``(architecture, schedule)`` of a named preset (``PRESETS``) for ``model_type``.
+
+    ``overrides`` replace architecture fields (``domains``, ``tasks``, ``fusion``, ...).
+    Baselines use the preset's sizes where they have the part: ``bottom_units`` for
+    mlp / shared_bottom / star, ``expert_units`` for mmoe / ple, ``tower_units`` for all.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"preset={name!r} is not one of {', '.join(PRESETS)}; fix: pick one of them")
+    arch, schedule = PRESETS[name]
+    return MultiDomainConfig(model_type=model_type, **{**arch, **overrides}), schedule
+
+
 @tf.keras.utils.register_keras_serializable(package="mvke_tf")
 class MultiDomainModel(tf.keras.Model):
     """An MDMT model: feature dict (with the domain id) -> ``{task: probability [B]}``.
@@ -314,10 +429,12 @@ class MultiDomainModel(tf.keras.Model):
         with tf.GradientTape() as tape:
             loss = self.mdmt_loss(features, labels, training=False)
         variables = self.fusion_variables
-        if variables:
-            grads = tape.gradient(loss, variables)
-            self.fusion_optimizer.apply_gradients(zip(grads, variables))
-        return {"fusion_loss": loss}
+        if not variables:
+            return {"fusion_loss": loss}
+        grads = tape.gradient(loss, variables)
+        self.fusion_optimizer.apply_gradients(zip(grads, variables))
+        # d loss / d raw weight, in FusedExperts.FUSION_NAMES order: what the diagnosis traces.
+        return {"fusion_loss": loss, "fusion_grad": tf.stack(grads)}
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         return {"loss": self.mdmt_loss(data[0], data[1], training=False)}
@@ -346,8 +463,13 @@ def train_multidomain(
     steps_per_epoch: int | None = None,
     validation: tf.data.Dataset | None = None,
     validation_steps: int | None = None,
+    weight_decay: float = 0.0,
+    lr_decay: float = 1.0,
+    lr_decay_every: int = 0,
+    patience: int | None = None,
+    trace_fusion: bool = False,
     verbose: int = 0,
-) -> dict[str, list[float]]:
+) -> dict[str, Any]:
     """Trains ``model`` with its fusion schedule; returns per-epoch values.
 
     * bilevel (m3oe): after every ``fusion_every`` training steps, one fusion step on the
@@ -361,30 +483,43 @@ def train_multidomain(
       train: batches of ``(features, labels)``: one pass per epoch, or ``steps_per_epoch`` batches
         per epoch of a dataset read on across epochs (e.g. a repeated one).
       val: held-out batches of ``(features, labels)`` for the fusion steps (the upper level).
-      epochs: epochs of training.
+      epochs: most epochs of training.
       learning_rate: Adam learning rate of the model parameters.
       fusion_learning_rate: Adam learning rate of the fusion weights.
       seed: if given, ``tf.random.set_seed(seed)`` before building (initialisation).
       steps_per_epoch: training steps per epoch (None: one pass over ``train``).
-      validation: batches scored after every epoch (``val_loss`` and ``val_<task>_auc``), at most
-        ``validation_steps`` of them.
+      validation: batches scored after every epoch (``val_loss``, ``val_<task>_auc`` and
+        ``val_mean_auc``, the mean AUC over (domain, task)), at most ``validation_steps`` of them.
+      weight_decay: Adam weight decay of both optimisers (used when compiling here).
+      lr_decay, lr_decay_every: multiply the main learning rate by ``lr_decay`` after every
+        ``lr_decay_every`` epochs (0: never), like torch's StepLR.
+      patience: with ``validation``: stop after ``patience`` epochs without a better
+        ``val_mean_auc`` and restore the best epoch's weights (the official trainer's early stop).
+      trace_fusion: m3oe: also record every fusion step (``history["trace"]``: the upper-level
+        loss, the gradient of that loss w.r.t. the four raw fusion weights, and their values after
+        the step) to diagnose the upper level.
       verbose: > 0 prints one line per epoch.
 
     Returns:
       ``{"loss", "fusion_loss"}`` (per-epoch means), the ``val_*`` values with ``validation``, and
-      for m3oe the fusion weights after each epoch (``alpha_domain``, ``alpha_task``, ...).
+      for m3oe the fusion weights after each epoch (``alpha_domain``, ``alpha_task``, ...);
+      with early stopping ``best_epoch`` (1-based, a one-element list); with ``trace_fusion``
+      ``trace``.
     """
     if seed is not None:
         tf.random.set_seed(seed)
     if getattr(model, "optimizer", None) is None:
+        decay = {"weight_decay": weight_decay} if weight_decay else {}
         model.compile(
-            optimizer=tf.keras.optimizers.Adam(learning_rate),
-            fusion_optimizer=tf.keras.optimizers.Adam(fusion_learning_rate),
+            optimizer=tf.keras.optimizers.Adam(learning_rate, **decay),
+            fusion_optimizer=tf.keras.optimizers.Adam(fusion_learning_rate, **decay),
         )
     c = model.config
     fusing = bool(model.fusion_variables)
     if fusing and c.fusion == "bilevel" and val is None:
         raise ValueError("bilevel fusion needs validation batches; fix: pass val=...")
+    if patience is not None and validation is None:
+        raise ValueError("early stopping (patience) scores the validation batches; fix: pass validation=...")
     # Build the model and both optimisers eagerly: variables created inside a traced
     # step would be created again on the retrace tf.function does after a first call.
     first_batch = next(iter(train))
@@ -392,21 +527,46 @@ def train_multidomain(
     model.optimizer.build(model.main_variables)
     if fusing:
         model.fusion_optimizer.build(model.fusion_variables)
-    main_step = tf.function(model.train_step)
-    fusion_step = tf.function(model.fusion_step)
+    # Traced once per model and kept on it, so training the same model again (a new seed's
+    # weights assigned into it, as benchmarks do) skips tracing, which costs seconds for M3oE on
+    # a CPU; reduce_retracing lets an epoch's shorter last batch reuse a shape-relaxed trace.
+    steps = model.__dict__.get("_traced_steps")
+    if steps is None:
+        steps = (
+            tf.function(model.train_step, reduce_retracing=True),
+            tf.function(model.fusion_step, reduce_retracing=True),
+        )
+        model.__dict__["_traced_steps"] = steps
+    main_step, fusion_step = steps
     val_batches = iter(val.repeat()) if fusing and c.fusion == "bilevel" else None
     batches = iter(train) if steps_per_epoch is not None else None  # read on across epochs
-    history: dict[str, list[float]] = {"loss": [], "fusion_loss": []}
+    history: dict[str, Any] = {"loss": [], "fusion_loss": []}
+    trace: dict[str, list[Any]] = {"step": [], "fusion_loss": [], "fusion_grad": [], "fusion_raw": []}
+    best_auc, best_weights, best_epoch, stale = -np.inf, None, 0, 0
+    main_steps = 0
+
+    def run_fusion(batch: Any) -> float:
+        out = fusion_step(batch)
+        if trace_fusion:
+            trace["step"].append(main_steps)
+            trace["fusion_loss"].append(float(out["fusion_loss"]))
+            trace["fusion_grad"].append([float(g) for g in out["fusion_grad"].numpy()])
+            trace["fusion_raw"].append([float(v.numpy()) for v in model.fusion_variables])
+        return float(out["fusion_loss"])
+
     for epoch in range(epochs):
         losses, fusion_losses, first = [], [], None
         epoch_batches = iter(train) if batches is None else (next(batches) for _ in range(steps_per_epoch))
         for step, batch in enumerate(epoch_batches):
             first = batch if first is None else first
             losses.append(float(main_step(batch)["loss"]))
+            main_steps += 1
             if val_batches is not None and (step + 1) % c.fusion_every == 0:
-                fusion_losses.append(float(fusion_step(next(val_batches))["fusion_loss"]))
+                fusion_losses.append(run_fusion(next(val_batches)))
         if fusing and c.fusion == "code" and first is not None:
-            fusion_losses.append(float(fusion_step(first)["fusion_loss"]))
+            fusion_losses.append(run_fusion(first))
+        if lr_decay_every and (epoch + 1) % lr_decay_every == 0 and lr_decay != 1.0:
+            model.optimizer.learning_rate = float(model.optimizer.learning_rate) * lr_decay
         values = {
             "loss": float(np.mean(losses)) if losses else float("nan"),
             "fusion_loss": float(np.mean(fusion_losses)) if fusion_losses else float("nan"),
@@ -419,26 +579,55 @@ def train_multidomain(
         if verbose:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
             print(f"epoch {epoch + 1}/{epochs}: {len(losses)} steps; {shown}", flush=True)
+        if patience is not None:
+            score = values["val_mean_auc"]
+            if score > best_auc:
+                best_auc, best_weights, best_epoch, stale = score, model.get_weights(), epoch + 1, 0
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+    if patience is not None and best_weights is not None:
+        model.set_weights(best_weights)
+        history["best_epoch"] = [best_epoch]
+    if trace_fusion:
+        history["trace"] = trace
     return history
 
 
 def _validate(model: MultiDomainModel, batches: tf.data.Dataset, steps: int | None) -> dict[str, float]:
-    """``val_loss`` (the mean batch loss) and ``val_<task>_auc`` over at most ``steps`` batches."""
+    """``val_loss`` (the mean batch loss), ``val_<task>_auc`` and ``val_mean_auc`` over at most
+    ``steps`` batches (``val_mean_auc``: the mean AUC over the (domain, task) pairs with both classes)."""
     from mvke_tf.metrics import auc_or_nan
 
     if steps is not None:
         batches = batches.take(steps)
-    losses, labels, probs = [], {t: [] for t in model.tasks}, {t: [] for t in model.tasks}
+    dom = model.config.domain_feature
+    losses, domains = [], []
+    labels, probs = {t: [] for t in model.tasks}, {t: [] for t in model.tasks}
+    scored = model.__dict__.get("_traced_scoring")
+    if scored is None:  # traced once per model: eager M3oE costs more than the epoch's validation
+
+        def scoring(features: Any, y: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
+            return model.mdmt_loss(features, y, training=False), model(features, training=False)
+
+        scored = model.__dict__["_traced_scoring"] = tf.function(scoring, reduce_retracing=True)
     for features, y in batches:
-        losses.append(float(model.mdmt_loss(features, y, training=False)))
-        out = model(features, training=False)
+        loss, out = scored(features, y)
+        losses.append(float(loss))
+        domains.append(np.asarray(features[dom]).reshape(-1))
         for t in model.tasks:
             labels[t].append(np.asarray(y[t]).reshape(-1))
             probs[t].append(out[t].numpy())
     values = {"val_loss": float(np.mean(losses)) if losses else float("nan")}
+    if not losses:
+        return {**values, **{f"val_{t}_auc": float("nan") for t in model.tasks}, "val_mean_auc": float("nan")}
+    y_all = {t: np.concatenate(labels[t]) for t in model.tasks}
+    p_all = {t: np.concatenate(probs[t]) for t in model.tasks}
+    m = mdmt_metrics(y_all, p_all, np.concatenate(domains), model.config.domains)
     for t in model.tasks:
-        y = np.concatenate(labels[t]) if labels[t] else np.zeros(0)
-        values[f"val_{t}_auc"] = auc_or_nan(y, np.concatenate(probs[t])) if probs[t] else float("nan")
+        values[f"val_{t}_auc"] = auc_or_nan(y_all[t], p_all[t])
+    values["val_mean_auc"] = m["mean_auc"]
     return values
 
 
@@ -461,6 +650,7 @@ def fit_predict_in_setting(
     learning_rate: float = 1e-3,
     fusion_learning_rate: float = 1e-3,
     seed: int = 0,
+    schedule: TrainingSchedule | None = None,
 ) -> tuple[dict[str, np.ndarray], list[MultiDomainModel]]:
     """Trains ``config``'s model in one of ``SETTINGS`` and scores the test rows.
 
@@ -477,6 +667,8 @@ def fit_predict_in_setting(
       train, val: ``(features, labels)`` numpy dicts (:func:`mvke_tf.data.multidomain.to_features`).
       test_features: the test rows' features.
       epochs, batch_size, learning_rate, fusion_learning_rate, seed: as in :func:`train_multidomain`.
+      schedule: if given, replaces ``epochs``, ``batch_size`` and the learning rates, and adds its
+        weight decay, StepLR and early stopping (scored on ``val``).
 
     Returns:
       ``({task: [N_test] probabilities}, the trained models)``.
@@ -493,16 +685,20 @@ def fit_predict_in_setting(
     dom = config.domain_feature
     n_test = len(np.asarray(test_features[dom]))
 
+    if schedule is not None:
+        batch_size = schedule.batch_size
+        train_kwargs = schedule.train_kwargs()
+    else:
+        train_kwargs = dict(epochs=epochs, learning_rate=learning_rate, fusion_learning_rate=fusion_learning_rate)
+
     def fit_predict(cfg: MultiDomainConfig, tr: Any, va: Any, te: Mapping[str, np.ndarray]) -> Any:
         model = MultiDomainModel(cfg, fields)
-        train_multidomain(
-            model,
-            make_dataset(*tr, batch_size=batch_size, seed=seed),
-            make_dataset(*va, batch_size=batch_size, seed=seed),
-            epochs=epochs,
-            learning_rate=learning_rate,
-            fusion_learning_rate=fusion_learning_rate,
-            seed=seed,
+        va_ds = make_dataset(*va, batch_size=batch_size, seed=seed)
+        scored = {}
+        if train_kwargs.get("patience"):  # early stopping scores the validation rows in order
+            scored["validation"] = make_dataset(*va, batch_size=4096, shuffle=False)
+        model.history_ = train_multidomain(
+            model, make_dataset(*tr, batch_size=batch_size, seed=seed), va_ds, seed=seed, **train_kwargs, **scored
         )
         dummy = {t: np.zeros(len(np.asarray(te[dom])), np.float32) for t in cfg.tasks}
         return model, predict_multidomain(model, make_dataset(dict(te), dummy, batch_size=4096, shuffle=False))
@@ -547,7 +743,9 @@ def fit_predict_in_setting(
 
 def predict_multidomain(model: MultiDomainModel, batches: Iterable[Any]) -> dict[str, np.ndarray]:
     """``{task: [N] probabilities}`` over ``(features, ...)`` batches, in order."""
-    step = tf.function(model.call)
+    step = model.__dict__.get("_traced_call")
+    if step is None:
+        step = model.__dict__["_traced_call"] = tf.function(model.call, reduce_retracing=True)
     out: dict[str, list[np.ndarray]] = {t: [] for t in model.config.tasks}
     for batch in batches:
         features = batch[0] if isinstance(batch, tuple) else batch
@@ -582,8 +780,11 @@ __all__ = [
     "SETTINGS",
     "MultiDomainConfig",
     "MultiDomainModel",
+    "PRESETS",
+    "TrainingSchedule",
     "fit_predict_in_setting",
     "mdmt_metrics",
     "predict_multidomain",
+    "preset",
     "train_multidomain",
 ]

@@ -20,8 +20,16 @@ Options shared by all of them:
   biased clicked-only sample. The model also returns ``cvr`` (pCVR) and ``rank_score``
   (``w0 · pCTR + w1 · pCVR``).
 
+* ``task_heads``: per task ``binary`` (a sigmoid probability, BCE; the default) or ``regression``
+  (the linear output itself, MSE), e.g. for the synthetic regression tasks of MMoE's task-correlation
+  study (:mod:`mvke_tf.data.task_correlation`).
+
 The app-store model is ``RankingConfig(model_type="mmoe", num_experts=2, fm_cross=True, esmm=True)``
 (:data:`APP_STORE`).
+
+Inputs are embedded fields, dense inputs, or both: a model of dense inputs only (``fields=()``, e.g.
+one float vector ``x [batch, d]`` as ``dense_fields=("x",), dense_sizes=(d,)``) feeds them straight to
+its bottom / experts.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from mvke_tf.layers.interaction import MLP, FactorizationMachine
 from mvke_tf.layers.ranking import ranking_score
 
 RANKING_TYPES = ("single_task", "shared_bottom", "omoe", "mmoe", "ple")
+HEAD_TYPES = ("binary", "regression")
 # Extra outputs of ESMM models (beside one per task): they carry no loss.
 CVR_OUTPUT = "cvr"
 RANK_OUTPUT = "rank_score"
@@ -69,6 +78,9 @@ class RankingConfig(SerializableConfig):
       fm_cross: add the linear and FM cross terms to every task logit.
       esmm: ESMM heads (see the module docstring).
       task_loss_weights: loss weight per task (default 1 each; with esmm 0.95 / 0.05).
+      task_heads: head type per task, one of :data:`HEAD_TYPES` (default: all ``binary``):
+        ``binary`` outputs σ(logit) and trains with BCE; ``regression`` outputs the logit itself
+        (linear) and trains with MSE.
       rank_weights: ``(w_ctr, w_cvr)`` of the ranking score (esmm).
       dropout: dropout in experts, bottoms and towers.
       embedding_l2: L2 penalty on the embedding tables.
@@ -89,12 +101,21 @@ class RankingConfig(SerializableConfig):
     fm_cross: bool = False
     esmm: bool = False
     task_loss_weights: tuple[float, ...] = ()
+    task_heads: tuple[str, ...] = ()
     rank_weights: tuple[float, float] = (0.5, 0.5)
     dropout: float = 0.0
     embedding_l2: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("tasks", "expert_units", "bottom_units", "tower_units", "task_loss_weights", "rank_weights"):
+        for name in (
+            "tasks",
+            "expert_units",
+            "bottom_units",
+            "tower_units",
+            "task_loss_weights",
+            "task_heads",
+            "rank_weights",
+        ):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.model_type not in RANKING_TYPES:
             raise ConfigError(
@@ -127,6 +148,16 @@ class RankingConfig(SerializableConfig):
             )
         if any(w < 0 for w in self.task_loss_weights):
             raise ConfigError(f"task_loss_weights={list(self.task_loss_weights)} must be >= 0")
+        if self.task_heads and len(self.task_heads) != len(self.tasks):
+            raise ConfigError(
+                f"task_heads has {len(self.task_heads)} entries for {len(self.tasks)} tasks; "
+                "fix: give one head type per task or none"
+            )
+        bad_heads = sorted(set(self.task_heads) - set(HEAD_TYPES))
+        if bad_heads:
+            raise ConfigError(f"task_heads {bad_heads} unknown; fix: use {' or '.join(HEAD_TYPES)} per task")
+        if self.esmm and "regression" in self.task_heads:
+            raise ConfigError("task_heads: ESMM heads are probabilities; fix: all binary heads or esmm: false")
         if len(self.rank_weights) != 2:
             raise ConfigError(f"rank_weights={list(self.rank_weights)} must be two numbers: (w_ctr, w_cvr)")
         if not 0.0 <= self.dropout < 1.0:
@@ -136,6 +167,11 @@ class RankingConfig(SerializableConfig):
     def loss_weights(self) -> dict[str, float]:
         default = _ESMM_DEFAULT_WEIGHTS if self.esmm else (1.0,) * len(self.tasks)
         return dict(zip(self.tasks, (float(w) for w in (self.task_loss_weights or default))))
+
+    @property
+    def heads(self) -> dict[str, str]:
+        """``{task: head type}`` (see ``task_heads``)."""
+        return dict(zip(self.tasks, self.task_heads or ("binary",) * len(self.tasks)))
 
 
 APP_STORE = RankingConfig(model_type="mmoe", num_experts=2, fm_cross=True, esmm=True)
@@ -164,10 +200,11 @@ class RankingModel(tf.keras.Model):
 
     Inputs: a feature dict: each field's raw values as :func:`mvke_tf.data.dataset.make_dataset`
     yields them (``[batch]`` strings or floats, ``[batch, max_values]`` for multi-valued fields) and
-    each dense input as float ``[batch]`` (already normalised; NaN counts as 0).
+    each dense input as float ``[batch]``, or ``[batch, size]`` where ``dense_sizes`` gives it a size
+    above 1 (already normalised; NaN counts as 0). ``fields`` may be empty when there are dense inputs.
 
-    Outputs: ``{task: probability [batch]}``; with ESMM ``{click: pCTR, conversion: pCTCVR,
-    "cvr": pCVR, "rank_score": w0·pCTR + w1·pCVR}``.
+    Outputs: ``{task: probability [batch]}`` (a regression head: its linear output ``[batch]``); with
+    ESMM ``{click: pCTR, conversion: pCTCVR, "cvr": pCVR, "rank_score": w0·pCTR + w1·pCVR}``.
     """
 
     def __init__(
@@ -175,14 +212,23 @@ class RankingModel(tf.keras.Model):
         fields: Sequence[FieldSpec | Mapping[str, Any]],
         config: RankingConfig | Mapping[str, Any],
         dense_fields: Sequence[str] = (),
+        dense_sizes: Sequence[int] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.fields = tuple(f if isinstance(f, FieldSpec) else FieldSpec.from_dict(f) for f in fields)
         self.config = rc = config if isinstance(config, RankingConfig) else RankingConfig.from_dict(config)
         self.dense_fields = tuple(dense_fields)
-        if not self.fields:
-            raise ConfigError("fields: empty; fix: give the ranking model at least one embedded field")
+        self.dense_sizes = tuple(int(k) for k in dense_sizes) or (1,) * len(self.dense_fields)
+        if len(self.dense_sizes) != len(self.dense_fields) or any(k < 1 for k in self.dense_sizes):
+            raise ConfigError(
+                f"dense_sizes={list(self.dense_sizes)} for dense_fields={list(self.dense_fields)}: "
+                "fix: one positive size per dense input, or none (all scalars)"
+            )
+        if not self.fields and not self.dense_fields:
+            raise ConfigError("fields: empty and no dense_fields; fix: give the ranking model at least one input")
+        if not self.fields and rc.fm_cross:
+            raise ConfigError("fm_cross needs embedded fields and fields is empty; fix: fm_cross: false or add fields")
         names = [f.name for f in self.fields] + list(self.dense_fields)
         if len(set(names)) != len(names):
             raise ConfigError(f"fields and dense_fields repeat a name: {names}; fix: name each input once")
@@ -190,7 +236,8 @@ class RankingModel(tf.keras.Model):
         # single_task shares nothing, not even the embeddings: one "branch" per task; others: one branch.
         branches = rc.tasks if rc.model_type == "single_task" else ("shared",)
         self.embeddings = {
-            b: FieldsEmbedding(self.fields, rc.embedding_dim, rc.embedding_l2, name=f"fields_{b}") for b in branches
+            b: FieldsEmbedding(self.fields, rc.embedding_dim, rc.embedding_l2, name=f"fields_{b}")
+            for b in (branches if self.fields else ())
         }
         if rc.fm_cross:
             # First-order weights: a one-dimensional embedding per field value (and a weight per dense input).
@@ -233,11 +280,18 @@ class RankingModel(tf.keras.Model):
         missing = [n for n in self.dense_fields if n not in features]
         if missing:
             raise KeyError(f"input features lack dense field(s) {missing}; the model expects {list(self.dense_fields)}")
-        x = tf.stack([tf.cast(features[n], tf.float32) for n in self.dense_fields], axis=-1)  # [B, n_dense]
+        # Scalars [B] become one column each, vectors [B, k] k columns: [B, sum(dense_sizes)].
+        columns = [
+            tf.reshape(tf.cast(features[n], tf.float32), [-1, k]) for n, k in zip(self.dense_fields, self.dense_sizes)
+        ]
+        x = columns[0] if len(columns) == 1 else tf.concat(columns, axis=-1)
         return tf.where(tf.math.is_nan(x), tf.zeros_like(x), x)
 
     def _branch_input(self, branch: str, features: Mapping[str, tf.Tensor], dense: tf.Tensor | None):
-        """``(field embeddings [B, F, d], MLP input [B, F*d + n_dense], wide logit [B] or None)``."""
+        """``(field embeddings [B, F, d], MLP input [B, F*d + n_dense], wide logit [B] or None)``;
+        without fields ``(None, dense [B, n_dense], None)``."""
+        if not self.fields:
+            return None, dense, None
         emb = self.embeddings[branch](features)
         flat = tf.reshape(emb, [-1, emb.shape[1] * emb.shape[2]])
         x = flat if dense is None else tf.concat([flat, dense], axis=-1)
@@ -281,7 +335,11 @@ class RankingModel(tf.keras.Model):
     def call(self, features: Mapping[str, tf.Tensor], training: bool | None = None) -> dict[str, tf.Tensor]:
         logits = self.logits(features, training=training)
         if not self.config.esmm:
-            return {t: tf.sigmoid(logits[t], name=t) for t in self.tasks}
+            heads = self.config.heads
+            return {
+                t: tf.identity(logits[t], name=t) if heads[t] == "regression" else tf.sigmoid(logits[t], name=t)
+                for t in self.tasks
+            }
         ctr_task, ctcvr_task = self.tasks
         p_ctr = tf.sigmoid(logits[ctr_task])
         p_cvr = tf.sigmoid(logits[ctcvr_task])
@@ -298,23 +356,27 @@ class RankingModel(tf.keras.Model):
             "fields": [f.to_dict() for f in self.fields],
             "config": self.config.to_dict(),
             "dense_fields": list(self.dense_fields),
+            "dense_sizes": list(self.dense_sizes),
         }
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], custom_objects: Any = None) -> RankingModel:
-        return cls(config["fields"], config["config"], config.get("dense_fields", ()))
+        return cls(config["fields"], config["config"], config.get("dense_fields", ()), config.get("dense_sizes", ()))
 
 
 def build_ranking_model(
     fields: Sequence[FieldSpec | Mapping[str, Any]],
     config: RankingConfig | Mapping[str, Any],
     dense_fields: Sequence[str] = (),
+    dense_sizes: Sequence[int] = (),
 ) -> RankingModel:
-    """Builds a :class:`RankingModel` with its weights created."""
+    """Builds a :class:`RankingModel` with its weights created (``dense_sizes``: see :class:`RankingModel`)."""
     if not isinstance(config, RankingConfig):
         config = RankingConfig.from_dict(config)
-    model = RankingModel(fields, config, dense_fields, name=f"ranking_{config.model_type}")
-    model(missing_inputs(model.fields, dense_fields=model.dense_fields))
+    model = RankingModel(fields, config, dense_fields, dense_sizes, name=f"ranking_{config.model_type}")
+    inputs = missing_inputs(model.fields, dense_fields=model.dense_fields)
+    inputs.update({n: tf.zeros([2, k]) for n, k in zip(model.dense_fields, model.dense_sizes) if k > 1})
+    model(inputs)
     return model
 
 

@@ -116,7 +116,9 @@ class VirtualKernelTower(UserTower):
         else:
             pools = {t: mc.st_num_kernels for t in self.tasks}
             self.route = {t: (t, tuple(range(mc.st_num_kernels))) for t in self.tasks}
-        self.vke = {p: VirtualKernelExperts(k, mc.vke_activation, name=f"vke_{p}") for p, k in pools.items()}
+        self.vke = {
+            p: VirtualKernelExperts(k, mc.vke_activation, mc.kernel_stddev, name=f"vke_{p}") for p, k in pools.items()
+        }
         self.interaction = {}
         for p, k in pools.items():
             if mc.shared_vke_tower:

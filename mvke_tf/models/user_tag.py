@@ -70,7 +70,11 @@ class UserTagModel(tf.keras.Model):
         # Hard sharing on the tag side: one small tower per task over the shared tag embedding.
         self.tag_towers = {t: MLP(mc.tag_units, dropout=mc.dropout, name=f"tag_tower_{t}") for t in self.tasks}
         self.user_tower = make_user_tower(mc)
-        self.gates = {t: VirtualKernelGate(mc.gate, name=f"vkg_{t}") for t in self.tasks} if self.is_mvke else {}
+        self.gates = (
+            {t: VirtualKernelGate(mc.gate, scale=mc.gate_scale, name=f"vkg_{t}") for t in self.tasks}
+            if self.is_mvke
+            else {}
+        )
 
     @property
     def config(self) -> ModelConfig:

@@ -53,7 +53,13 @@ def test_shapes(model_type, batch):
 
 
 def test_layer_configs_round_trip():
-    for layer in (VirtualKernelExperts(4, activation="tanh"), VirtualKernelGate("attention", 6), SoftmaxGate(3)):
+    layers = (
+        VirtualKernelExperts(4, activation="tanh", kernel_stddev=0.2),
+        VirtualKernelGate("attention", 6),
+        VirtualKernelGate("cosine", scale=10.0),
+        SoftmaxGate(3),
+    )
+    for layer in layers:
         clone = type(layer).from_config(layer.get_config())
         assert clone.get_config() == layer.get_config()
     model = build_model(FC, tiny("mvke_mt", gate="attention", score="cosine"))
@@ -85,6 +91,39 @@ def test_vkg_dot_gate_matches_reference():
         VirtualKernelGate("dot")((tf.zeros([1, 3]), tf.zeros([2, 4])))
 
 
+def test_vkg_scaled_and_cosine_gates_match_reference():
+    tag, kernels = tf.random.normal([3, 4]), tf.random.normal([2, 4])
+    dot = tag.numpy() @ kernels.numpy().T
+    scaled = VirtualKernelGate("dot", scale=5.0)
+    np.testing.assert_allclose(scaled((tag, kernels)).numpy(), tf.nn.softmax(5.0 * dot).numpy(), rtol=1e-5)
+    cosine = VirtualKernelGate("cosine", scale=10.0)
+    cos = dot / np.outer(np.linalg.norm(tag, axis=1), np.linalg.norm(kernels, axis=1))
+    np.testing.assert_allclose(cosine((tag, kernels)).numpy(), tf.nn.softmax(10.0 * cos).numpy(), rtol=1e-5)
+    # The scale is learned: one gradient step on a loss that wants sharper weights raises it.
+    with tf.GradientTape() as tape:
+        w = cosine((tag, kernels))
+        loss = -tf.reduce_sum(tf.reduce_max(w, axis=-1))
+    (grad,) = tape.gradient(loss, [cosine.log_scale])
+    assert float(grad) < 0
+    with pytest.raises(ValueError, match="needs a scale"):
+        VirtualKernelGate("cosine")
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        VirtualKernelGate("dot", scale=0.0)
+
+
+def test_gate_options_in_model_config():
+    model = build_model(FC, tiny("mvke_mt", gate="cosine", gate_scale=10, kernel_stddev=0.2))
+    kernels = model.user_tower.vke["shared"].virtual_kernels.numpy()
+    assert 0.1 < kernels.std() < 0.3  # N(0, 0.2), not the code's N(0, 0.01)
+    assert all(g.scale == 10.0 for g in model.gates.values())
+    with pytest.raises(ConfigError, match="needs gate_scale"):
+        tiny("mvke_mt", gate="cosine")
+    with pytest.raises(ConfigError, match="gate_scale='big' must be a number"):
+        tiny("mvke_mt", gate_scale="big")
+    with pytest.raises(ConfigError, match="kernel_stddev=0.0 must be > 0"):
+        tiny("mvke_mt", kernel_stddev=0)
+
+
 def _pair_scores(model, x, tags):
     """Reference: the full model on every (user, tag) pair, one tag per row."""
     n_u = int(x["gender"].shape[0])
@@ -102,6 +141,7 @@ def _pair_scores(model, x, tags):
         ("mvke_mt", {}),
         ("mvke_mt", {"score": "cosine"}),
         ("mvke_mt", {"gate": "attention", "vke_activation": "tanh"}),
+        ("mvke_mt", {"gate": "cosine", "gate_scale": 5.0, "score": "cosine"}),
         ("mvke_st", {"score": "cosine"}),
         ("mmoe", {}),
         ("two_tower", {"score": "cosine"}),

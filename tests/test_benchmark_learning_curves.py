@@ -1,0 +1,167 @@
+"""The learning-curve benchmark's own logic: data prefixes, the shared eval day, the references, the gap share.
+
+Tiny worlds only: the generator's chunk is shrunk (both the reference writer and the code under
+test read it at call time), so each test runs in seconds.
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from benchmarks import learning_curves as lc
+from mvke_tf.data import synthetic
+from mvke_tf.data.dataset import resolve_files
+from mvke_tf.metrics import auc
+
+TINY = dict(num_ads=150, taxonomy=(4, 3, 5), target_ctr=0.2, target_cvr=0.3)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(synthetic, "_CHUNK_ROWS", 1_000)
+
+
+def test_gap_share():
+    assert lc.gap_share(0.9, 0.9) == pytest.approx(1.0)
+    assert lc.gap_share(0.5, 0.9) == pytest.approx(0.0)
+    assert lc.gap_share(0.7, 0.9) == pytest.approx(0.5)
+    assert lc.gap_share(0.8, 0.9, floor=0.7) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="oracle"):
+        lc.gap_share(0.6, 0.5)
+
+
+def test_world_config_puts_eval_day_after_train_rows():
+    cfg = lc.world_config()
+    assert cfg.num_rows == lc.MAX_TRAIN_ROWS + lc.EVAL_ROWS
+    rows = np.array([lc.MAX_TRAIN_ROWS - 1, lc.MAX_TRAIN_ROWS, cfg.num_rows - 1])
+    day = 1 + rows * cfg.days // cfg.num_rows
+    assert day.tolist() == [cfg.days - 1, cfg.days, cfg.days]
+    with pytest.raises(ValueError, match="eval_rows"):
+        lc.world_config(max_train_rows=50_000, eval_rows=30_000)
+
+
+def test_prefixes_and_eval_day_equal_generate(tmp_path, small_chunks):
+    cfg = lc.world_config(max_train_rows=4_000, eval_rows=2_000, num_users=300, **TINY)
+    full = tmp_path / "full"
+    synthetic.generate(cfg, full, shard_rows=2_000)
+    root = tmp_path / "lc"
+    info = lc.prepare_data(cfg, root, 2_000, shard_rows=2_000, eval_rows=2_000)
+    # Only the first training shard so far; extending to 4,000 rows adds the second and keeps the first.
+    assert sorted(p.name for p in (root / "train").iterdir()) == ["part-00000.csv"]
+    first_mtime = (root / "train" / "part-00000.csv").stat().st_mtime_ns
+    info2 = lc.prepare_data(cfg, root, 4_000, shard_rows=2_000, eval_rows=2_000)
+    assert (root / "train" / "part-00000.csv").stat().st_mtime_ns == first_mtime
+    assert info2["eval"] == info["eval"]
+    for part in ("train/part-00000.csv", "train/part-00001.csv", "eval/part-00000.csv"):
+        assert (root / part).read_bytes() == (full / part).read_bytes(), part
+    meta = json.loads((full / "metadata.json").read_text())
+    assert info["eval"]["rows"] == meta["splits"]["eval"]["rows"] == 2_000
+    assert info["eval"]["oracle_auc"] == pytest.approx(meta["oracle_auc_eval"])
+    assert info["eval"]["sha256"] == lc.file_sha256(full / "eval" / "part-00000.csv")
+    # Each size's directory: a prefix of the training files, the very same eval file.
+    small, large = (lc.size_dir(root, n, shard_rows=2_000) for n in (2_000, 4_000))
+    assert [os.path.basename(f) for f in resolve_files(small / "train")] == ["part-00000.csv"]
+    assert len(resolve_files(large / "train")) == 2
+    evals = {os.path.realpath(f) for d in (small, large) for f in resolve_files(d / "eval")}
+    assert evals == {os.path.realpath(root / "eval" / "part-00000.csv")}
+    assert json.loads((small / "metadata.json").read_text())["splits"]["train"]["rows"] == 2_000
+    with pytest.raises(ValueError, match="another generator config"):
+        lc.prepare_data(lc.world_config(4_000, 2_000, num_users=301, **TINY), root, 2_000, 2_000, 2_000)
+
+
+def test_fit_logistic_recovers_coefficients_from_true_probabilities():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5_000, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
+    p = 1 / (1 + np.exp(-(-1.0 + x @ np.array([0.7, -0.3, 1.5]))))
+    model = lc.fit_logistic(x, p, l2=0.0)
+    np.testing.assert_allclose(lc.logistic_score(model, x), p, atol=1e-6)
+
+
+def test_group_ids_and_repeated():
+    ids = lc._group_ids(["t3_1_4|t0_0_2", "", "t1_2_0"], level=3, n2=5)
+    assert ids.tolist() == [[16, 0], [-1, -1], [7, -1]]
+    assert lc._group_ids(["s12|s3"], level=2, n2=5).tolist() == [[12, 3]]
+    a, b = np.array([[1, 2, -1]]), np.array([[2, 5, -1]])
+    assert sorted(set(lc._repeated(a, b).ravel()) - {-1}) == [2]
+
+
+def test_references_order_on_a_tiny_world(tmp_path, small_chunks):
+    cfg = lc.world_config(max_train_rows=4_000, eval_rows=2_000, num_users=400, **TINY)
+    lc.prepare_data(cfg, tmp_path, 4_000, shard_rows=4_000, eval_rows=2_000)
+    refs = lc.compute_references(cfg, tmp_path, label_rows=(4_000,))
+    evald = lc.read_rows(tmp_path / "eval" / "part-00000.csv")
+    assert refs["fit_rows"] == 4_000 and len(evald["click"]) == 2_000
+    for t in lc.TASKS:
+        assert refs["oracle"][t] == pytest.approx(auc(evald[t], evald[f"p_{t}"]))
+        # The oracle's own inputs, fitted, give the oracle back; features carrying less score less,
+        # and the observable features still beat a random score clearly.
+        assert refs["all_latents"][t] == pytest.approx(refs["oracle"][t], abs=2e-3)
+        assert refs["latent_facets"][t] < refs["oracle"][t]
+        assert refs["observable"][t] < refs["latent_facets"][t] + 0.02
+        assert refs["observable"][t] > 0.6, (t, refs)
+        assert refs["observable_on_labels"]["4000"][t] > 0.55, (t, refs)
+    # The observable features read no id: the same rows with the ids blanked give the same features.
+    world = synthetic.SyntheticWorld(cfg)
+    blanked = {**evald, "user_id": ["u0"] * 2_000, "ad_id": ["a0"] * 2_000}
+    for t, x in lc.reference_features(world, evald, "observable").items():
+        np.testing.assert_array_equal(x, lc.reference_features(world, blanked, "observable")[t])
+
+
+def _fake_results(click, conversion):
+    """Results with two models, 3 seeds at 200k and 1 at 1M, AUC means as given per size."""
+    cells = []
+    for m, shift in (("a", 0.0), ("b", 0.01)):
+        for n, seeds in ((200_000, 3), (1_000_000, 1)):
+            for s in range(seeds):
+                jitter = 0.002 * (s - 1) if seeds > 1 else 0.0
+                auc_ = {"click": click[n] + shift + jitter, "conversion": conversion[n] + shift - jitter}
+                cells.append({"model": m, "train_rows": n, "seed": s, "auc": auc_})
+    refs = {
+        "oracle": {"click": 0.85, "conversion": 0.93},
+        "all_latents": {"click": 0.85, "conversion": 0.93},
+        "latent_facets": {"click": 0.83, "conversion": 0.91},
+        "observable": {"click": 0.80, "conversion": 0.88},
+        "observable_on_labels": {"20000": {"click": 0.79, "conversion": 0.86, "conversions": 120}},
+    }
+    return {"cells": cells, "references": refs}
+
+
+def test_summary_table_and_reading():
+    results = _fake_results({200_000: 0.66, 1_000_000: 0.67}, {200_000: 0.70, 1_000_000: 0.75})
+    summary = lc.summarize(results["cells"])
+    assert summary["a"][200_000]["click"]["n"] == 3
+    assert summary["a"][200_000]["click"]["mean"] == pytest.approx(0.66)
+    assert summary["b"][1_000_000]["conversion"]["std"] == 0.0
+    table = lc.tables(results)
+    # a's conversion gap share at 1M: (0.75 - 0.5) / (0.93 - 0.5)
+    assert f"{(0.75 - 0.5) / 0.43:.1%}" in table
+    assert "200k → 1M | +0.0100 | +0.0500" in table
+    text = lc.reading(results)
+    assert "conversion rises with rows more than click does" in text
+    flat = lc.reading(_fake_results({200_000: 0.66, 1_000_000: 0.70}, {200_000: 0.70, 1_000_000: 0.70}))
+    assert "click rises with rows more than conversion does" in flat
+
+
+def test_plan_order_runs_seed_zero_curves_first():
+    order = lc._plan_cells({200_000: 3, 1_000_000: 1}, ["x", "y", "z"])
+    assert order[:6] == [
+        ("x", 200_000, 0),
+        ("y", 200_000, 0),
+        ("x", 1_000_000, 0),
+        ("y", 1_000_000, 0),
+        ("z", 200_000, 0),
+        ("z", 1_000_000, 0),
+    ]
+    assert order[6:] == [(m, 200_000, s) for s in (1, 2) for m in "xyz"]
+
+
+def test_reading_without_seed_noise_says_so_and_plot_writes_png(tmp_path):
+    results = _fake_results({200_000: 0.66, 1_000_000: 0.67}, {200_000: 0.70, 1_000_000: 0.75})
+    results["cells"] = [c for c in results["cells"] if c["seed"] == 0]
+    assert lc.seed_noise(lc.summarize(results["cells"])) is None
+    text = lc.reading(results)
+    assert "no seed std was measured" in text and "not tested against seed noise" in text
+    path = lc.plot(results, tmp_path / "curves.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
