@@ -8,13 +8,19 @@ CORE = [
     "tensorflow==2.16.2",
     "tf-keras==2.16.0",
     "tensorflow-recommenders==0.7.7",
+    # The warm-up requests of every export are tensorflow_serving.apis.prediction_log_pb2 records.
+    "tensorflow-serving-api==2.16.1",
+    # mvke-tf tag-users writes Parquet (its default --format).
+    "pyarrow==10.0.1",
     "numpy>=1.23,<2",
     "pyyaml>=6",
     "tqdm>=4.60",
 ]
 EXTRAS = {
-    "pipeline": ["tfx[kfp]==1.16.0", "dill==0.3.1.1"],
-    "serving": ["tensorflow-serving-api==2.16.1", "grpcio>=1.60"],
+    "pipeline": ["tfx[kfp]==1.16.0", "dill==0.3.1.1", "apache-beam==2.74.0"],
+    "serving": ["grpcio>=1.60"],
+    # mvke-tf tag-users --runner beam (mvke_tf.tagging_beam); the pipeline runs its components on Beam too.
+    "beam": ["apache-beam==2.74.0"],
     "notebooks": ["matplotlib>=3.7", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6"],
     # cryptography: the TLS tests make a CA and certificates at run time.
     "dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.6", "cryptography>=42"],

@@ -196,8 +196,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = base / str(version)
     if target.exists():
         raise CLIError(f"{target} already exists; TF Serving versions are immutable: pick another --version")
-    export_saved_model(model, target, feature_config=feature_config)
-    signatures = ", ".join(family_of(model).signatures)
+    if args.tags and "tag_tower" not in family_of(model).signatures:
+        raise CLIError(f"--tags: a top_tags signature needs a user-tagging model, not {model.config.model_type}")
+    if args.top_tags_max_k < 1:
+        raise CLIError(f"--top-tags-max-k: must be at least 1, got {args.top_tags_max_k}")
+    try:
+        export_saved_model(
+            model, target, feature_config=feature_config, tags=args.tags, top_tags_max_k=args.top_tags_max_k
+        )
+    except (FileNotFoundError, ValueError) as e:  # the tag vocabulary: no such file, no tags in it
+        raise CLIError(str(e)) from e
+    signatures = ", ".join([*family_of(model).signatures, *(["top_tags"] if args.tags else [])])
     print(f"exported {model.config.model_type} to {target} (signatures {signatures})")
     print(f"serve it with: mvke-tf serve --model {args.name}={base}")
     return 0
@@ -268,8 +277,13 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
     else:
         raise CLIError("give the tag vocabulary with --tags FILE (one tag per line) or --tags-from-data DIR")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    if args.by == "tag" and args.top_k is not None:
+        raise CLIError("--top-k: applies to --by user (the K best tags per user); with --by tag give --top-n")
+    top_n = tagging.check_direction(args.by, args.top_n)
     common = dict(
-        top_k=args.top_k,
+        top_k=20 if args.top_k is None else args.top_k,
+        by=args.by,
+        top_n=top_n,
         min_score=args.min_score,
         batch_size=args.batch_size,
         tasks=tasks,
@@ -284,7 +298,8 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
         manifest = run_beam(
             args.model, args.users, tags, args.out, beam_args=shlex.split(args.beam_args or ""), **common
         )
-        print(f"tagged users against {len(tags):,} tags with Beam in {manifest['seconds']:.1f} s -> {args.out}")
+        what = f"top-{top_n} users per tag" if args.by == "tag" else "users"
+        print(f"tagged {what} against {len(tags):,} tags with Beam in {manifest['seconds']:.1f} s -> {args.out}")
         return 0
     if args.beam_args:
         raise CLIError("--beam-args needs --runner beam")
@@ -294,8 +309,9 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
         manifest = tagging.tag_users(
             args.model, args.users, tags, args.out, fmt=args.format, progress=bar.update, **common
         )
+    what = f" (top-{top_n} users per tag and task)" if args.by == "tag" else ""
     print(
-        f"tagged {manifest['users']:,} users against {len(tags):,} tags ({', '.join(manifest['tasks'])}) "
+        f"tagged {manifest['users']:,} users{what} against {len(tags):,} tags ({', '.join(manifest['tasks'])}) "
         f"in {manifest['seconds']:.1f} s: {manifest['shards_computed']} shard(s) computed, "
         f"{manifest['shards_skipped']} already done; manifest in {Path(args.out) / tagging.MANIFEST}"
     )
@@ -375,7 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo, scale=0.25, batch_size=512)
 
     tag = sub.add_parser(
-        "tag-users", help="batch tagging: per user and task the top-K tags of a SavedModel (resumable by shard)"
+        "tag-users",
+        help="batch tagging: per user and task the top-K tags of a SavedModel, or per tag the top-N users "
+        "(resumable by shard)",
     )
     tag.add_argument("--model", required=True, help="a SavedModel directory, or a Pusher base dir (newest version)")
     tag.add_argument("--users", required=True, help="CSV or TFRecord (tf.Example) files: a glob or a directory")
@@ -386,7 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="output directory (rerun to resume: the shards of unchanged users files are skipped)",
     )
-    tag.add_argument("--top-k", type=int, default=20, help="tags per user and task (default %(default)s)")
+    tag.add_argument(
+        "--by",
+        default="user",
+        choices=("user", "tag"),
+        help="user: the top-K tags of every user (default); tag: audience lists, the top-N users of every tag",
+    )
+    tag.add_argument("--top-k", type=int, help="tags per user and task, with --by user (default 20)")
+    tag.add_argument("--top-n", type=int, help="users per tag and task, with --by tag (default 100)")
     tag.add_argument("--min-score", type=float, default=0.0, help="drop tags with a lower probability")
     tag.add_argument("--format", default="parquet", choices=("parquet", "tfrecord"), help="output format")
     tag.add_argument("--batch-size", type=int, default=1024, help="users per batch (default %(default)s)")
@@ -404,6 +429,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="the model's base path; the version is a subdirectory")
     export.add_argument("--version", type=int, help="version number (default: one above the newest there)")
     export.add_argument("--name", default="mvke", help="model name in the printed serve command")
+    export.add_argument(
+        "--tags",
+        help="the top_tags signature's tag vocabulary: a file with one tag per line, or a data directory whose "
+        "tag column is read (as tag-users --tags / --tags-from-data); without it, no top_tags signature",
+    )
+    export.add_argument(
+        "--top-tags-max-k", type=int, default=100, help="the largest k a top_tags request may ask for (default 100)"
+    )
     export.set_defaults(func=cmd_export)
 
     serve = sub.add_parser(

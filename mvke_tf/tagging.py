@@ -25,7 +25,15 @@ is written, and a run that fails before finishing a shard leaves nothing behind 
 mislead the next run.
 
 Users are deduplicated by ``user_id``: the first row of a user (files in sorted order) is scored,
-in the shard that row is in. This module never imports TFX or Beam (see :mod:`mvke_tf.tagging_beam`).
+in the shard that row is in.
+
+``by="tag"`` (``--by tag``) writes audience lists instead: per task and tag the ``top_n`` users with
+the highest probability, ties broken by the order users are read. It streams over user batches with
+a running top-N per (task, tag) (:class:`AudienceState`, ``[tasks, T, <= N]``) merged batch by batch
+(:class:`AudienceScorer`), checkpoints that state after each users file, and writes one output file
+(``tag, task, rank, user_id, score``) at the end (see :func:`_tag_audiences`).
+
+This module never imports TFX or Beam (see :mod:`mvke_tf.tagging_beam`).
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ from mvke_tf.data.dataset import resolve_files
 from mvke_tf.models.fast import FastScorer, TaskTagTable, pack_tags
 
 FORMATS = ("parquet", "tfrecord")
+DIRECTIONS = ("user", "tag")  # --by: top-K tags per user, or top-N users per tag (audience lists)
+DEFAULT_TOP_N = 100
 MANIFEST = "_manifest.json"
 # Earlier versions wrote the manifest as manifest.json, among the shards, where dataset readers take it for
 # data and fail; a rerun of such a job replaces it.
@@ -371,6 +381,157 @@ class TopKTagger:
         return cols
 
 
+# ----------------------------------------------------------------------------- audiences (--by tag)
+@dataclasses.dataclass
+class AudienceState:
+    """The best users so far per task and tag, best first: each array ``[tasks, T, n]``, ``n <= top_n``.
+
+    ``positions`` order the users as the job reads them (the first row of each user, files in sorted
+    order); among equal logits the user with the lower position ranks first. The arrays never grow past
+    ``top_n`` along the last axis, whatever the number of users.
+    """
+
+    logits: np.ndarray  # float32
+    positions: np.ndarray  # int64
+    user_ids: np.ndarray  # object (str)
+
+    @classmethod
+    def empty(cls, num_tasks: int, num_tags: int) -> AudienceState:
+        shape = (num_tasks, num_tags, 0)
+        return cls(np.zeros(shape, np.float32), np.zeros(shape, np.int64), np.empty(shape, object))
+
+    def __getitem__(self, task_index: int) -> AudienceState:
+        """One task's state (arrays ``[T, n]``)."""
+        return AudienceState(self.logits[task_index], self.positions[task_index], self.user_ids[task_index])
+
+    def take(self, values: np.ndarray, indices: np.ndarray, positions: np.ndarray, user_ids: np.ndarray):
+        """The state after a top-k over ``concat([self, batch], -1)``: ``indices [..., k]`` index that concatenation.
+
+        ``positions`` and ``user_ids`` ``[B]`` are the batch's users (the last ``B`` columns).
+        """
+        n = self.logits.shape[-1]
+        in_state = indices < n
+        batch_index = np.maximum(indices - n, 0)
+        if n:
+            state_index = np.minimum(indices, n - 1)
+            pos = np.where(in_state, np.take_along_axis(self.positions, state_index, -1), positions[batch_index])
+            ids = np.where(in_state, np.take_along_axis(self.user_ids, state_index, -1), user_ids[batch_index])
+        else:
+            pos, ids = positions[batch_index], user_ids[batch_index]
+        return AudienceState(np.asarray(values, np.float32), pos.astype(np.int64), ids.astype(object))
+
+    def save(self, path: Path) -> str:
+        """Writes the state (``.npz``, via a temporary file and a rename); returns its SHA-256."""
+        unique_ids, inverse = np.unique(self.user_ids.astype(str).ravel(), return_inverse=True)
+        tmp = path.with_name(path.name + f"{_TMP}{os.getpid()}")
+        with open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                logits=self.logits,
+                positions=self.positions,
+                user_index=inverse.reshape(self.user_ids.shape).astype(np.int64),
+                unique_ids=unique_ids,
+            )
+        os.replace(tmp, path)
+        return _sha256(path)
+
+    @classmethod
+    def load(cls, path: Path) -> AudienceState:
+        with np.load(path, allow_pickle=False) as z:
+            ids = z["unique_ids"].astype(object)[z["user_index"]] if z["unique_ids"].size else None
+            logits, positions = z["logits"], z["positions"]
+        return cls(logits, positions, ids if ids is not None else np.empty(logits.shape, object))
+
+
+def combine_audiences(a: AudienceState, b: AudienceState, top_n: int) -> AudienceState:
+    """The top-``top_n`` of two states with any positions (e.g. partial states of parallel workers).
+
+    Sorts the concatenation by (logit descending, position ascending): the same order as the running
+    merge, so combining in any grouping gives the same result.
+    """
+    logits = np.concatenate([a.logits, b.logits], -1)
+    positions = np.concatenate([a.positions, b.positions], -1)
+    ids = np.concatenate([a.user_ids, b.user_ids], -1)
+    order = np.lexsort((positions, -logits), axis=-1)[..., :top_n]
+    return AudienceState(
+        np.take_along_axis(logits, order, -1),
+        np.take_along_axis(positions, order, -1),
+        np.take_along_axis(ids, order, -1),
+    )
+
+
+class AudienceScorer:
+    """Serialized user examples -> the running top-N users per (task, tag), merged batch by batch.
+
+    One compiled graph per batch: ``user_tower``, per task one ``[B, S*d] x [S*d, T]`` product,
+    transposed to ``[T, B]``, concatenated after the state's ``[T, n]`` logits, and one
+    ``tf.math.top_k`` over the last axis (``[tasks, T, n + B] -> [tasks, T, min(N, n + B)]``).
+    """
+
+    def __init__(self, model: TaggingModel, tags: Sequence[str], top_n: int) -> None:
+        if top_n < 1:
+            raise TaggingError(f"--top-n: must be at least 1, got {top_n}")
+        self.model = model
+        self.tags = list(tags)
+        self.top_n = top_n
+        self.scorer = model.scorer(self.tags)
+        spec = [
+            tf.TensorSpec([None], tf.string),
+            tf.TensorSpec([len(model.tasks), len(self.tags), None], tf.float32),
+        ]
+        self._fn = tf.function(self._merge, input_signature=spec)
+
+    def empty(self) -> AudienceState:
+        return AudienceState.empty(len(self.model.tasks), len(self.tags))
+
+    def _merge(self, examples: tf.Tensor, state_logits: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        experts = self.model.user_experts(examples)
+        batch = tf.stack([tf.transpose(self.scorer.logits(t, experts[t])) for t in self.model.tasks])
+        return _top_n_of_concat(state_logits, batch, self.top_n)
+
+    def update(
+        self, state: AudienceState, user_ids: Sequence[str], examples: Sequence[bytes], positions: Sequence[int]
+    ) -> AudienceState:
+        """``state`` merged with one batch of users; returns the new state (``state`` is not changed).
+
+        The batch's ``positions`` must be ascending and above every position in ``state``: then the
+        order ``tf.math.top_k`` keeps among equal values (the lower index first) is the position order.
+        """
+        positions = _check_batch_order(state, positions)
+        values, indices = self._fn(tf.constant(list(examples), tf.string), tf.constant(state.logits))
+        return state.take(values.numpy(), indices.numpy(), positions, np.asarray(user_ids, dtype=object))
+
+
+def _top_n_of_concat(state_logits: tf.Tensor, batch_logits: tf.Tensor, top_n: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """``tf.math.top_k`` over ``concat([state [..., n], batch [..., B]], -1)``: values and indices ``[..., k]``.
+
+    ``k = min(top_n, n + B)``. Among equal values ``top_k`` keeps the lower index first.
+    """
+    both = tf.concat([state_logits, batch_logits], axis=-1)
+    return tf.math.top_k(both, k=tf.minimum(top_n, tf.shape(both)[-1]))
+
+
+def _check_batch_order(state: AudienceState, positions: Sequence[int]) -> np.ndarray:
+    positions = np.asarray(positions, np.int64)
+    if len(positions) > 1 and np.any(np.diff(positions) <= 0):
+        raise ValueError("positions: must be strictly ascending within a batch; sort the batch by position")
+    if state.positions.size and len(positions) and positions[0] <= state.positions.max():
+        raise ValueError("positions: a batch must come after every user in the state; merge with combine_audiences")
+    return positions
+
+
+def merge_batch(
+    state: AudienceState, batch_logits: np.ndarray, positions: Sequence[int], user_ids: Sequence[str], top_n: int
+) -> AudienceState:
+    """``state`` merged with a batch's logits ``[tasks, T, B]`` (what :meth:`AudienceScorer.update` does in its graph).
+
+    The batch's ``positions`` ``[B]`` must be ascending and above every position in ``state``.
+    """
+    positions = _check_batch_order(state, positions)
+    values, indices = _top_n_of_concat(tf.constant(state.logits), tf.constant(batch_logits, tf.float32), top_n)
+    return state.take(values.numpy(), indices.numpy(), positions, np.asarray(user_ids, dtype=object))
+
+
 # ----------------------------------------------------------------------------- outputs
 def parquet_schema():
     import pyarrow as pa
@@ -455,8 +616,88 @@ def output_name(index: int, fmt: str) -> str:
     return f"part-{index:05d}." + ("parquet" if fmt == "parquet" else "tfrecord.gz")
 
 
+def audience_schema():
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("tag", pa.string()),
+            ("task", pa.string()),
+            ("rank", pa.int32()),
+            ("user_id", pa.string()),
+            ("score", pa.float32()),
+        ]
+    )
+
+
+def audience_rows(state: AudienceState, tasks: Sequence[str], tags: Sequence[str], min_score: float = 0.0):
+    """Per task (in ``tasks`` order) the output columns of its audiences: tag-major, then rank.
+
+    Yields ``(task, columns)`` with ``tag, task, rank, user_id, score`` arrays (scores >= ``min_score``).
+    """
+    tags = np.asarray(tags, dtype=object)
+    for i, task in enumerate(tasks):
+        scores = tf.sigmoid(state.logits[i]).numpy()  # [T, n]
+        n_tags, n = scores.shape
+        keep = scores >= min_score
+        yield (
+            task,
+            {
+                "tag": np.broadcast_to(tags[:, None], scores.shape)[keep],
+                "task": np.full(int(keep.sum()), task, dtype=object),
+                "rank": np.broadcast_to(np.arange(1, n + 1, dtype=np.int32)[None, :], scores.shape)[keep],
+                "user_id": state.user_ids[i][keep],
+                "score": scores[keep].astype(np.float32),
+            },
+        )
+
+
+def _write_audiences(
+    path: Path, fmt: str, state: AudienceState, tasks: Sequence[str], tags: Sequence[str], min_score: float
+) -> int:
+    """Writes the audience lists to ``path`` (a temporary file, then a rename); returns the number of rows."""
+    tmp = path.with_name(path.name + f"{_TMP}{os.getpid()}")
+    rows = 0
+    try:
+        if fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            schema = audience_schema()
+            with pq.ParquetWriter(str(tmp), schema) as writer:
+                for _, cols in audience_rows(state, tasks, tags, min_score):
+                    rows += len(cols["score"])
+                    arrays = [pa.array(cols[name], schema.field(name).type) for name in schema.names]
+                    writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+        else:
+            # One tf.Example per (tag, task): its users best first.
+            with tf.io.TFRecordWriter(str(tmp), options="GZIP") as writer:
+                for task, cols in audience_rows(state, tasks, tags, min_score):
+                    rows += len(cols["score"])
+                    starts = np.flatnonzero(cols["rank"] == 1)  # every kept list starts at rank 1
+                    for a, b in zip(starts, [*starts[1:], len(cols["score"])]):
+                        ex = tf.train.Example(
+                            features=tf.train.Features(
+                                feature={
+                                    "tag": _bytes([cols["tag"][a]]),
+                                    "task": _bytes([task]),
+                                    "user_ids": _bytes(cols["user_id"][a:b]),
+                                    "scores": tf.train.Feature(
+                                        float_list=tf.train.FloatList(value=cols["score"][a:b].tolist())
+                                    ),
+                                }
+                            )
+                        )
+                        writer.write(ex.SerializeToString())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
+    return rows
+
+
 def read_output(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """All rows of a tagging output directory (either format), as dicts, in shard order."""
+    """All rows of a tagging output directory (either format; ``--by user`` or ``--by tag``), in shard order."""
     out_dir = Path(out_dir)
     rows: list[dict[str, Any]] = []
     for f in sorted(out_dir.glob("part-*")):
@@ -469,6 +710,12 @@ def read_output(out_dir: str | os.PathLike) -> list[dict[str, Any]]:
         elif f.name.endswith(".tfrecord.gz"):
             for rec in tf.data.TFRecordDataset(str(f), compression_type="GZIP"):
                 feats = tf.train.Example.FromString(rec.numpy()).features.feature
+                if "user_ids" in feats:  # --by tag: one example per (tag, task)
+                    tag, task = feats["tag"].bytes_list.value[0].decode(), feats["task"].bytes_list.value[0].decode()
+                    users = zip(feats["user_ids"].bytes_list.value, feats["scores"].float_list.value)
+                    for r, (user, s) in enumerate(users):
+                        rows.append({"tag": tag, "task": task, "rank": r + 1, "user_id": user.decode(), "score": s})
+                    continue
                 user, task = feats["user_id"].bytes_list.value[0].decode(), feats["task"].bytes_list.value[0].decode()
                 for r, (tag, s) in enumerate(zip(feats["tags"].bytes_list.value, feats["scores"].float_list.value)):
                     rows.append({"user_id": user, "task": task, "rank": r + 1, "tag": tag.decode(), "score": s})
@@ -535,6 +782,14 @@ def _new_user_batches(
             ids, examples = [], []
     if ids:
         yield ids, examples
+
+
+def _sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with tf.io.gfile.GFile(str(path), "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _file_fingerprint(path: str) -> dict[str, Any]:
@@ -611,6 +866,187 @@ def _remove_stale_temp_files(out_dir: Path, own_names: set[str]) -> list[str]:
     return removed
 
 
+def check_direction(by: str, top_n: int | None) -> int | None:
+    """Validates ``--by`` and ``--top-n``; returns ``top_n`` (``None`` for ``--by user``, default 100 for ``tag``)."""
+    if by not in DIRECTIONS:
+        raise TaggingError(f"--by: {by!r} not supported; use user (top-K tags per user) or tag (top-N users per tag)")
+    if by == "user":
+        if top_n is not None:
+            raise TaggingError(
+                "--top-n: applies to --by tag (the N best users per tag); with --by user give --top-k, or add --by tag"
+            )
+        return None
+    top_n = DEFAULT_TOP_N if top_n is None else top_n
+    if top_n < 1:
+        raise TaggingError(f"--top-n: must be at least 1, got {top_n}")
+    return top_n
+
+
+def _state_name(index: int) -> str:
+    return f"_state-{index:05d}.npz"
+
+
+def _tag_audiences(
+    tm: TaggingModel,
+    files: Sequence[str],
+    tags: Sequence[str],
+    out_dir: Path,
+    job: dict[str, Any],
+    user_fields: Sequence[FieldSpec] | None,
+    user_id_column: str,
+    batch_size: int,
+    progress: Callable[[int], None] | None,
+    start: float,
+) -> dict[str, Any]:
+    """``--by tag``: per task and tag the ``top_n`` users with the highest probability; returns the manifest.
+
+    Streams over user batches with one :class:`AudienceState` (``[tasks, T, <= top_n]``: its size does
+    not depend on the number of users), merged batch by batch by :class:`AudienceScorer`. The output
+    (one file, ``part-00000``: columns ``tag, task, rank, user_id, score``) depends on every user, so it
+    is written at the end; the checkpoint is the state after each users file, saved as
+    ``_state-NNNNN.npz`` and recorded in the manifest with the file's fingerprint and its SHA-256. A
+    rerun of the same job resumes after the last recorded file if the files up to it are unchanged and
+    its state intact (else from the start), and skips everything if the output of the same inputs is
+    there. Before a run changes anything it marks the manifest incomplete and removes an older output:
+    a ``part-*`` file is always the result of the inputs its manifest names. Only the newest state is
+    kept. Deduplication keeps the set of user ids read, as ``--by user`` does.
+    """
+    fmt, top_n, min_score = job["format"], job["top_n"], job["min_score"]
+    job_path, manifest_path = out_dir / JOB_FILE, out_dir / MANIFEST
+    target = out_dir / output_name(0, fmt)
+    previous_manifest = _read_json(manifest_path) or {}
+    previous = _read_json(job_path) or {k: previous_manifest[k] for k in job if k in previous_manifest}
+    orphan = not previous_manifest and not any(out_dir.glob("part-*"))
+    if previous and previous != job and not orphan:
+        diff = sorted(k for k in {*job, *previous} if previous.get(k) != job.get(k))
+        raise TaggingError(
+            f"--out {out_dir}: holds the output of a different job (differs in {diff}); "
+            "use a new output directory or delete this one"
+        )
+    _remove_stale_temp_files(out_dir, {target.name, MANIFEST, JOB_FILE, *(_state_name(i) for i in range(len(files)))})
+    recorded = [r for r in previous_manifest.get("shards", []) if isinstance(r, dict)] if previous == job else []
+
+    fingerprints = []
+    upstream = hashlib.sha256()
+    for path in files:
+        fingerprint = {"input": path, **_file_fingerprint(path), "upstream_sha256": upstream.hexdigest()}
+        upstream.update(fingerprint["input_sha256"].encode())
+        fingerprints.append(fingerprint)
+    same = ("input", "input_bytes", "input_sha256", "upstream_sha256")
+    resume = 0
+    for index, rec in enumerate(recorded[: len(files)]):
+        if any(rec.get(k) != fingerprints[index][k] for k in same):
+            break
+        resume = index + 1
+    if resume:
+        state_path = out_dir / _state_name(resume - 1)
+        if not state_path.is_file() or recorded[resume - 1].get("state_sha256") != _sha256(state_path):
+            resume = 0  # that state was replaced by a later one, or damaged: start over
+    kept = [{**r, "status": "skipped"} for r in recorded[:resume]]
+
+    if (
+        previous_manifest.get("complete")
+        and resume == len(files)
+        and target.is_file()
+        and target.stat().st_size == previous_manifest.get("output_bytes")
+    ):
+        if progress:
+            progress(previous_manifest.get("users", 0))
+        manifest = {
+            **previous_manifest,
+            "shards": kept,
+            "users_computed": 0,
+            "shards_computed": 0,
+            "shards_skipped": len(kept),
+            "seconds": round(time.perf_counter() - start, 3),
+            "users_per_second": None,
+        }
+        _write_json(manifest_path, manifest)
+        return manifest
+
+    job_written = job_path.exists() and previous == job
+    if manifest_path.exists() or target.exists():
+        # The old output (if any) no longer describes what this run will write: first say so, then remove it.
+        _write_json(manifest_path, {**job, "complete": False, "shards": kept})
+        target.unlink(missing_ok=True)
+
+    scorer = AudienceScorer(tm, tags, top_n)
+    seen: set[str] = set()
+    if resume:
+        state = AudienceState.load(out_dir / _state_name(resume - 1))
+        if resume < len(files):  # later files skip the users of the earlier ones
+            for path in files[:resume]:
+                before = len(seen)
+                seen.update(uid for uid, _ in iter_user_records(path, user_fields, user_id_column))
+                if progress:
+                    progress(len(seen) - before)
+    else:
+        state = scorer.empty()
+    shards = list(kept)
+    total_users = kept[-1]["users_total"] if kept else 0
+    for index in range(resume, len(files)):
+        shard_start = time.perf_counter()
+        users = 0
+        for ids, examples in _new_user_batches(files[index], user_fields, user_id_column, seen, batch_size):
+            # _new_user_batches adds a batch's ids to ``seen`` before yielding it: their positions end at len(seen).
+            positions = np.arange(len(seen) - len(ids), len(seen), dtype=np.int64)
+            state = scorer.update(state, ids, examples, positions)
+            users += len(ids)
+            if progress:
+                progress(len(ids))
+        total_users = len(seen)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = _state_name(index)
+        state_sha = state.save(out_dir / name)
+        # The job file goes with the first checkpoint: a run that fails before one leaves no job behind.
+        if not job_written:
+            _write_json(job_path, job)
+            job_written = True
+        shards.append(
+            {
+                **fingerprints[index],
+                "users": users,
+                "users_total": total_users,
+                "status": "computed",
+                "seconds": time.perf_counter() - shard_start,
+                "state": name,
+                "state_sha256": state_sha,
+            }
+        )
+        _write_json(manifest_path, {**job, "complete": False, "shards": shards})
+        for old in out_dir.glob("_state-*.npz"):  # only the newest checkpoint is kept
+            if old.name != name:
+                old.unlink(missing_ok=True)
+    if total_users == 0:
+        for f in (target, manifest_path, job_path, *out_dir.glob("_state-*.npz")):
+            f.unlink(missing_ok=True)
+        raise TaggingError(f"--users: no users in {len(files)} file(s) ({files[0]} ...)")
+    rows = _write_audiences(target, fmt, state, tm.tasks, tags, min_score)
+    computed = [s for s in shards if s["status"] == "computed"]
+    computed_users = sum(s["users"] for s in computed)
+    manifest = {
+        **job,
+        "complete": True,
+        "score": tm.score,
+        "top_n_effective": min(top_n, total_users),
+        "shards": shards,
+        "users": total_users,
+        "users_computed": computed_users,
+        "shards_computed": len(computed),
+        "shards_skipped": len(shards) - len(computed),
+        "output": target.name,
+        "output_bytes": target.stat().st_size,
+        "rows": rows,
+        "state": shards[-1]["state"],
+        "seconds": round(time.perf_counter() - start, 3),
+        "users_per_second": round(computed_users / max(sum(s["seconds"] for s in computed), 1e-9), 1)
+        if computed
+        else None,
+    }
+    _write_json(manifest_path, manifest)
+    return manifest
+
+
 def tag_users(
     model: str | os.PathLike,
     users: str | os.PathLike | Sequence[str],
@@ -624,8 +1060,13 @@ def tag_users(
     features: str | os.PathLike | FeatureConfig | None = None,
     user_id_column: str = "user_id",
     progress: Callable[[int], None] | None = None,
+    by: str = "user",
+    top_n: int | None = None,
 ) -> dict[str, Any]:
     """Tags every user in ``users`` with its top-``top_k`` ``tags`` per task; returns the manifest.
+
+    With ``by="tag"`` it writes audience lists instead: per task and tag the ``top_n`` users with the
+    highest probability (see :func:`_tag_audiences`).
 
     Args:
       model: a SavedModel directory or a Pusher base directory (newest numeric version).
@@ -641,10 +1082,13 @@ def tag_users(
         model's ``user_tower`` takes serialized examples; found next to the data by default.
       user_id_column: the user id column / feature.
       progress: called with the number of users done after each batch.
+      by: ``user`` (top-K tags per user) or ``tag`` (top-N users per tag).
+      top_n: users per tag and task with ``by="tag"`` (default 100).
     """
     # Everything is checked before anything is written: a rejected run leaves the output directory as it was.
     if fmt not in FORMATS:
         raise TaggingError(f"--format: {fmt!r} not supported; use one of {list(FORMATS)}")
+    top_n = check_direction(by, top_n)
     if top_k < 1:
         raise TaggingError(f"--top-k: must be at least 1, got {top_k}")
     if batch_size < 1:
@@ -673,11 +1117,14 @@ def tag_users(
         "num_tags": len(tags),
         "tags_sha256": hashlib.sha256("\n".join(tags).encode()).hexdigest(),
         "tasks": tm.tasks,
-        "top_k": top_k,
+        # --by user keeps the job of earlier versions (their outputs still resume).
+        **({"top_k": top_k} if by == "user" else {"by": by, "top_n": top_n}),
         "min_score": min_score,
         "format": fmt,
         "user_id_column": user_id_column,
     }
+    if by == "tag":
+        return _tag_audiences(tm, files, tags, out_dir, job, user_fields, user_id_column, batch_size, progress, start)
     job_path = out_dir / JOB_FILE
     manifest_path = out_dir / MANIFEST
     if not manifest_path.exists() and (out_dir / LEGACY_MANIFEST).exists():
@@ -786,7 +1233,12 @@ def tag_users(
 
 
 __all__ = [
+    "DIRECTIONS",
     "FORMATS",
+    "AudienceScorer",
+    "AudienceState",
+    "combine_audiences",
+    "merge_batch",
     "TaggingError",
     "TaggingModel",
     "TopKTagger",

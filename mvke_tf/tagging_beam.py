@@ -2,11 +2,15 @@
 
     read users (one element per row, with its file and row position)
       -> dedupe by user_id (the first row wins, as in the local job)
-      -> beam.BatchElements
-      -> TagDoFn: the SavedModel is loaded once per worker (``setup``), the tag tower runs once
-         there, and every batch is one user_tower call + one matrix product per task + top-K
-         (the same :class:`~mvke_tf.tagging.TopKTagger` as the local job)
-      -> beam.io.WriteToParquet (``user_id, task, rank, tag, score``)
+      -> RunInference(TaggingModelHandler): Beam batches the users (``batch_elements_kwargs``) and
+         loads the SavedModel once per worker process (its shared-model handle); ``load_model`` runs
+         the tag tower once, and every batch is one user_tower call + one matrix product per task
+         (the same :class:`~mvke_tf.tagging.TopKTagger` / :class:`~mvke_tf.tagging.AudienceScorer`
+         as the local job)
+      --by user: per user its top-K rows
+      --by tag:  per batch and task the batch's top-N users of every tag ([T, <= N])
+                 -> CombinePerKey(task): the exact global top-N (ties: the user read first)
+      -> beam.io.WriteToParquet (``user_id, task, rank, tag, score`` or ``tag, task, rank, user_id, score``)
 
 DirectRunner by default; the same code runs on Dataflow, Flink or Spark (pass ``--runner`` and its
 options in ``beam_args``; the model, user and output paths must then be readable by the workers,
@@ -15,18 +19,23 @@ e.g. ``gs://``).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mvke_tf import tagging
 from mvke_tf.config import FeatureConfig
 from mvke_tf.data.dataset import resolve_files
+
+# A user's position (the order of the local job's users, used to break ties): its file index and row.
+_ROW_BITS = 40
 
 
 def _read_file(item: tuple[int, str], user_fields, user_id_column: str) -> Iterator[tuple[str, tuple]]:
@@ -39,27 +48,111 @@ def _first(values: Iterable[tuple]) -> tuple:
     return min(values, key=lambda v: (v[0], v[1]))
 
 
-class TagDoFn(beam.DoFn):
-    """Batches of ``(user_id, example)`` -> output row dicts; the model is loaded once per worker."""
+def _user_element(kv: tuple[str, tuple]) -> tuple[str, int, bytes]:
+    """``(user_id, (file index, row, example))`` -> ``(user_id, position, example)``.
 
-    def __init__(self, model_dir: str, tags: Sequence[str], tasks: Sequence[str] | None, top_k: int, min_score: float):
-        self.model_dir, self.tags, self.tasks = model_dir, list(tags), list(tasks) if tasks else None
-        self.top_k, self.min_score = top_k, min_score
-        self._tagger: tagging.TopKTagger | None = None
+    Positions order users as the local job reads them (files in sorted order, then rows).
+    """
+    uid, (index, row, example) = kv
+    return uid, (index << _ROW_BITS) | row, example
 
-    def setup(self) -> None:
+
+class TaggingModelHandler(ModelHandler):
+    """``RunInference`` handler for a tagging SavedModel; elements are ``(user_id, position, example)``.
+
+    * ``by="user"``: the model is a :class:`~mvke_tf.tagging.TopKTagger`; a batch gives one
+      ``PredictionResult(user_id, rows)`` per user (its output rows as dicts, task then rank).
+    * ``by="tag"``: the model is an :class:`~mvke_tf.tagging.AudienceScorer`; a batch gives per task
+      ``(task, AudienceState [T, <= top_n])``, the batch's own top-N users of every tag.
+    """
+
+    def __init__(
+        self,
+        model_dir: str,
+        tags: Sequence[str],
+        tasks: Sequence[str],
+        by: str = "user",
+        top_k: int = 20,
+        top_n: int | None = None,
+        min_score: float = 0.0,
+        batch_size: int = 1024,
+    ) -> None:
+        super().__init__()
+        self.model_dir, self.tags, self.tasks = model_dir, list(tags), list(tasks)
+        self.by, self.top_k, self.top_n, self.min_score = by, top_k, top_n, min_score
+        self.batch_size = batch_size
+
+    def load_model(self) -> tagging.TopKTagger | tagging.AudienceScorer:
         import mvke_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads on the worker)
 
-        self._tagger = tagging.TopKTagger(tagging.TaggingModel(self.model_dir, self.tasks), self.tags, self.top_k)
+        model = tagging.TaggingModel(self.model_dir, self.tasks)
+        if self.by == "tag":
+            return tagging.AudienceScorer(model, self.tags, self.top_n)
+        return tagging.TopKTagger(model, self.tags, self.top_k)
 
-    def process(self, batch: Sequence[tuple[str, bytes]]) -> Iterator[dict[str, Any]]:
-        ids = [uid for uid, _ in batch]
-        cols = self._tagger.rows(ids, [ex for _, ex in batch], self.min_score)
-        tags = self._tagger.tags
+    def run_inference(
+        self,
+        batch: Sequence[tuple[str, int, bytes]],
+        model: tagging.TopKTagger | tagging.AudienceScorer,
+        inference_args: Mapping[str, Any] | None = None,
+    ) -> Iterable[Any]:
+        if self.by == "tag":
+            # AudienceScorer.update breaks ties by the order of the batch: give it the position order.
+            batch = sorted(batch, key=lambda e: e[1])
+            state = model.update(model.empty(), [e[0] for e in batch], [e[2] for e in batch], [e[1] for e in batch])
+            return [(task, state[i]) for i, task in enumerate(model.model.tasks)]
+        cols = model.rows([e[0] for e in batch], [e[2] for e in batch], self.min_score)
+        rows: dict[str, list[dict[str, Any]]] = {e[0]: [] for e in batch}
         for uid, task, rank, ti, score in zip(
             cols["user_id"], cols["task"], cols["rank"], cols["tag_index"], cols["score"]
         ):
-            yield {"user_id": uid, "task": task, "rank": int(rank), "tag": tags[ti], "score": float(score)}
+            rows[uid].append(
+                {"user_id": uid, "task": task, "rank": int(rank), "tag": model.tags[ti], "score": float(score)}
+            )
+        return [PredictionResult(uid, user_rows) for uid, user_rows in rows.items()]
+
+    def batch_elements_kwargs(self) -> Mapping[str, Any]:
+        return {"min_batch_size": min(self.batch_size, 32), "max_batch_size": self.batch_size}
+
+    def get_num_bytes(self, batch: Sequence[tuple[str, int, bytes]]) -> int:
+        return sum(len(e[2]) for e in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "TagUsers"
+
+
+class TopNCombineFn(beam.CombineFn):
+    """Partial :class:`~mvke_tf.tagging.AudienceState` s -> their exact top-N (any order of merging)."""
+
+    def __init__(self, top_n: int) -> None:
+        self.top_n = top_n
+
+    def create_accumulator(self) -> tagging.AudienceState | None:
+        return None
+
+    def add_input(self, acc: tagging.AudienceState | None, state: tagging.AudienceState) -> tagging.AudienceState:
+        return state if acc is None else tagging.combine_audiences(acc, state, self.top_n)
+
+    def merge_accumulators(self, accs: Iterable[tagging.AudienceState | None]) -> tagging.AudienceState | None:
+        states = [a for a in accs if a is not None]
+        if not states:
+            return None
+        return functools.reduce(lambda a, b: tagging.combine_audiences(a, b, self.top_n), states)
+
+    def extract_output(self, acc: tagging.AudienceState | None) -> tagging.AudienceState | None:
+        return acc
+
+
+def _audience_rows(
+    kv: tuple[str, tagging.AudienceState | None], tags: Sequence[str], min_score: float
+) -> Iterator[dict[str, Any]]:
+    task, state = kv
+    if state is None:
+        return
+    one = tagging.AudienceState(state.logits[None], state.positions[None], state.user_ids[None])
+    for _, cols in tagging.audience_rows(one, [task], tags, min_score):
+        for tag, rank, uid, score in zip(cols["tag"], cols["rank"], cols["user_id"], cols["score"]):
+            yield {"tag": tag, "task": task, "rank": int(rank), "user_id": uid, "score": float(score)}
 
 
 def run_beam(
@@ -75,12 +168,15 @@ def run_beam(
     user_id_column: str = "user_id",
     beam_args: Sequence[str] = (),
     num_shards: int = 0,
+    by: str = "user",
+    top_n: int | None = None,
 ) -> dict[str, Any]:
     """Runs the tagging job with Beam; writes ``out/part-*.parquet`` and ``out/_manifest.json``.
 
     Arguments as :func:`mvke_tf.tagging.tag_users` (Parquet output only); ``beam_args`` are Beam
     pipeline options (default ``--runner=DirectRunner``), ``num_shards`` 0 lets the runner choose.
     """
+    top_n = tagging.check_direction(by, top_n)
     if top_k < 1:
         raise tagging.TaggingError(f"--top-k: must be at least 1, got {top_k}")
     if batch_size < 1:
@@ -101,22 +197,28 @@ def run_beam(
     if not any(a.startswith("--runner") for a in args):
         args.append("--runner=DirectRunner")
     options = PipelineOptions(args)
+    handler = TaggingModelHandler(model_dir, tags, task_list, by, top_k, top_n, min_score, batch_size)
     with beam.Pipeline(options=options) as p:
-        _ = (
+        scored = (
             p
             | "Files" >> beam.Create(list(enumerate(files)))
             | "Read" >> beam.FlatMap(_read_file, user_fields, user_id_column)
             | "FirstRowPerUser" >> beam.CombinePerKey(_first)
-            | "Example" >> beam.Map(lambda kv: (kv[0], kv[1][2]))
-            | "Batch" >> beam.BatchElements(min_batch_size=min(batch_size, 32), max_batch_size=batch_size)
-            | "TopK" >> beam.ParDo(TagDoFn(model_dir, tags, task_list, top_k, min_score))
-            | "Write"
-            >> beam.io.WriteToParquet(
-                os.path.join(out, "part"),
-                tagging.parquet_schema(),
-                file_name_suffix=".parquet",
-                num_shards=num_shards,
+            | "Position" >> beam.Map(_user_element)
+            | "Score" >> RunInference(handler)
+        )
+        if by == "tag":
+            rows = (
+                scored
+                | "TopNPerTask" >> beam.CombinePerKey(TopNCombineFn(top_n))
+                | "Rows" >> beam.FlatMap(_audience_rows, tags, min_score)
             )
+            schema = tagging.audience_schema()
+        else:
+            rows = scored | "Rows" >> beam.FlatMap(lambda result: result.inference)
+            schema = tagging.parquet_schema()
+        _ = rows | "Write" >> beam.io.WriteToParquet(
+            os.path.join(out, "part"), schema, file_name_suffix=".parquet", num_shards=num_shards
         )
     outputs = sorted(f for f in os.listdir(out) if f.startswith("part-") and f.endswith(".parquet"))
     manifest = {
@@ -126,7 +228,7 @@ def run_beam(
         "input_files": files,
         "num_tags": len(tags),
         "tasks": task_list,
-        "top_k": top_k,
+        **({"top_k": top_k} if by == "user" else {"by": by, "top_n": top_n}),
         "min_score": min_score,
         "format": "parquet",
         "outputs": outputs,

@@ -54,6 +54,7 @@ from mvke_tf.config import (
 )
 from mvke_tf.data import transform as T  # noqa: E402
 from mvke_tf.export.saved_model import RawInputs, export_saved_model  # noqa: E402
+from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, resolve_tag_vocabulary  # noqa: E402
 from mvke_tf.models.family import family_of  # noqa: E402
 from pipelines.preprocessing import load_feature_config, num_buckets  # noqa: E402
 from pipelines.split_rows import KEY as SPLIT_ROWS_KEY  # noqa: E402
@@ -369,5 +370,19 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # Before the export: the checkpoint holds the model's own weights only (not the Transform layer's).
         logging.info("Trainer: wrote the warm-start checkpoint to %s", save_warm_start(model, serving_dir))
         inputs = TransformInputs(tf_transform_output, raw_config)
-        export_saved_model(model, serving_dir, inputs, warmup_examples=warmup_examples(model, inputs, family))
+        # top_tags: the tag vocabulary (a tag file or a raw data directory, read with the raw feature config;
+        # Transform hashes tags, so it keeps no vocabulary of its own). None: the export has no top_tags.
+        top_tags = custom.get("top_tags_vocabulary")
+        if top_tags and "tag_tower" in family.signatures:
+            top_tags = resolve_tag_vocabulary(top_tags, raw_config)
+        else:
+            top_tags = None
+        export_saved_model(
+            model,
+            serving_dir,
+            inputs,
+            warmup_examples=warmup_examples(model, inputs, family),
+            tags=top_tags,
+            top_tags_max_k=int(custom.get("top_tags_max_k") or DEFAULT_TOP_TAGS_MAX_K),
+        )
         logging.info("Trainer: exported %s with warm-up requests to %s", family.name, serving_dir)

@@ -8,6 +8,7 @@ Works against ``serving.server`` and the real ``tensorflow_model_server`` alike 
         c.score(serialized_examples)      # {'click': array([...]), 'conversion': array([...])}
         c.user_tower(serialized_examples) # {'click_experts': array([B, S, d]), ...}
         c.tag_tower(["t0_1_3", ...])      # {'click_embedding': [B, d], 'click_gate': [B, S], ...}
+        c.top_tags(serialized_examples, 5)  # {'click': (tags [B, 5] str, scores [B, 5]), ...}
         c.predict("tag_tower", {"tags": np.array([b"t0"])})
 
 * numpy in and out (``tf.make_tensor_proto`` / ``tf.make_ndarray``); Python lists and ``str`` are
@@ -389,14 +390,17 @@ class ServingClient:
         if not arrays:
             raise ValueError("predict needs at least one input")
         limit = max_batch or self.max_batch
-        sizes = {k: a.shape[0] if a.ndim else None for k, a in arrays.items()}
-        n = next(iter(sizes.values()))
+        # Scalars (e.g. top_tags' k) are no batch: every chunk carries them as they are.
+        sizes = {k: a.shape[0] for k, a in arrays.items() if a.ndim}
+        n = next(iter(sizes.values()), None)
         if limit is None or n is None or n <= limit:
             return self._predict_once(signature, arrays, output_filter)
         if len(set(sizes.values())) != 1:
             raise ValueError(f"cannot split a request whose inputs have different batch sizes: {sizes}")
         parts = [
-            self._predict_once(signature, {k: a[i : i + limit] for k, a in arrays.items()}, output_filter)
+            self._predict_once(
+                signature, {k: a[i : i + limit] if a.ndim else a for k, a in arrays.items()}, output_filter
+            )
             for i in range(0, n, limit)
         ]
         return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
@@ -442,6 +446,23 @@ class ServingClient:
         """``tag_tower``: tags ``[B]`` -> ``{<task>_embedding: [B, d], <task>_gate: [B, S]}``."""
         name = self._single_input("tag_tower", "tags")
         return self.predict("tag_tower", {name: tags}, max_batch=max_batch)
+
+    def top_tags(
+        self, examples: ArrayLike, k: int, max_batch: int | None = None
+    ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``top_tags``: serialized user ``tf.Example`` ``[B]`` and ``k`` -> per task ``(tags, scores)``, the
+        best ``k`` tags of the vocabulary frozen at export (``str`` array ``[B, k]``) and their probabilities
+        (``float32 [B, k]``), best first. ``k`` must be in ``[1, top_tags_max_k]`` of the export, else a
+        :class:`ServingError` with ``INVALID_ARGUMENT``."""
+        inputs = {"examples": _serialized(examples), "k": np.array(k, dtype=np.int32)}
+        out = self.predict("top_tags", inputs, max_batch=max_batch)
+        result = {}
+        for key in sorted(out):
+            if key.endswith("_tags"):
+                task = key[: -len("_tags")]
+                tags = np.vectorize(lambda b: b.decode(), otypes=[object])(out[key]) if out[key].size else out[key]
+                result[task] = (tags.astype(object), out[f"{task}_scores"])
+        return result
 
 
 def _serialized(examples: ArrayLike) -> ArrayLike:

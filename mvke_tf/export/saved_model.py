@@ -17,6 +17,12 @@ signatures a model has. The contract:
   ``<task>_embedding [batch, d_out]``, ``<task>_gate [batch, S_task]`` (the VKG weights; 1 for non-MVKE
   models) and ``<task>_bias [batch]`` (cosine-score models add ``<task>_scale [batch]``).
 
+* ``top_tags`` (user tagging, exported with a tag vocabulary): ``examples: string [batch]`` (the user
+  fields), ``k: int32 []`` (1 <= k <= the export's ``top_tags_max_k``) -> per task ``<task>_tags string
+  [batch, k]`` and ``<task>_scores float [batch, k]`` (probabilities), best first: exactly the top-K of
+  ``mvke-tf tag-users`` against the vocabulary frozen at export (:mod:`mvke_tf.export.top_tags`). A
+  ``k`` out of range fails the request with ``INVALID_ARGUMENT``.
+
 Fast prediction from the two towers: ``p = sigmoid(sum_s gate_s * <experts_s, embedding> + bias)``
 (dot score). Warm-up requests for TF Serving, one per signature, are written once, to
 ``assets.extra/tf_serving_warmup_requests`` (:mod:`mvke_tf.export.warmup`). Only standard TF ops
@@ -34,6 +40,14 @@ import tensorflow as tf
 from mvke_tf.config import FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import parse_fields
 from mvke_tf.export.examples import dummy_rows, dummy_tags, examples_from_rows
+from mvke_tf.export.top_tags import (
+    DEFAULT_TOP_TAGS_MAX_K,
+    K_INPUT,
+    TOP_TAGS,
+    TagVocabulary,
+    resolve_tag_vocabulary,
+    top_tags_function,
+)
 from mvke_tf.export.warmup import DEFAULT_MODEL_NAME, write_warmup_requests
 from mvke_tf.models.family import family_of
 
@@ -77,10 +91,21 @@ def parse_user_examples(serialized: tf.Tensor, feature_config: FeatureConfig) ->
 
 
 def serving_functions(
-    model: tf.keras.Model, inputs: RawInputs | None = None
+    model: tf.keras.Model,
+    inputs: RawInputs | None = None,
+    *,
+    tags: TagVocabulary | None = None,
+    top_tags_max_k: int = DEFAULT_TOP_TAGS_MAX_K,
 ) -> dict[str, tf.types.experimental.ConcreteFunction]:
     """The traced signatures of ``model``'s family (see the module docstring), over ``inputs``
-    (default: :class:`RawInputs`), plus the input step's own."""
+    (default: :class:`RawInputs`), plus the input step's own.
+
+    Args:
+      tags: the tag vocabulary of ``top_tags`` (a list of tags, a file of one tag per line, or a data
+        directory whose tag column is read, as ``mvke-tf tag-users --tags`` takes it); ``None``: no
+        ``top_tags`` signature. Only for families with a ``tag_tower``.
+      top_tags_max_k: the largest ``k`` a ``top_tags`` request may ask for (capped at the number of tags).
+    """
     inputs = inputs or RawInputs()
     inputs.attach(model)
     family = family_of(model)
@@ -102,7 +127,22 @@ def serving_functions(
     builders = {"serving_default": serving_default, "user_tower": user_tower, "tag_tower": tag_tower}
     functions = {name: builders[name] for name in family.signatures}
     functions.update(inputs.signatures())
-    return {name: fn.get_concrete_function() for name, fn in functions.items()}
+    concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
+    if tags is not None:
+        if "tag_tower" not in concrete:
+            raise ValueError(
+                f"tags: a top_tags signature needs a two-tower (user tagging) model; {family.name} models have "
+                f"{list(family.signatures)}; fix: export without a tag vocabulary"
+            )
+        vocabulary = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
+
+        def user_experts(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+            return family.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
+
+        concrete[TOP_TAGS] = top_tags_function(
+            model, user_experts, concrete["tag_tower"], vocabulary, top_tags_max_k, list(model.tasks)
+        )
+    return concrete
 
 
 def warmup_requests(
@@ -111,8 +151,10 @@ def warmup_requests(
     tags: Sequence[str] | None = None,
     feature_config: FeatureConfig | None = None,
     dtypes: Mapping[str, tf.DType] | None = None,
+    top_tags_k: int | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """One small request per serving signature of ``model``'s family.
+    """One small request per serving signature of ``model``'s family (and ``top_tags`` with ``k =
+    top_tags_k`` when that is given).
 
     Args:
       examples: serialized ``tf.Example`` for the signatures on examples; default: two made-up rows of
@@ -139,6 +181,8 @@ def warmup_requests(
             requests[name] = {TAGS_INPUT: np.array(encoded, dtype=object)}
         else:
             requests[name] = {EXAMPLES_INPUT: batch}
+    if top_tags_k is not None:
+        requests[TOP_TAGS] = {EXAMPLES_INPUT: batch, K_INPUT: np.array(top_tags_k, dtype=np.int32)}
     return requests
 
 
@@ -152,6 +196,8 @@ def export_saved_model(
     feature_config: FeatureConfig | None = None,
     dtypes: Mapping[str, tf.DType] | None = None,
     model_name: str = DEFAULT_MODEL_NAME,
+    tags: TagVocabulary | None = None,
+    top_tags_max_k: int = DEFAULT_TOP_TAGS_MAX_K,
 ) -> Path:
     """Saves ``model`` (any family) with its signatures and warm-up requests; returns the directory.
 
@@ -163,9 +209,13 @@ def export_saved_model(
       warmup_examples, warmup_tags, feature_config, dtypes: the warm-up requests' content, as in
         :func:`warmup_requests`.
       model_name: the warm-up requests' ``model_spec.name`` (TF Serving does not check it).
+      tags, top_tags_max_k: the ``top_tags`` signature's tag vocabulary and largest ``k`` (see
+        :func:`serving_functions`); without ``tags`` the export has no ``top_tags``.
     """
-    tf.saved_model.save(model, str(export_dir), signatures=serving_functions(model, inputs))
-    requests = warmup_requests(model, warmup_examples, warmup_tags, feature_config, dtypes)
+    functions = serving_functions(model, inputs, tags=tags, top_tags_max_k=top_tags_max_k)
+    tf.saved_model.save(model, str(export_dir), signatures=functions)
+    top_tags_k = 1 if TOP_TAGS in functions else None  # the one k every export accepts
+    requests = warmup_requests(model, warmup_examples, warmup_tags, feature_config, dtypes, top_tags_k)
     requests.update((inputs or RawInputs()).warmup_requests(list(requests["serving_default"][EXAMPLES_INPUT])))
     write_warmup_requests(export_dir, requests, model_name)
     return Path(export_dir)

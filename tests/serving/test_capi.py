@@ -6,11 +6,12 @@ import tensorflow as tf
 from model_helpers import randomize_weights
 
 from mvke_tf.data import synthetic
-from mvke_tf.export import export_saved_model
+from mvke_tf.export import export_saved_model, non_standard_ops
 from mvke_tf.models.family import FAMILIES, family_of
 from serving.capi import CAPIError, build_program, check_export, run_signature
 
 FC = synthetic.feature_config()
+TAGS = ["t0", "t0_1", "t1_0_2", "t2_1_1", "unseen tag"]
 # One model per family, small; weights randomised so a wrong output differs by far more than 1e-6.
 MODELS = {
     "mvke_mt": dict(embedding_dim=4, dnn_units=(8,), top_units=(8, 4), tag_units=(8, 4)),
@@ -32,9 +33,13 @@ def test_every_signature_of_every_family_runs_in_the_cpp_runtime_like_python(nam
     tf.keras.utils.set_random_seed(0)
     model = family.build(FC, family.config_for(name, MODELS[name]))
     randomize_weights(model, seed=1)
-    export_saved_model(model, tmp_path / "1", feature_config=FC)
+    # Two-tower models also get top_tags (a tag vocabulary given): TFRS BruteForce, the k check, string outputs.
+    tags = TAGS if "tag_tower" in family.signatures else None
+    export_saved_model(model, tmp_path / "1", feature_config=FC, tags=tags, top_tags_max_k=3)
     report = check_export(tmp_path / "1")
-    assert set(report.requests) == set(family.signatures) and all(n >= 1 for n in report.requests.values())
+    want = set(family.signatures) | ({"top_tags"} if tags else set())
+    assert set(report.requests) == want and all(n >= 1 for n in report.requests.values())
+    assert non_standard_ops(tmp_path / "1") == set()
     assert max(report.max_abs_diff.values()) <= 1e-6, report
 
 

@@ -18,7 +18,7 @@ from mvke_tf.export import (
 from mvke_tf.export.describe import PY_FUNC_OPS
 from mvke_tf.export.examples import dummy_rows
 from mvke_tf.export.saved_model import parse_user_examples
-from mvke_tf.export.warmup import _encode_prediction_log, prediction_log, read_warmup_requests
+from mvke_tf.export.warmup import prediction_log, read_warmup_requests
 from mvke_tf.models import ModelConfig, build_model
 
 TINY = dict(embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
@@ -160,13 +160,15 @@ def test_warmup_requests(which, request):
         assert all(np.isfinite(v.numpy()).all() for v in out.values())
 
 
-def test_warmup_encoding_without_serving_api_matches_the_protos():
+def test_warmup_record_is_a_prediction_log_with_the_request():
     from tensorflow_serving.apis import prediction_log_pb2
 
-    inputs = {"examples": np.array([b"a", b"bc"], dtype=object), "tags": np.array([b"t"], dtype=object)}
-    ours = prediction_log_pb2.PredictionLog.FromString(_encode_prediction_log("mvke", "user_tower", inputs))
-    theirs = prediction_log_pb2.PredictionLog.FromString(prediction_log("mvke", "user_tower", inputs))
-    assert ours == theirs and ours.predict_log.request.model_spec.signature_name == "user_tower"
+    inputs = {"examples": np.array([b"a", b"bc"], dtype=object), "k": np.array(3, dtype=np.int32)}
+    log = prediction_log_pb2.PredictionLog.FromString(prediction_log("mvke", "top_tags", inputs))
+    request = log.predict_log.request
+    assert (request.model_spec.name, request.model_spec.signature_name) == ("mvke", "top_tags")
+    assert tf.make_ndarray(request.inputs["examples"]).tolist() == [b"a", b"bc"]
+    assert tf.make_ndarray(request.inputs["k"]).shape == () and int(tf.make_ndarray(request.inputs["k"])) == 3
 
 
 @pytest.mark.parametrize("which", ["mvke", "mmoe"])
