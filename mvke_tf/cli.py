@@ -228,6 +228,10 @@ BENCHMARKS = {
     "serving": "user_tower latency over gRPC vs in-process",
     "census": "MMoE vs baselines on census-income (needs --data DIR with the UCI files)",
     "multidomain": "M3oE vs multi-domain baselines on synthetic multi-domain data",
+    "multidomain_grid": "M3oE vs MMoE / PLE / STAR across domain and task relatedness, two training presets",
+    "gates": "MVKE's gate routing: gate variants, entropy and taxonomy separation on synthetic data",
+    "task_correlation": "MMoE's synthetic task-correlation study (Ma et al., KDD 2018)",
+    "learning_curves": "user-tagging models' AUC against training rows, next to the oracle and references",
 }
 
 
@@ -238,7 +242,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if not args.rest or args.rest[0] in ("-h", "--help"):
         print("usage: mvke-tf bench NAME [flags of that benchmark; NAME --help lists them]\n\nbenchmarks:")
         for name, what in BENCHMARKS.items():
-            print(f"  {name:<12} {what}")
+            print(f"  {name:<{max(map(len, BENCHMARKS))}}  {what}")
         return 0
     name, rest = args.rest[0], args.rest[1:]
     if name not in BENCHMARKS:
