@@ -320,16 +320,8 @@ class DomainLogits:
         domain = rng.choice(c.num_domains, size=len(users), p=np.asarray(c.domain_shares))
         click, conv = self._centred(users, ads, domain)
 
-        def solve(logit: np.ndarray, weight: np.ndarray, target: float) -> float:
-            lo, hi = -30.0, 30.0
-            for _ in range(60):
-                mid = (lo + hi) / 2
-                rate = np.sum(weight * _sigmoid(logit + mid)) / np.sum(weight)
-                lo, hi = (mid, hi) if rate < target else (lo, mid)
-            return (lo + hi) / 2
-
-        self.click_intercept = solve(click, np.ones_like(click), c.target_ctr)
-        self.conv_intercept = solve(conv, _sigmoid(click + self.click_intercept), c.target_cvr)
+        self.click_intercept = synthetic.solve_intercept(click, np.ones_like(click), c.target_ctr)
+        self.conv_intercept = synthetic.solve_intercept(conv, _sigmoid(click + self.click_intercept), c.target_cvr)
 
     def __call__(self, users: np.ndarray, ads: np.ndarray, domain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(click logit [N], conversion-given-click logit [N])``."""

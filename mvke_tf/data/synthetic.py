@@ -203,6 +203,16 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def solve_intercept(logit: np.ndarray, weight: np.ndarray, target: float) -> float:
+    """The offset b with ``sum(weight * sigmoid(logit + b)) / sum(weight) == target`` (bisection)."""
+    lo, hi = -30.0, 30.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        rate = np.sum(weight * _sigmoid(logit + mid)) / np.sum(weight)
+        lo, hi = (mid, hi) if rate < target else (lo, mid)
+    return (lo + hi) / 2
+
+
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
@@ -351,17 +361,9 @@ class SyntheticWorld:
         users, ads = self.sample_pairs(min(200_000, 20 * self.config.num_rows + 1000), rng)
         click, conv = self._logits(users, ads)
 
-        def solve(logit: np.ndarray, weight: np.ndarray, target: float) -> float:
-            lo, hi = -30.0, 30.0
-            for _ in range(60):
-                mid = (lo + hi) / 2
-                rate = np.sum(weight * _sigmoid(logit + mid)) / np.sum(weight)
-                lo, hi = (mid, hi) if rate < target else (lo, mid)
-            return (lo + hi) / 2
-
-        self.click_intercept = solve(click, np.ones_like(click), self.config.target_ctr)
+        self.click_intercept = solve_intercept(click, np.ones_like(click), self.config.target_ctr)
         p_click = _sigmoid(click + self.click_intercept)
-        self.conv_intercept = solve(conv, p_click, self.config.target_cvr)
+        self.conv_intercept = solve_intercept(conv, p_click, self.config.target_cvr)
 
     def probabilities(self, users: np.ndarray, ads: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """True P(click) and P(click and conversion) of impressions (user, ad)."""
