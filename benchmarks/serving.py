@@ -1,6 +1,6 @@
-"""Serving latency: ``user_tower`` over gRPC (in-repo server) vs the in-process SavedModel call.
+"""Serving latency: ``user_tower`` and ``top_tags`` over gRPC (in-repo server) vs the in-process call.
 
-    python -m benchmarks.serving --requests 300 --batches 1 256
+    python -m benchmarks.serving --requests 300 --batches 1 256 --k 10
 
 All in one run, on one SavedModel of the main job's size (MVKE-mt, hidden layers x0.25; untrained
 weights: speed does not depend on them), exported to ``<work-dir>/model/1/`` (reused if present):
@@ -10,8 +10,9 @@ weights: speed does not depend on them), exported to ``<work-dir>/model/1/`` (re
 * per batch size: serialized user ``tf.Example`` rows from synthetic data, a warm-up, then
   ``--requests`` sequential ``user_tower`` requests through :class:`serving.client.ServingClient`
   (one RPC each) interleaved with as many in-process calls of
-  ``tf.saved_model.load(dir).signatures["user_tower"](examples=...)`` (outputs fetched as numpy);
-  p50 / p99 latency, throughput (users/s = batch / mean latency) and the gRPC overhead;
+  ``tf.saved_model.load(dir).signatures["user_tower"](examples=...)`` (outputs fetched as numpy), and
+  the same for ``top_tags`` (``k = --k`` of the synthetic world's tags, frozen at export); p50 / p99
+  latency, throughput (users/s = batch / mean latency) and the gRPC overhead;
 * one concurrent figure: 4 client threads (one channel each) sending batch-256 requests for a few seconds.
 
 The real TF Serving (``tensorflow_model_server``) is not installable here: the gRPC figures are the
@@ -43,6 +44,7 @@ from benchmarks.report import machine, section, write_section
 REPO = Path(__file__).resolve().parent.parent
 MODEL_NAME = "mvke"
 SIGNATURE = "user_tower"
+TOP_TAGS = "top_tags"
 
 
 def _free_port() -> int:
@@ -54,8 +56,12 @@ def _free_port() -> int:
 def _export(base: Path, scale: float) -> tuple[Path, bool]:
     """``<base>/1`` with a SavedModel of the main job's size; (path, reused)."""
     version_dir = base / "1"
+    # (a model exported before top_tags existed is replaced)
     if (version_dir / "saved_model.pb").exists():
-        return version_dir, True
+        import tensorflow as tf
+
+        if TOP_TAGS in tf.saved_model.load(str(version_dir)).signatures:
+            return version_dir, True
     from mvke_tf.data import synthetic
     from mvke_tf.export import export_saved_model
     from mvke_tf.models import ModelConfig, build_model
@@ -63,7 +69,8 @@ def _export(base: Path, scale: float) -> tuple[Path, bool]:
     tmp = base / "1.tmp"  # not a numeric directory: the server never sees a half-written version
     shutil.rmtree(tmp, ignore_errors=True)
     mc = ModelConfig(model_type="mvke_mt").scaled(scale)
-    export_saved_model(build_model(synthetic.feature_config(), mc), tmp)
+    tags = synthetic.all_tags(synthetic.SyntheticConfig())
+    export_saved_model(build_model(synthetic.feature_config(), mc), tmp, tags=tags, top_tags_max_k=100)
     shutil.rmtree(version_dir, ignore_errors=True)
     tmp.rename(version_dir)
     return version_dir, False
@@ -233,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=4, help="client threads for the concurrent figure")
     p.add_argument("--concurrent-batch", type=int, default=256, help="users per request, concurrent figure")
     p.add_argument("--concurrent-seconds", type=float, default=5.0, help="duration of the concurrent figure")
+    p.add_argument("--k", type=int, default=10, help="tags per user of the top_tags requests (1..100)")
     p.add_argument("--scale", type=float, default=0.25, help="hidden layer scale vs the paper's Table 5")
     p.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for the model AVAILABLE")
     p.add_argument("--work-dir", default="runs/bench_serving")
@@ -240,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.requests < 1 or any(b < 1 for b in args.batches) or args.concurrent_batch < 1 or args.threads < 1:
         p.error("--requests, --batches, --threads and --concurrent-batch must be positive")
+    if not 1 <= args.k <= 100:
+        p.error(f"--k must be in 1..100 (the export's top_tags_max_k), got {args.k}")
 
     work = Path(args.work_dir)
     base = work / "model"
@@ -253,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = ServerProcess(base, _free_port(), work / "server.log")
     rows: list[tuple[int, dict, dict]] = []
+    top_rows: list[tuple[int, dict, dict]] = []
     conc: dict[str, float] | None = None
     try:
         server.start()  # loads while this process builds examples and loads the model itself
@@ -261,9 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         pool = _user_examples(max(2 * largest, 64))
         loaded = tf.saved_model.load(str(version_dir))
         local_fn = loaded.signatures[SIGNATURE]
+        top_fn = loaded.signatures[TOP_TAGS]
+        from mvke_tf.data import synthetic
+
+        num_tags = len(synthetic.all_tags(synthetic.SyntheticConfig()))  # the export's vocabulary
+        k = tf.constant(args.k, dtype=tf.int32)
 
         def local(batch: list[bytes]) -> dict[str, np.ndarray]:
             return {k: v.numpy() for k, v in local_fn(examples=tf.constant(batch)).items()}
+
+        def local_top(batch: list[bytes]) -> dict[str, np.ndarray]:
+            return {name: v.numpy() for name, v in top_fn(examples=tf.constant(batch), k=k).items()}
 
         client = ServingClient(server.target, MODEL_NAME, timeout=60.0, retries=0)
         print(f"waiting for the server on {server.target} ...", file=sys.stderr, flush=True)
@@ -275,22 +294,33 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             reqs = _batches(pool, batch, args.requests + args.warmup)
             ref, got = local(reqs[0]), client.user_tower(reqs[0])
-            for k in ref:  # same model, same answers: the comparison is like for like
-                np.testing.assert_allclose(got[k], ref[k], rtol=1e-4, atol=1e-5)
+            for name in ref:  # same model, same answers: the comparison is like for like
+                np.testing.assert_allclose(got[name], ref[name], rtol=1e-4, atol=1e-5)
+            top_ref, top_got = local_top(reqs[0]), client.top_tags(reqs[0], args.k)
+            for task, (tags, scores) in top_got.items():
+                np.testing.assert_allclose(scores, top_ref[f"{task}_scores"], rtol=1e-5)
+                assert [t.encode() for t in tags.ravel()] == list(top_ref[f"{task}_tags"].ravel()), task
             out_bytes[batch] = sum(v.nbytes for v in ref.values())
             for r in reqs[: args.warmup]:
                 client.user_tower(r)
                 local(r)
-            grpc_s, local_s = [], []
+                client.top_tags(r, args.k)
+                local_top(r)
+            grpc_s, local_s, top_grpc_s, top_local_s = [], [], [], []
             print(f"batch {batch}: {args.requests} requests each way ...", file=sys.stderr, flush=True)
-            for r in reqs[args.warmup :]:  # interleaved, so drift on a shared machine hits both alike
-                t = time.perf_counter()
-                client.user_tower(r)
-                grpc_s.append(time.perf_counter() - t)
-                t = time.perf_counter()
-                local(r)
-                local_s.append(time.perf_counter() - t)
+            calls = (
+                (lambda r: client.user_tower(r), grpc_s),
+                (local, local_s),
+                (lambda r: client.top_tags(r, args.k), top_grpc_s),
+                (local_top, top_local_s),
+            )
+            for r in reqs[args.warmup :]:  # interleaved, so drift on a shared machine hits all alike
+                for call, times in calls:
+                    t = time.perf_counter()
+                    call(r)
+                    times.append(time.perf_counter() - t)
             rows.append((batch, _stats(local_s, batch), _stats(grpc_s, batch)))
+            top_rows.append((batch, _stats(top_local_s, batch), _stats(top_grpc_s, batch)))
         client.close()
 
         print(
@@ -309,16 +339,20 @@ def main(argv: list[str] | None = None) -> int:
         "| batch | call | p50 (ms) | p99 (ms) | users/s |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for batch, loc, rpc in rows:
-        lines += [
-            f"| {batch} | in-process `signatures['user_tower']` | {loc['p50']:.2f} | {loc['p99']:.2f} "
-            f"| {loc['ups']:,.0f} |",
-            f"| {batch} | gRPC `Predict` (1 client, sequential) | {rpc['p50']:.2f} | {rpc['p99']:.2f} "
-            f"| {rpc['ups']:,.0f} |",
-            f"| {batch} | gRPC overhead | +{rpc['p50'] - loc['p50']:.2f} (x{rpc['p50'] / loc['p50']:.2f}) "
-            f"| +{rpc['p99'] - loc['p99']:.2f} (x{rpc['p99'] / loc['p99']:.2f}) "
-            f"| x{rpc['ups'] / loc['ups']:.2f} |",
-        ]
+    for (batch, loc, rpc), (_, top_loc, top_rpc) in zip(rows, top_rows):
+        for name, lo, rp in ((SIGNATURE, loc, rpc), (f"{TOP_TAGS}` (k={args.k})", top_loc, top_rpc)):
+            name = name if name.endswith(")") else f"{name}`"
+            lines += [
+                f"| {batch} | in-process `{name} | {lo['p50']:.2f} | {lo['p99']:.2f} | {lo['ups']:,.0f} |",
+                f"| {batch} | gRPC `{name} (1 client, sequential) | {rp['p50']:.2f} | {rp['p99']:.2f} "
+                f"| {rp['ups']:,.0f} |",
+                f"| {batch} | gRPC overhead, `{name} | +{rp['p50'] - lo['p50']:.2f} (x{rp['p50'] / lo['p50']:.2f}) "
+                f"| +{rp['p99'] - lo['p99']:.2f} (x{rp['p99'] / lo['p99']:.2f}) | x{rp['ups'] / lo['ups']:.2f} |",
+            ]
+        lines.append(
+            f"| {batch} | gRPC `{TOP_TAGS}` vs `{SIGNATURE}` | x{top_rpc['p50'] / rpc['p50']:.2f} "
+            f"| x{top_rpc['p99'] / rpc['p99']:.2f} | x{top_rpc['ups'] / rpc['ups']:.2f} |"
+        )
     lines.append(
         f"| {args.concurrent_batch} | gRPC, {args.threads} client threads, {conc['seconds']:.1f}s "
         f"({conc['requests']:,} requests) | {conc['p50']:.2f} | {conc['p99']:.2f} | {conc['ups']:,.0f} |"
@@ -331,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
         "The real TF Serving (`tensorflow_model_server`) is not installable here: the server is the in-repo "
         f"Python gRPC server (`{server_cmd}`, `serving/server.py`) speaking TF Serving's protocol, in its own "
         "process on localhost; so the gRPC figures include Python-side protobuf / `TensorProto` "
-        "(de)serialization on both ends (client: `ServingClient.user_tower`, numpy in and out). "
-        "Sequential requests alternate gRPC and in-process calls; users/s = batch / mean latency."
+        "(de)serialization on both ends (client: `ServingClient.user_tower` / `.top_tags`, numpy in and out). "
+        "Sequential requests alternate the four calls (gRPC and in-process, each signature); users/s = batch / "
+        f"mean latency. `{TOP_TAGS}` returns each user's best {args.k} of the {num_tags:,} tags per task, exact, "
+        "scored in the graph against the tag table frozen at export (`mvke_tf/export/top_tags.py`)."
     )
     model_txt = (
         f"MVKE-mt, the paper's Table 5 hidden layers x{args.scale} (untrained weights), `user_tower` outputs "
@@ -346,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if not args.no_write:
         facts = {"Model": f"{model_txt}.", "Machine": f"{machine()}, TensorFlow {tf.__version__}."}
-        body = section("Serving: `user_tower` over gRPC vs in-process", cmd, facts, table, note)
+        body = section("Serving: `user_tower` and `top_tags` over gRPC vs in-process", cmd, facts, table, note)
         write_section("serving", body)
     return 0
 

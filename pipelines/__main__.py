@@ -57,6 +57,8 @@ _FILE_ONLY = (
     "block_on_anomalies",
     "evaluator",
     "infra_validation",
+    "top_tags_vocabulary",
+    "top_tags_max_k",
 )
 
 

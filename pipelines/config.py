@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 from mvke_tf.config import STRATEGIES, ConfigError
 from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS
+from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K
 from mvke_tf.models.family import MODEL_NAMES, ModelFamily, family_of
 
 # Every model of every family (mvke_tf.models.family): two-tower, pair-ranking (``ranking_<type>``,
@@ -77,6 +79,12 @@ class PipelineConfig:
       infra_validation: before the Pusher, ``CppInfraValidator`` loads the model with TensorFlow's C API
         (TF Serving's loader) and runs every signature on its warm-up requests; a model the C++ runtime
         cannot serve is not pushed. Needs a C compiler where the component runs (``cc`` or ``$CC``).
+      top_tags_vocabulary: the tags of the pushed model's ``top_tags`` signature (a user's top-k tags in one
+        call, :mod:`mvke_tf.export.top_tags`): a file of one tag per line, or a raw data directory whose
+        tag column is read (as ``mvke-tf tag-users --tags-from-data``); frozen into the export. Transform
+        hashes tags and keeps no vocabulary, so the Trainer needs one. Empty: no ``top_tags``. Two-tower
+        models only. A relative path is relative to ``data_root`` (as ``input_pattern``), e.g. ``train``.
+      top_tags_max_k: the largest ``k`` a ``top_tags`` request may ask for (capped at the number of tags).
       evaluator: ``batched`` (the default: TFMA's config, output and blessing, metrics computed on
         batches, :mod:`pipelines.evaluator`) or ``tfma`` (TFX's stock Evaluator, one example at a time,
         for metrics the batched one does not have).
@@ -111,6 +119,8 @@ class PipelineConfig:
     distribution: str = "default"
     evaluator: str = "batched"
     infra_validation: bool = True
+    top_tags_vocabulary: str = ""
+    top_tags_max_k: int = DEFAULT_TOP_TAGS_MAX_K
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
@@ -183,6 +193,13 @@ class PipelineConfig:
             fail("schema_path", "give the path of a schema.pbtxt, or '' to infer the schema")
         if len(self.train_eval_split) != 2 or min(self.train_eval_split) < 1:
             fail("train_eval_split", "give two positive hash-bucket counts, e.g. (4, 1)")
+        if not isinstance(self.top_tags_vocabulary, str):
+            fail("top_tags_vocabulary", "give the path of a tag file or of a raw data directory, or '' for none")
+        if self.top_tags_vocabulary and "tag_tower" not in self.family.signatures:
+            fail("top_tags_vocabulary", f"{self.model_type} has no tag tower: use a two-tower model, or '' for none")
+        max_k = self.top_tags_max_k
+        if not isinstance(max_k, int) or isinstance(max_k, bool) or max_k < 1:
+            fail("top_tags_max_k", f"use a positive integer (default {DEFAULT_TOP_TAGS_MAX_K})")
 
     @property
     def uses_spans(self) -> bool:
@@ -198,6 +215,14 @@ class PipelineConfig:
     def family(self) -> ModelFamily:
         """The model's family (:mod:`mvke_tf.models.family`): its fields, builder and signatures."""
         return family_of(self.model_type)
+
+    @property
+    def top_tags_path(self) -> str:
+        """``top_tags_vocabulary`` as the Trainer reads it (under ``data_root`` unless absolute or a URI)."""
+        path = self.top_tags_vocabulary
+        if not path or os.path.isabs(path) or "://" in path:
+            return path
+        return os.path.join(self.data_root, path)
 
     def model_config(self) -> Any:
         """The model's config: ``model_type`` plus ``model_overrides``."""
@@ -216,4 +241,6 @@ class PipelineConfig:
             "seed": self.seed,
             "distribution": self.distribution,
             "validation_split": self.validation_split,
+            "top_tags_vocabulary": self.top_tags_path,
+            "top_tags_max_k": self.top_tags_max_k,
         }

@@ -13,10 +13,10 @@ Works against ``serving.server`` and the real ``tensorflow_model_server`` alike 
 
 * numpy in and out (``tf.make_tensor_proto`` / ``tf.make_ndarray``); Python lists and ``str`` are
   accepted; numeric arrays are cast to the signature's dtype (read once from the model metadata).
-* a per-attempt ``timeout`` (seconds); ``UNAVAILABLE`` (server down, restarting, not yet up) and, with
-  ``retry_deadline_exceeded``, ``DEADLINE_EXCEEDED`` are retried with exponential backoff and jitter for
-  up to ``retry_budget`` seconds (default 30: a restart of this server or of ``tensorflow_model_server``
-  takes ~15 s), on top of gRPC's own retry policy (service config) and fast channel reconnects.
+* retries are gRPC's own: the channel's service config waits for a server that is down, restarting or
+  not up yet (``waitForReady``) and resends a call that ended ``UNAVAILABLE`` (``retryPolicy``), all
+  within the call's deadline ``timeout`` (default 30 s: a restart of this server or of
+  ``tensorflow_model_server`` takes ~15 s); ``retries=0`` fails at once.
 * TLS: ``root_certificates`` (the CA's PEM), a client ``certificate_chain`` / ``private_key`` for mutual
   TLS, or any ``credentials`` (``grpc.ChannelCredentials``).
 * requests larger than ``max_batch`` rows are split along the batch axis (axis 0 of every input)
@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,14 +51,15 @@ log = logging.getLogger("serving.client")
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Seconds of UNAVAILABLE the client rides through by default: a restart of the in-repo server (~12 s:
-# TensorFlow import and model load) or of tensorflow_model_server (~15 s), with room to spare.
-DEFAULT_RETRY_BUDGET = 30.0
+# A call's deadline, waiting for the server included: it rides through a restart of the in-repo server
+# (~12 s: TensorFlow import and model load) or of tensorflow_model_server (~15 s), with room to spare.
+DEFAULT_TIMEOUT = 30.0
+# gRPC clamps a retry policy's maxAttempts to 5 (the original call and 4 retries).
+GRPC_MAX_ATTEMPTS = 5
 # How long a channel waits, at most, between reconnect attempts to a server that went away. gRPC's
 # default grows to 120 s, so after a 15 s restart the channel could stay disconnected long after the
 # server is back; every RPC meanwhile fails fast with UNAVAILABLE.
 MAX_RECONNECT_BACKOFF_MS = 1000
-_CLIENT_BUDGET = -1.0  # "the client's retry_budget" (None already means "no limit")
 _SERVICES = ("tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 _STATE_NAMES = dict(get_model_status_pb2.ModelVersionStatus.State.items())
 _STATE_BY_NUMBER = {v: k for k, v in _STATE_NAMES.items()}
@@ -130,22 +130,40 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str | bytes)
 
 
-def retry_service_config(max_attempts: int = 5) -> str:
-    """gRPC service config (JSON) retrying ``UNAVAILABLE`` inside one call (``max_attempts`` in all, at most 5).
+def retry_service_config(
+    max_attempts: int = GRPC_MAX_ATTEMPTS,
+    backoff: float = 0.1,
+    max_backoff: float = 2.0,
+    retry_deadline_exceeded: bool = False,
+) -> str:
+    """gRPC service config (JSON) of the client's channel: wait for the server, resend on ``UNAVAILABLE``.
 
-    gRPC resends a call that ended ``UNAVAILABLE`` before any response arrived (connection refused or
-    reset, a server shutting down) within the call's deadline, with backoff 0.1 s doubling to 1 s; longer
-    outages are the client loop's job (``retry_budget``). Predict, GetModelMetadata and GetModelStatus only
-    read, so resending them is safe.
+    ``waitForReady``: a call made while the server is unreachable (down, restarting, not up yet) waits
+    for the channel to connect instead of failing at once; the channel retries the connection every
+    <= ``MAX_RECONNECT_BACKOFF_MS``. ``retryPolicy``: a call that ended ``UNAVAILABLE`` after it was
+    sent (a server shutting down, a connection reset) is resent, ``max_attempts`` in all (gRPC's
+    limit is 5), the first retry after up to ``backoff`` s, doubling to ``max_backoff`` (gRPC jitters
+    each wait). Both stay within the call's deadline. ``retry_deadline_exceeded`` also resends on a
+    ``DEADLINE_EXCEEDED`` *returned by the server* (e.g. a batching queue's timeout); the call's own
+    deadline ends it. Predict, GetModelMetadata and GetModelStatus only read, so resending them is safe.
     """
+    if not 2 <= max_attempts <= GRPC_MAX_ATTEMPTS:
+        raise ValueError(
+            f"max_attempts must be 2..{GRPC_MAX_ATTEMPTS} (gRPC's limit), got {max_attempts}; "
+            "pass retries=0 to the client for no retries"
+        )
+    if not 0 < backoff <= max_backoff:
+        raise ValueError(f"need 0 < backoff <= max_backoff, got backoff={backoff}, max_backoff={max_backoff}")
+    codes = ["UNAVAILABLE"] + (["DEADLINE_EXCEEDED"] if retry_deadline_exceeded else [])
     policy = {
-        "maxAttempts": max(2, min(5, max_attempts)),
-        "initialBackoff": "0.1s",
-        "maxBackoff": "1s",
+        "maxAttempts": max_attempts,
+        "initialBackoff": f"{backoff:g}s",
+        "maxBackoff": f"{max_backoff:g}s",
         "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
+        "retryableStatusCodes": codes,
     }
-    return json.dumps({"methodConfig": [{"name": [{"service": s} for s in _SERVICES], "retryPolicy": policy}]})
+    config = {"name": [{"service": s} for s in _SERVICES], "waitForReady": True, "retryPolicy": policy}
+    return json.dumps({"methodConfig": [config]})
 
 
 def channel_credentials(
@@ -166,12 +184,12 @@ class ServingClient:
     Args:
       target: ``host:port`` of the gRPC endpoint (with TLS: a host name the server's certificate is for).
       model_name: the served model's name (``mvke`` in ``serving/deploy/models.config``).
-      timeout: seconds per attempt of each RPC.
-      retries: most extra attempts of a call on ``UNAVAILABLE`` (and ``DEADLINE_EXCEEDED`` if
-        ``retry_deadline_exceeded``); ``None``: as many as ``retry_budget`` allows; ``0``: fail at once
-        (gRPC's own retries are then off too).
-      retry_budget: seconds after a call's first failure during which it is retried (``None``: no limit).
-      backoff, max_backoff: the first retry waits up to ``backoff`` s, doubling up to ``max_backoff`` (full jitter).
+      timeout: each call's deadline in seconds, waiting for an unreachable server and gRPC's resends
+        included (default 30: rides through a server restart).
+      retries: most resends of a call that ended ``UNAVAILABLE`` (gRPC's limit is 4; ``None``: 4). ``0``:
+        fail at once, no waiting for an unreachable server either (for tests and health checks).
+      backoff, max_backoff: the first resend waits up to ``backoff`` s, doubling up to ``max_backoff``.
+      retry_deadline_exceeded: also resend on ``DEADLINE_EXCEEDED`` returned by the server.
       max_batch: default row limit per request (``None``: never split).
       version: pin a model version (``None``: the latest the server has).
       max_message_bytes: gRPC send / receive limits of the channel.
@@ -187,7 +205,7 @@ class ServingClient:
         self,
         target: str,
         model_name: str,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
         retries: int | None = None,
         backoff: float = 0.1,
         max_backoff: float = 2.0,
@@ -197,7 +215,6 @@ class ServingClient:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         coerce_dtypes: bool = True,
         channel: grpc.Channel | None = None,
-        retry_budget: float | None = DEFAULT_RETRY_BUDGET,
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
@@ -206,8 +223,14 @@ class ServingClient:
     ) -> None:
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        if retries is not None and retries < 0:
-            raise ValueError(f"retries must be >= 0 (or None: limited by retry_budget only), got {retries}")
+        if retries is not None and not 0 <= retries < GRPC_MAX_ATTEMPTS:
+            raise ValueError(
+                f"retries must be 0..{GRPC_MAX_ATTEMPTS - 1} (gRPC's retry policy resends a call at most "
+                f"{GRPC_MAX_ATTEMPTS - 1} times; None: that many), got {retries}; to ride through a longer "
+                "outage raise timeout: a call waits for an unreachable server until its deadline"
+            )
+        if timeout is None or timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds (each call's deadline), got {timeout}")
         pem = (root_certificates, private_key, certificate_chain)
         if credentials is not None and any(v is not None for v in pem):
             raise ValueError("pass either credentials or root_certificates / private_key / certificate_chain")
@@ -217,15 +240,11 @@ class ServingClient:
         self.model_name = model_name
         self.timeout = timeout
         self.retries = retries
-        self.retry_budget = retry_budget
-        self.backoff = backoff
-        self.max_backoff = max_backoff
         self.max_batch = max_batch
         self.version = version
         self.coerce_dtypes = coerce_dtypes
-        self.retry_codes = {grpc.StatusCode.UNAVAILABLE}
-        if retry_deadline_exceeded:
-            self.retry_codes.add(grpc.StatusCode.DEADLINE_EXCEEDED)
+        # Per call as well as in the service config: a channel passed in carries its own config.
+        self.wait_for_ready = retries != 0
         self._own_channel = channel is None
         if channel is None:
             if credentials is None and any(v is not None for v in pem):
@@ -237,7 +256,9 @@ class ServingClient:
                 ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS),
             ]
             if retries != 0:
-                options += [("grpc.enable_retries", 1), ("grpc.service_config", retry_service_config())]
+                attempts = GRPC_MAX_ATTEMPTS if retries is None else retries + 1
+                config = retry_service_config(attempts, backoff, max_backoff, retry_deadline_exceeded)
+                options += [("grpc.enable_retries", 1), ("grpc.service_config", config)]
             else:  # fail fast means fail fast: no retries hidden inside the call either
                 options += [("grpc.enable_retries", 0)]
             if ssl_target_name_override:
@@ -277,45 +298,25 @@ class ServingClient:
         rpc: Callable[..., Any],
         request: Any,
         signature: str | None = None,
-        budget: float | None = _CLIENT_BUDGET,
+        timeout: float | None = None,
     ) -> Any:
-        """One RPC, retried on ``retry_codes`` while both ``retries`` and the time ``budget`` (seconds from
-        the first failure; default ``retry_budget``) last."""
-        budget = self.retry_budget if budget == _CLIENT_BUDGET else budget
-        attempt = 0
-        give_up_at: float | None = None
-        while True:
-            try:
-                return rpc(request, timeout=self.timeout)
-            except grpc.RpcError as e:
-                code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
-                details = e.details() if callable(getattr(e, "details", None)) else str(e)
-                now = time.monotonic()
-                if give_up_at is None and budget is not None:
-                    give_up_at = now + budget
-                delay = random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
-                can_retry = code in self.retry_codes and (self.retries is None or attempt < self.retries)
-                if can_retry and give_up_at is not None:
-                    can_retry = now < give_up_at
-                    delay = min(delay, max(0.0, give_up_at - now))
-                if can_retry:
-                    attempt += 1
-                    left = "" if give_up_at is None else f", {give_up_at - now:.0f}s of retry budget left"
-                    msg = "%s on %s: %s (%s); retry %d in %.2fs%s"
-                    log.warning(msg, method, self.target, code.name, details, attempt, delay, left)
-                    time.sleep(delay)
-                    continue
-                raise ServingError(code, details or "", method, self.model_name, signature) from None
+        """One RPC with the deadline ``timeout`` (default: the client's); gRPC waits and resends within it."""
+        try:
+            return rpc(request, timeout=timeout or self.timeout, wait_for_ready=self.wait_for_ready)
+        except grpc.RpcError as e:
+            code = e.code() if callable(getattr(e, "code", None)) else grpc.StatusCode.UNKNOWN
+            details = e.details() if callable(getattr(e, "details", None)) else str(e)
+            raise ServingError(code, details or "", method, self.model_name, signature) from None
 
     # -- ModelService / metadata -------------------------------------------------------------------
 
-    def status(self, retry_budget: float | None = _CLIENT_BUDGET) -> list[VersionStatus]:
+    def status(self, timeout: float | None = None) -> list[VersionStatus]:
         """Every version the server knows of, newest first (``state='AVAILABLE'`` when serving).
 
-        ``retry_budget``: this call's (default: the client's)."""
+        ``timeout``: this call's deadline (default: the client's)."""
         req = get_model_status_pb2.GetModelStatusRequest()
         self._spec(req.model_spec)
-        resp = self._call("GetModelStatus", self._models.GetModelStatus, req, budget=retry_budget)
+        resp = self._call("GetModelStatus", self._models.GetModelStatus, req, timeout=timeout)
         out = [
             VersionStatus(s.version, _state_name(s.state), s.status.error_code, s.status.error_message)
             for s in resp.model_version_status
@@ -327,12 +328,13 @@ class ServingClient:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                # Within the caller's timeout: this loop polls, the call itself need not retry for long.
-                for s in self.status(retry_budget=max(0.0, deadline - time.monotonic())):
+                # Within the caller's timeout: this loop polls; one call waits for the server at most until then.
+                for s in self.status(timeout=max(0.05, min(self.timeout, deadline - time.monotonic()))):
                     if s.state == "AVAILABLE":
                         return s
             except ServingError as e:
-                if e.code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                waiting = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.DEADLINE_EXCEEDED)
+                if e.code not in waiting:
                     raise
             if time.monotonic() > deadline:
                 raise TimeoutError(f"model {self.model_name!r} not AVAILABLE on {self.target} after {timeout}s")

@@ -168,9 +168,17 @@ def test_pipeline_config_validation_names_the_field(tmp_path):
         (dict(eval_auc_floor=1.5), "eval_auc_floor"),
         (dict(data_root=""), "data_root"),
         (dict(model_overrides={"top_units": (16, 4)}), "model_overrides"),
+        (dict(top_tags_max_k=0), "top_tags_max_k"),
+        (dict(model_type="ranking_mmoe", model_overrides={}, top_tags_vocabulary="train"), "top_tags_vocabulary"),
     ):
         with pytest.raises(ConfigError, match=field):
             _config(tmp_path, **kw)
+    # top_tags' vocabulary: relative to data_root (as input_pattern), absolute paths and URIs as given.
+    assert cfg.custom_config()["top_tags_vocabulary"] == ""
+    data_root = str(tmp_path / "data")
+    assert _config(tmp_path, top_tags_vocabulary="train").custom_config()["top_tags_vocabulary"] == f"{data_root}/train"
+    for path in ("/abs/tags.txt", "gs://bucket/tags.txt"):
+        assert _config(tmp_path, top_tags_vocabulary=path).top_tags_path == path
 
 
 # ------------------------------------------------------------------------ kubeflow
@@ -350,7 +358,8 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     argv += ["--schema", cfg.schema_path, "--batch-size", "128", "--eval-steps", "5", "--auc-floor", "0.2"]
     argv += ["--model-overrides", json.dumps(TINY)]
     settings = tmp_path / "settings.yaml"
-    settings.write_text("epochs: 3\n")
+    # top_tags over the training day's tags (a path under data_root), k up to 5.
+    settings.write_text("epochs: 3\ntop_tags_vocabulary: train\ntop_tags_max_k: 5\n")
     start = time.perf_counter()
     assert main([*argv, "--config", str(settings)]) == 0
     seconds = time.perf_counter() - start
@@ -371,8 +380,8 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     by_name = dict(zip(names, component_lines))
     assert f"train {rows['train']['rows']:,} rows" in by_name["StatisticsGen"], by_name["StatisticsGen"]
     assert "no anomalies" in by_name["ExampleValidator"] and "BLESSED" in by_name["Evaluator"]
-    # Every signature (serving_default, transform_features, user_tower, tag_tower) ran in the C++ runtime.
-    assert "BLESSED: 4 signature(s) answer as in Python" in by_name["CppInfraValidator"], by_name["CppInfraValidator"]
+    # Every signature (serving_default, transform_features, user_tower, tag_tower, top_tags) ran in the C++ runtime.
+    assert "BLESSED: 5 signature(s) answer as in Python" in by_name["CppInfraValidator"], by_name["CppInfraValidator"]
     assert f"{-(-rows['train']['rows'] // 128) * 3:,} steps" in by_name["Trainer"]  # 3 epochs, every row
     assert "pushed " in by_name["Pusher"] and "evaluation (eval split, per slice):" in out
     assert not any("WARNING" in line or "Traceback" in line for line in lines), out
@@ -386,12 +395,12 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     versions = [p for p in (tmp_path / "serving").iterdir() if p.is_dir()]
     assert len(versions) == 1 and versions[0].name.isdigit()
     loaded = tf.saved_model.load(str(versions[0]))
-    assert {"serving_default", "transform_features", "user_tower", "tag_tower"} <= set(loaded.signatures)
+    assert {"serving_default", "transform_features", "user_tower", "tag_tower", "top_tags"} <= set(loaded.signatures)
     from mvke_tf.export.warmup import read_warmup_requests
 
     warmup = read_warmup_requests(versions[0])  # TF Serving replays these on load
     signatures = {r.predict_log.request.model_spec.signature_name for r in warmup}
-    assert signatures >= {"serving_default", "user_tower", "tag_tower"}, signatures
+    assert signatures >= {"serving_default", "user_tower", "tag_tower", "top_tags"}, signatures
     examples = _raw_examples(data / "eval" / "part-00000.csv", 16)
     out = loaded.signatures["serving_default"](examples=tf.constant(examples))
     assert set(out) >= {"click", "conversion"}
@@ -408,6 +417,24 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     assert tags["click_embedding"].shape == (2, 8)
     users = loaded.signatures["user_tower"](examples=tf.constant(examples[:3]))
     assert users["click_experts"].shape[0] == 3
+    # top_tags against brute force: every training-day tag paired with the user, scored by serving_default.
+    from mvke_tf.export.top_tags import resolve_tag_vocabulary
+
+    vocabulary = resolve_tag_vocabulary(data / "train")
+    top = loaded.signatures["top_tags"](examples=tf.constant(examples[:2]), k=tf.constant(5))
+    for row, record in enumerate(examples[:2]):
+        pairs = []
+        for tag in vocabulary:
+            ex = tf.train.Example.FromString(record)
+            ex.features.feature["tags"].bytes_list.value[:] = [tag.encode()]
+            pairs.append(ex.SerializeToString())
+        brute = loaded.signatures["serving_default"](examples=tf.constant(pairs))
+        for task in ("click", "conversion"):
+            p = brute[task].numpy()
+            best = np.sort(p)[::-1][:5]
+            np.testing.assert_allclose(top[f"{task}_scores"].numpy()[row], best, rtol=1e-4, err_msg=task)
+            got = [t.decode() for t in top[f"{task}_tags"].numpy()[row]]
+            assert [p[vocabulary.index(t)] for t in got] == pytest.approx(best, rel=1e-4), task
 
     from pipelines.evaluation import slice_metrics
     from pipelines.report import run_report

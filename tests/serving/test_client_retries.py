@@ -1,4 +1,5 @@
-"""The client's default retries ride through a server restart; ``retries`` / ``retry_budget`` bound them."""
+"""gRPC's own retry policy (the client's service config) rides through a server restart within a call's
+deadline; ``timeout`` / ``retries`` bound it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import grpc
 import numpy as np
 import pytest
+from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tiny_servable import examples, export_tiny, free_port
 
 from serving.client import ServingClient, ServingError
@@ -70,24 +72,27 @@ def test_default_client_rides_through_a_restart_on_the_same_port(base):
     assert not errors, errors[:3]
     assert [t for t in answered if t < down_at], "no answer before the restart"
     assert [t for t in answered if t > up_at], "no answer after the restart"
-    # Reconnection is prompt (the channel's reconnect backoff is capped at 1 s, the client's at 2 s), not
-    # gRPC's default of up to 120 s.
+    # Reconnection is prompt (the channel's reconnect backoff is capped at 1 s), not gRPC's default of up
+    # to 120 s: calls waiting for the server go out as soon as it is back.
     assert min(t for t in answered if t > up_at) - up_at < 8
 
 
-def test_retry_budget_and_retries_bound_the_wait():
+def test_deadline_and_retries_bound_the_wait():
     target = f"127.0.0.1:{free_port()}"  # nothing listens
     t0 = time.monotonic()
     with pytest.raises(ServingError) as err:
-        ServingClient(target, "tiny", retry_budget=1.5).status()
-    assert err.value.code == grpc.StatusCode.UNAVAILABLE
-    assert 1.0 < time.monotonic() - t0 < 8
+        ServingClient(target, "tiny", timeout=1.5).status()  # waits for the server until its deadline
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 1.4 < time.monotonic() - t0 < 8
     t0 = time.monotonic()
     with pytest.raises(ServingError) as err:
-        ServingClient(target, "tiny", retries=0).status()  # fail fast: no retries, gRPC's own off too
+        ServingClient(target, "tiny", retries=0).status()  # fail fast: no waiting, no resends
     assert err.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - t0 < 1
-    with pytest.raises(ValueError, match="retries must be >= 0"):
-        ServingClient(target, "tiny", retries=-1)
+    for bad in (-1, 5):
+        with pytest.raises(ValueError, match="retries must be 0..4"):
+            ServingClient(target, "tiny", retries=bad)
+    with pytest.raises(ValueError, match="timeout must be > 0"):
+        ServingClient(target, "tiny", timeout=0)
 
 
 def test_grpc_retry_policy():
@@ -98,5 +103,58 @@ def test_grpc_retry_policy():
         "tensorflow.serving.PredictionService",
         "tensorflow.serving.ModelService",
     }
+    assert config["waitForReady"] is True
     policy = config["retryPolicy"]
-    assert policy["retryableStatusCodes"] == ["UNAVAILABLE"] and 2 <= policy["maxAttempts"] <= 5
+    assert policy == {
+        "maxAttempts": 5,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    [config] = json.loads(retry_service_config(3, 0.25, 1.0, retry_deadline_exceeded=True))["methodConfig"]
+    assert config["retryPolicy"]["maxAttempts"] == 3 and config["retryPolicy"]["initialBackoff"] == "0.25s"
+    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "DEADLINE_EXCEEDED"]
+    with pytest.raises(ValueError, match="max_attempts must be 2..5"):
+        retry_service_config(6)
+
+
+class _FlakyPrediction(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """A PredictionService whose first ``failures`` GetModelMetadata calls end ``UNAVAILABLE`` after they
+    reached the server (what a server shutting down answers), then answers."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.calls = 0
+
+    def GetModelMetadata(self, request, context):  # noqa: N802 - the gRPC method's name
+        from tensorflow_serving.apis import get_model_metadata_pb2
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "shutting down")
+        return get_model_metadata_pb2.GetModelMetadataResponse(model_spec=request.model_spec)
+
+
+@pytest.mark.parametrize("retries, failures, answered", [(None, 4, True), (2, 2, True), (2, 3, False)])
+def test_grpc_resends_unavailable_after_the_call_reached_the_server(retries, failures, answered):
+    """The resends are gRPC's (the server counts the attempts), bounded by ``retries``."""
+    from concurrent import futures
+
+    service = _FlakyPrediction(failures)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with ServingClient(f"127.0.0.1:{port}", "tiny", retries=retries, backoff=0.01, max_backoff=0.05) as c:
+            if answered:
+                assert c.metadata_response().model_spec.name == "tiny"
+            else:
+                with pytest.raises(ServingError) as err:
+                    c.metadata_response()
+                assert err.value.code == grpc.StatusCode.UNAVAILABLE
+        assert service.calls == min(failures + 1, (4 if retries is None else retries) + 1)
+    finally:
+        server.stop(0)
