@@ -58,9 +58,11 @@ def _export(base: Path, scale: float) -> tuple[Path, bool]:
     version_dir = base / "1"
     # (a model exported before top_tags existed is replaced)
     if (version_dir / "saved_model.pb").exists():
-        import tensorflow as tf
+        from tensorflow.core.protobuf import saved_model_pb2
 
-        if TOP_TAGS in tf.saved_model.load(str(version_dir)).signatures:
+        # The signatures from the proto: loading the model here would load it twice (main loads it).
+        saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+        if TOP_TAGS in saved.meta_graphs[0].signature_def:
             return version_dir, True
     from mvke_tf.data import synthetic
     from mvke_tf.export import export_saved_model
@@ -340,13 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         "| --- | --- | --- | --- | --- |",
     ]
     for (batch, loc, rpc), (_, top_loc, top_rpc) in zip(rows, top_rows):
-        for name, lo, rp in ((SIGNATURE, loc, rpc), (f"{TOP_TAGS}` (k={args.k})", top_loc, top_rpc)):
-            name = name if name.endswith(")") else f"{name}`"
+        # The rendered names: `user_tower`, `top_tags` (k=10).
+        for name, lo, rp in ((f"`{SIGNATURE}`", loc, rpc), (f"`{TOP_TAGS}` (k={args.k})", top_loc, top_rpc)):
             lines += [
-                f"| {batch} | in-process `{name} | {lo['p50']:.2f} | {lo['p99']:.2f} | {lo['ups']:,.0f} |",
-                f"| {batch} | gRPC `{name} (1 client, sequential) | {rp['p50']:.2f} | {rp['p99']:.2f} "
+                f"| {batch} | in-process {name} | {lo['p50']:.2f} | {lo['p99']:.2f} | {lo['ups']:,.0f} |",
+                f"| {batch} | gRPC {name} (1 client, sequential) | {rp['p50']:.2f} | {rp['p99']:.2f} "
                 f"| {rp['ups']:,.0f} |",
-                f"| {batch} | gRPC overhead, `{name} | +{rp['p50'] - lo['p50']:.2f} (x{rp['p50'] / lo['p50']:.2f}) "
+                f"| {batch} | gRPC overhead, {name} | +{rp['p50'] - lo['p50']:.2f} (x{rp['p50'] / lo['p50']:.2f}) "
                 f"| +{rp['p99'] - lo['p99']:.2f} (x{rp['p99'] / lo['p99']:.2f}) | x{rp['ups'] / lo['ups']:.2f} |",
             ]
         lines.append(
