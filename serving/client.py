@@ -141,7 +141,8 @@ def retry_service_config(
     ``waitForReady``: a call made while the server is unreachable (down, restarting, not up yet) waits
     for the channel to connect instead of failing at once; the channel retries the connection every
     <= ``MAX_RECONNECT_BACKOFF_MS``. ``retryPolicy``: a call that ended ``UNAVAILABLE`` after it was
-    sent (a server shutting down, a connection reset) is resent, ``max_attempts`` in all (gRPC's
+    sent (a server shutting down, a connection reset), or that the server ``CANCELLED`` (still running
+    when a shutting-down server's grace period ended), is resent, ``max_attempts`` in all (gRPC's
     limit is 5), the first retry after up to ``backoff`` s, doubling to ``max_backoff`` (gRPC jitters
     each wait). Both stay within the call's deadline. ``retry_deadline_exceeded`` also resends on a
     ``DEADLINE_EXCEEDED`` *returned by the server* (e.g. a batching queue's timeout); the call's own
@@ -154,7 +155,9 @@ def retry_service_config(
         )
     if not 0 < backoff <= max_backoff:
         raise ValueError(f"need 0 < backoff <= max_backoff, got backoff={backoff}, max_backoff={max_backoff}")
-    codes = ["UNAVAILABLE"] + (["DEADLINE_EXCEEDED"] if retry_deadline_exceeded else [])
+    # CANCELLED: what a server shutting down answers calls still running when its grace period ends (gRPC
+    # retries only statuses the server sent; a call the application cancels itself is never resent).
+    codes = ["UNAVAILABLE", "CANCELLED"] + (["DEADLINE_EXCEEDED"] if retry_deadline_exceeded else [])
     policy = {
         "maxAttempts": max_attempts,
         "initialBackoff": f"{backoff:g}s",

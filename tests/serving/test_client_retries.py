@@ -110,11 +110,11 @@ def test_grpc_retry_policy():
         "initialBackoff": "0.1s",
         "maxBackoff": "2s",
         "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
+        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
     }
     [config] = json.loads(retry_service_config(3, 0.25, 1.0, retry_deadline_exceeded=True))["methodConfig"]
     assert config["retryPolicy"]["maxAttempts"] == 3 and config["retryPolicy"]["initialBackoff"] == "0.25s"
-    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "DEADLINE_EXCEEDED"]
+    assert config["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED", "DEADLINE_EXCEEDED"]
     with pytest.raises(ValueError, match="max_attempts must be 2..5"):
         retry_service_config(6)
 
