@@ -29,6 +29,7 @@ lint: setup
 CENSUS_DIR ?=
 
 bench: test-slow  ## heavier checks and benchmarks (writes figures to docs/benchmarks.md)
+	@$(PY) -m benchmarks.first_fit
 	@$(PY) -m benchmarks.models --rows 400000 --seeds 3
 	@$(PY) -m benchmarks.gates --rows 400000 --seeds 3
 	@$(PY) -m benchmarks.learning_curves --max-minutes 40

@@ -770,6 +770,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--full", action="store_true", help="200k / 1M rows x 3 seeds and 4M rows x 1 seed")
     p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument(
+        "--sizes", nargs="+", type=int, default=None, help="train only these sizes of the plan (the report keeps all)"
+    )
     p.add_argument("--scale", type=float, default=0.25, help="hidden layer scale vs the paper's Table 5")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--learning-rate", type=float, default=1e-3)
@@ -784,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         p.error(f"--models: {bad} unknown; use some of {list(MODEL_TYPES)}")
     plan = FULL_PLAN if args.full else DEFAULT_PLAN
+    if args.sizes is not None and not set(args.sizes) <= set(plan):
+        p.error(f"--sizes: {sorted(set(args.sizes) - set(plan))} not in the plan; use some of {sorted(plan)}")
     root = Path(args.work_dir)
     config = world_config()
     start = time.perf_counter()
@@ -791,14 +796,15 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f} s] {msg}", file=sys.stderr, flush=True)
 
-    info = prepare_data(config, root, max(plan), log=log)
+    info = prepare_data(config, root, max(args.sizes or plan), log=log)
     log(f"data ready: eval {info['eval']['rows']:,} rows, sha256 {info['eval']['sha256'][:16]}")
     cells, not_run = [], []
     train_start = time.perf_counter()
     for model, n, seed in _plan_cells(plan, args.models):
         cached = (root / "cells" / f"{model}-{n}-{seed}.json").exists()
         over = args.max_minutes is not None and time.perf_counter() - train_start > 60 * args.max_minutes
-        if (over or args.report_only) and not cached:
+        skipped = args.sizes is not None and n not in args.sizes
+        if (over or skipped or args.report_only) and not cached:
             not_run.append({"model": model, "train_rows": n, "seed": seed})
             continue
         cell = run_cell(root, model, n, seed, args)

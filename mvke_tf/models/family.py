@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import tensorflow as tf
 
 from mvke_tf.config import STRATEGIES, ConfigError, FeatureConfig, FieldSpec
-from mvke_tf.models.compiling import compile_per_task
+from mvke_tf.models.compiling import build_training_state, compile_per_task
 from mvke_tf.models.config import MODEL_TYPES, ModelConfig
 from mvke_tf.models.multidomain import (
     MULTIDOMAIN_MODEL_TYPES,
@@ -132,6 +132,7 @@ class ModelFamily(abc.ABC):
         ``train`` and ``validation`` yield ``(features, labels)`` batches; with ``steps_per_epoch`` the
         training data may repeat. ``held_out``: see :meth:`needs_held_out`.
         """
+        build_training_state(model, train)  # one trace of the train step instead of two
         history = model.fit(
             train,
             epochs=epochs,
