@@ -1,7 +1,7 @@
 """Learning curves on the synthetic user-tagging data: AUC vs training rows, next to the oracle.
 
     python -m benchmarks.learning_curves            # 200k rows x 3 seeds, 1M rows x 1 seed
-    python -m benchmarks.learning_curves --full     # 200k / 1M x 3 seeds, 4M x 1 seed
+    python -m benchmarks.learning_curves --full     # 200k / 1M x 3 seeds, 4M x 1 seed, 200k x 5 epochs x 3 seeds
 
 Is conversion data-starved? Every model of the MVKE line-up trains through the library path
 (:func:`mvke_tf.train.train_and_evaluate`, the settings of ``benchmarks.models``) on the first N
@@ -11,6 +11,11 @@ reachable: the oracle (true probabilities) and an *observable reference*, a logi
 sees only what the features carry (see :func:`reference_features`), fitted on the true
 probabilities instead of the 0/1 labels. Each (model, rows, seed) result is cached as JSON under
 the work directory, so an interrupted or extended run (``--full`` after the default) reuses them.
+
+One epoch at every size means a larger size is both more distinct rows and more optimisation
+steps. The *same-steps* cells (``--same-steps SEEDS``, part of ``--full``) separate the two: the
+smallest size trained for as many epochs as it takes to match the next size's steps (200k rows x 5
+epochs against 1M rows x 1 epoch), so what is left between them is the effect of distinct rows.
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ SHARD_ROWS = 200_000
 NUM_USERS = 40_000  # as benchmarks.models
 DEFAULT_PLAN = {200_000: 3, 1_000_000: 1}
 FULL_PLAN = {200_000: 3, 1_000_000: 3, 4_000_000: 1}
+# Seeds of the same-steps cells (smallest size, as many epochs as the next size's steps) in --full.
+FULL_SAME_STEPS_SEEDS = 3
 # Gap share floor: the AUC of a random score. gap share = (AUC - floor) / (oracle - floor).
 FLOOR_AUC = 0.5
 FIGURES = Path(__file__).resolve().parent.parent / "docs" / "figures"
@@ -175,10 +182,23 @@ def size_dir(root: Path, train_rows: int, shard_rows: int = SHARD_ROWS) -> Path:
 
 
 # --------------------------------------------------------------------------- training cells
-def run_cell(root: Path, model_type: str, train_rows: int, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Trains one (model, rows, seed) cell through the library path, or loads its cached result."""
-    path = root / "cells" / f"{model_type}-{train_rows}-{seed}.json"
-    settings = {"scale": args.scale, "batch_size": args.batch_size, "learning_rate": args.learning_rate, "epochs": 1}
+def cell_path(root: Path, model_type: str, train_rows: int, seed: int, epochs: int = 1) -> Path:
+    """Where a cell's result is cached; one-epoch cells keep the name they always had."""
+    rows = str(train_rows) if epochs == 1 else f"{train_rows}x{epochs}"
+    return root / "cells" / f"{model_type}-{rows}-{seed}.json"
+
+
+def run_cell(
+    root: Path, model_type: str, train_rows: int, seed: int, args: argparse.Namespace, epochs: int = 1
+) -> dict[str, Any]:
+    """Trains one (model, rows, seed, epochs) cell through the library path, or loads its cached result."""
+    path = cell_path(root, model_type, train_rows, seed, epochs)
+    settings = {
+        "scale": args.scale,
+        "batch_size": args.batch_size,
+        "learning_rate": args.learning_rate,
+        "epochs": epochs,
+    }
     if path.exists():
         cell = json.loads(path.read_text())
         if cell["settings"] == settings:
@@ -188,7 +208,7 @@ def run_cell(root: Path, model_type: str, train_rows: int, seed: int, args: argp
 
     data_dir = size_dir(root, train_rows)
     mc = ModelConfig(model_type=model_type).scaled(args.scale)
-    tc = TrainConfig(epochs=1, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=seed)
+    tc = TrainConfig(epochs=epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, seed=seed)
     start = time.perf_counter()
     report = train_and_evaluate(data_dir, mc, tc, verbose=0)
     cell = {
@@ -511,6 +531,14 @@ def _rows_label(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1000}k"
 
 
+def _rows_by_size(cells: Sequence[Mapping[str, Any]]) -> str:
+    """Minutes of training and evaluation per training size, e.g. ``200k 25 min, 1M 75 min``."""
+    minutes: dict[int, float] = {}
+    for c in cells:
+        minutes[c["train_rows"]] = minutes.get(c["train_rows"], 0.0) + c["wall_seconds"] / 60
+    return ", ".join(f"{_rows_label(n)} {m:.0f} min" for n, m in sorted(minutes.items()))
+
+
 def plot(results: Mapping[str, Any], path: str | Path) -> Path:
     """AUC vs training rows per model (mean ± seed std), one panel per task, with the oracle and
     the references as horizontal lines. ``results`` is the dict saved as ``learning_curves.json``."""
@@ -748,7 +776,113 @@ def reading(results: Mapping[str, Any]) -> str:
             f"- **Is conversion data-starved?** From {_rows_label(small)} to {_rows_label(top)} rows, averaged over "
             f"{', '.join(common)}, conversion AUC moves {d_conv:+.4f} and click {d_click:+.4f}: {verdict}. " + signal
         )
+    rows_or_steps = same_steps_reading(results, both_noise)
+    if rows_or_steps:
+        out.append(rows_or_steps)
     return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- rows or steps
+def _steps(rows: int, batch_size: int, epochs: int = 1) -> int:
+    return -(-rows // batch_size) * epochs
+
+
+def _same_steps_parts(results: Mapping[str, Any]) -> tuple[Mapping[str, Any], dict, dict, list[str]] | None:
+    """The same-steps block, the one-epoch and the repeated-epoch summaries, and the models that have
+    all three cells (small × 1 epoch, small × k epochs, next size × 1 epoch); None if none has."""
+    block = results.get("same_steps")
+    if not block or not block["cells"]:
+        return None
+    one, rep = summarize(results["cells"]), summarize(block["cells"])
+    small, big = block["rows"], block["compare_rows"]
+    models = [m for m in rep if small in rep[m] and small in one.get(m, {}) and big in one.get(m, {})]
+    return (block, one, rep, models) if models else None
+
+
+def same_steps_table(results: Mapping[str, Any]) -> str:
+    """Per model and task: the smallest size at one epoch and at k epochs against the next size at one
+    epoch (the same steps as k epochs), and the share of the one-epoch gain the extra steps alone give."""
+    parts = _same_steps_parts(results)
+    if parts is None:
+        return ""
+    block, one, rep, models = parts
+    small, big, k = block["rows"], block["compare_rows"], block["epochs"]
+    batch = results["settings"]["batch_size"]
+    lines = [
+        f"| model | task | {_rows_label(small)} × 1 epoch ({_steps(small, batch):,} steps) | "
+        f"{_rows_label(small)} × {k} epochs ({_steps(small, batch, k):,} steps), seeds | "
+        f"{_rows_label(big)} × 1 epoch ({_steps(big, batch):,} steps) | share of the {_rows_label(small)} → "
+        f"{_rows_label(big)} gain from steps alone |",
+        "| --- | --- | --- | --- | --- | ---: |",
+    ]
+    for m in models:
+        for t in TASKS:
+            a, r, b = one[m][small][t], rep[m][small][t], one[m][big][t]
+            gain = b["mean"] - a["mean"]
+            share = f"{(r['mean'] - a['mean']) / gain:.0%}" if gain > 0 else "n/a (no gain)"
+            lines.append(f"| {m} | {t} | {_ms(a)} | {_ms(r)}, {r['n']} | {_ms(b)} | {share} |")
+    return "\n".join(lines)
+
+
+def same_steps_reading(results: Mapping[str, Any], noise: float | None) -> str | None:
+    """One bullet: at equal steps, how much of the gain distinct rows give beyond repeated ones."""
+    parts = _same_steps_parts(results)
+    if parts is None:
+        return None
+    block, one, rep, models = parts
+    small, big, k = block["rows"], block["compare_rows"], block["epochs"]
+    multi = [v[t]["std"] for sizes in rep.values() for v in sizes.values() if v["click"]["n"] > 1 for t in TASKS]
+    noise = max([noise or 0.0, *multi]) if (noise is not None or multi) else None
+    mean = {
+        t: {
+            key: float(np.mean([src[m][n][t]["mean"] for m in models]))
+            for key, src, n in (("one", one, small), ("rep", rep, small), ("big", one, big))
+        }
+        for t in TASKS
+    }
+    share = {
+        t: (mean[t]["rep"] - mean[t]["one"]) / (mean[t]["big"] - mean[t]["one"])
+        if mean[t]["big"] > mean[t]["one"]
+        else float("nan")
+        for t in TASKS
+    }
+    rows_effect = {t: mean[t]["big"] - mean[t]["rep"] for t in TASKS}
+    conv = rows_effect["conversion"]
+    if noise is not None and abs(conv) <= 2 * noise:
+        verdict = (
+            f"at equal steps, {k} passes over {_rows_label(small)} rows do as well as one over {_rows_label(big)}: "
+            "the one-epoch curve's conversion gain is optimisation steps, so at one epoch these models are "
+            "under-trained rather than short of rows"
+        )
+    elif conv > 0:
+        verdict = (
+            "distinct rows help beyond the steps they bring: conversion is data-starved in the strict sense "
+            "(repeating rows does not replace new ones)"
+        )
+    else:
+        verdict = f"{k} passes over the same rows do better than one pass over new ones at equal steps"
+    below = [t for t in TASKS if mean[t]["rep"] < mean[t]["one"]]
+    if below:
+        verdict += (
+            f"; {k} passes over the same rows even score below one pass ({' and '.join(below)}), a sign of "
+            "overfitting: the extra passes fit the training rows, not the eval day"
+        )
+    return (
+        f"- **Rows or steps?** At equal steps ({_steps(small, results['settings']['batch_size'], k):,} vs "
+        f"{_steps(big, results['settings']['batch_size']):,}), {_rows_label(small)} rows × {k} epochs against "
+        f"{_rows_label(big)} rows × 1 epoch, mean over {', '.join(models)}: click "
+        f"{mean['click']['rep']:.4f} vs {mean['click']['big']:.4f}, conversion {mean['conversion']['rep']:.4f} vs "
+        f"{mean['conversion']['big']:.4f}. The extra steps alone give {share['click']:.0%} (click) and "
+        f"{share['conversion']:.0%} (conversion) of the {_rows_label(small)} → {_rows_label(big)} gain; distinct "
+        f"rows at equal steps add {rows_effect['click']:+.4f} click AUC ({_vs_noise(rows_effect['click'], noise)}) "
+        f"and {conv:+.4f} conversion ({_vs_noise(conv, noise)}). So {verdict}."
+    )
+
+
+def _vs_noise(diff: float, noise: float | None) -> str:
+    if noise is None:
+        return "one seed per cell, not tested against seed noise"
+    return f"{'beyond' if abs(diff) > 2 * noise else 'within'} twice the seed std {noise:.4f}"
 
 
 # --------------------------------------------------------------------------- main
@@ -768,10 +902,22 @@ def _plan_cells(plan: Mapping[int, int], models: Sequence[str]) -> list[tuple[st
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--full", action="store_true", help="200k / 1M rows x 3 seeds and 4M rows x 1 seed")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="200k / 1M rows x 3 seeds, 4M rows x 1 seed, and the same-steps cells (200k rows x 5 epochs) x 3 seeds",
+    )
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument(
         "--sizes", nargs="+", type=int, default=None, help="train only these sizes of the plan (the report keeps all)"
+    )
+    p.add_argument(
+        "--same-steps",
+        type=int,
+        default=None,
+        metavar="SEEDS",
+        help="seeds of the same-steps cells: the smallest size for as many epochs as the next size's steps "
+        f"(default: {FULL_SAME_STEPS_SEEDS} with --full, else 0)",
     )
     p.add_argument("--scale", type=float, default=0.25, help="hidden layer scale vs the paper's Table 5")
     p.add_argument("--batch-size", type=int, default=512)
@@ -789,6 +935,9 @@ def main(argv: list[str] | None = None) -> int:
     plan = FULL_PLAN if args.full else DEFAULT_PLAN
     if args.sizes is not None and not set(args.sizes) <= set(plan):
         p.error(f"--sizes: {sorted(set(args.sizes) - set(plan))} not in the plan; use some of {sorted(plan)}")
+    same_seeds = args.same_steps if args.same_steps is not None else FULL_SAME_STEPS_SEEDS * args.full
+    if same_seeds < 0:
+        p.error(f"--same-steps {same_seeds}: a number of seeds is 0 or more; fix: --same-steps 3")
     root = Path(args.work_dir)
     config = world_config()
     start = time.perf_counter()
@@ -800,18 +949,24 @@ def main(argv: list[str] | None = None) -> int:
     log(f"data ready: eval {info['eval']['rows']:,} rows, sha256 {info['eval']['sha256'][:16]}")
     cells, not_run = [], []
     train_start = time.perf_counter()
-    for model, n, seed in _plan_cells(plan, args.models):
-        cached = (root / "cells" / f"{model}-{n}-{seed}.json").exists()
+    small, following = sorted(plan)[:2]
+    repeat = following // small  # epochs over the smallest size that take the next size's steps
+    same_cells, same_not_run = [], []
+    runs = [(model, n, seed, 1) for model, n, seed in _plan_cells(plan, args.models)]
+    runs += [(model, small, seed, repeat) for seed in range(same_seeds) for model in args.models]
+    for model, n, seed, epochs in runs:
+        cached = cell_path(root, model, n, seed, epochs).exists()
         over = args.max_minutes is not None and time.perf_counter() - train_start > 60 * args.max_minutes
         skipped = args.sizes is not None and n not in args.sizes
         if (over or skipped or args.report_only) and not cached:
-            not_run.append({"model": model, "train_rows": n, "seed": seed})
+            (not_run if epochs == 1 else same_not_run).append({"model": model, "train_rows": n, "seed": seed})
             continue
-        cell = run_cell(root, model, n, seed, args)
-        cells.append(cell)
+        cell = run_cell(root, model, n, seed, args, epochs=epochs)
+        (cells if epochs == 1 else same_cells).append(cell)
         log(
-            f"{model:<10} {n:>9,} rows seed {seed}: click {cell['auc']['click']:.4f} "
-            f"conversion {cell['auc']['conversion']:.4f} ({cell['train_examples_per_second']:,.0f} ex/s)"
+            f"{model:<10} {n:>9,} rows{f' x {epochs} epochs' if epochs > 1 else ''} seed {seed}: click "
+            f"{cell['auc']['click']:.4f} conversion {cell['auc']['conversion']:.4f} "
+            f"({cell['train_examples_per_second']:,.0f} ex/s)"
         )
     ref_path = root / "references.json"
     refs = json.loads(ref_path.read_text()) if ref_path.exists() else None
@@ -821,12 +976,13 @@ def main(argv: list[str] | None = None) -> int:
         ref_path.write_text(json.dumps(refs, indent=2))
     # The eval day is one file shared by every size: each cell must have scored the same rows.
     same_eval = all(
-        c["eval_examples"] == info["eval"]["rows"] and c["eval_positives"] == info["eval"]["positives"] for c in cells
+        c["eval_examples"] == info["eval"]["rows"] and c["eval_positives"] == info["eval"]["positives"]
+        for c in cells + same_cells
     )
     # (to 1e-5: the files round probabilities to 6 decimals, the data's own figure is from unrounded ones)
     oracle_agrees = all(
         abs(refs["oracle"][t] - info["eval"]["oracle_auc"][t]) < 1e-5
-        and all(abs(c["oracle_auc"][t] - refs["oracle"][t]) < 1e-9 for c in cells)
+        and all(abs(c["oracle_auc"][t] - refs["oracle"][t]) < 1e-9 for c in cells + same_cells)
         for t in TASKS
     )
     results = {
@@ -838,9 +994,23 @@ def main(argv: list[str] | None = None) -> int:
         "floor_auc": FLOOR_AUC,
         "cells": cells,
         "not_run": not_run,
+        "same_steps": {
+            "rows": small,
+            "epochs": repeat,
+            "compare_rows": following,
+            "seeds": same_seeds,
+            "cells": same_cells,
+            "not_run": same_not_run,
+        },
         "references": refs,
     }
     table = tables(results)
+    rows_or_steps = same_steps_table(results)
+    if rows_or_steps:
+        table += (
+            f"\n\nRows or steps: the {_rows_label(small)}-row prefix trained for {repeat} epochs takes the steps of "
+            f"{_rows_label(following)} rows in one (mean ± seed std):\n\n{rows_or_steps}"
+        )
     print(table)
     text = reading(results)
     print(text)
@@ -853,8 +1023,11 @@ def main(argv: list[str] | None = None) -> int:
     plot(results, FIGURES / "learning_curves.png")
     cmd = "python -m benchmarks.learning_curves " + " ".join(sys.argv[1:] if argv is None else argv)
     ran = ", ".join(f"{_rows_label(n)} rows × {s} seed{'s' * (s > 1)}" for n, s in sorted(plan.items()))
-    missing = "; ".join(f"{c['model']} {_rows_label(c['train_rows'])} seed {c['seed']}" for c in not_run)
-    train_minutes = sum(c["wall_seconds"] for c in cells) / 60
+    missing = "; ".join(
+        [f"{c['model']} {_rows_label(c['train_rows'])} seed {c['seed']}" for c in not_run]
+        + [f"{c['model']} {_rows_label(c['train_rows'])} × {repeat} epochs seed {c['seed']}" for c in same_not_run]
+    )
+    train_minutes = sum(c["wall_seconds"] for c in cells + same_cells) / 60
     facts = {
         "Data": (
             f"one world (`SyntheticConfig(num_rows={config.num_rows:,}, num_users={config.num_users:,}, "
@@ -878,17 +1051,26 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.learning_rate}, batch {args.batch_size}, 1 epoch (so more rows also means more steps)"
         ),
         "Plan": f"{ran}"
-        + ("" if args.full else "; 4M rows: not run here (`python -m benchmarks.learning_curves --full`)"),
+        + ("" if args.full else "; 4M rows: not run here (`python -m benchmarks.learning_curves --full`)")
+        + (
+            f"; same steps: {_rows_label(small)} rows × {repeat} epochs × {same_seeds} seed{'s' * (same_seeds > 1)}"
+            if same_seeds
+            else ""
+        ),
         "Run here": (
             (
-                "tabulated from the cache (`--report-only`), trained by earlier runs of this plan under a compute "
-                "budget (`--max-minutes`): "
+                "tabulated from the cache (`--report-only`), trained by earlier runs of this plan in parts "
+                "(`--max-minutes`, `--sizes`): "
                 if args.report_only
                 else ""
             )
             + f"{len(cells)} cells ("
             + ", ".join(f"{c['model']} {_rows_label(c['train_rows'])} seed {c['seed']}" for c in cells)
-            + f"), {train_minutes:.0f} min of training and evaluation at "
+            + (f") and {len(same_cells)} same-steps cells (" if same_cells else "")
+            + ", ".join(f"{c['model']} seed {c['seed']}" for c in same_cells)
+            + f"), {train_minutes:.0f} min of training and evaluation"
+            + (f" ({_rows_by_size(cells)})" if len({c["train_rows"] for c in cells}) > 1 else "")
+            + " at "
             f"{np.mean([c['train_examples_per_second'] for c in cells]):,.0f} training examples/s on average"
             + (f"; **not run** (out of the compute budget): {missing}" if missing else "")
             + "; every cell is cached under the work directory, so a re-run (or `--full`) trains only the missing "
@@ -901,7 +1083,14 @@ def main(argv: list[str] | None = None) -> int:
         "Machine": f"{machine()} (shared with other jobs: throughput figures are indicative only)",
     }
     steps = ", ".join(f"{-(-n // args.batch_size):,} steps at {_rows_label(n)} rows" for n in sorted(plan))
-    note = REFERENCE_NOTE.format(fit_rows=refs["fit_rows"], steps=steps)
+    separation = (
+        f"The same-steps cells below separate them: {_rows_label(small)} rows × {repeat} epochs take the steps of "
+        f"{_rows_label(following)} rows × 1 epoch."
+        if same_cells
+        else f"This run does not separate the two; {repeat} epochs over {_rows_label(small)} rows against one over "
+        f"{_rows_label(following)} would (`--same-steps 3`)."
+    )
+    note = REFERENCE_NOTE.format(fit_rows=refs["fit_rows"], steps=steps, separation=separation)
     body = section("Learning curves: is conversion data-starved?", cmd, facts, table, note)
     body += f"\n![learning curves](figures/learning_curves.png)\n\nReading (computed from the table):\n\n{text}\n"
     write_section("learning_curves", body)
@@ -924,8 +1113,7 @@ allow: oracle − observable reference bounds the unobservable part from above, 
 model bounds the unlearned part from below.
 
 One epoch at every size (as `benchmarks.models`): a larger size is both more distinct rows and more
-optimisation steps ({steps}). This run does not separate the two; several epochs over 200k rows
-against one over 1M would."""
+optimisation steps ({steps}). {separation}"""
 
 
 if __name__ == "__main__":

@@ -144,6 +144,58 @@ def test_summary_table_and_reading():
     assert "click rises with rows more than conversion does" in flat
 
 
+def _with_same_steps(results, click, conversion, seeds=3):
+    """Adds 200k-row x 5-epoch cells with the given mean AUCs (same shifts and jitter as _fake_results)."""
+    cells = []
+    for m, shift in (("a", 0.0), ("b", 0.01)):
+        for s in range(seeds):
+            jitter = 0.002 * (s - 1) if seeds > 1 else 0.0
+            auc_ = {"click": click + shift + jitter, "conversion": conversion + shift - jitter}
+            cells.append({"model": m, "train_rows": 200_000, "seed": s, "auc": auc_})
+    block = {"rows": 200_000, "epochs": 5, "compare_rows": 1_000_000, "seeds": seeds, "cells": cells, "not_run": []}
+    return {**results, "settings": {"batch_size": 512}, "same_steps": block}
+
+
+def test_same_steps_table_and_reading_separate_rows_from_steps():
+    base = _fake_results({200_000: 0.66, 1_000_000: 0.70}, {200_000: 0.70, 1_000_000: 0.80})
+    # Repeating the 200k rows gives 40% of the click gain and 20% of the conversion gain.
+    results = _with_same_steps(base, click=0.676, conversion=0.72)
+    table = lc.same_steps_table(results)
+    assert table.splitlines()[0].startswith(
+        "| model | task | 200k × 1 epoch (391 steps) | 200k × 5 epochs (1,955 steps)"
+    )
+    assert "| a | click | 0.6600 ± 0.0016 | 0.6760 ± 0.0016, 3 | 0.7000 | 40% |" in table
+    assert "| b | conversion | 0.7100 ± 0.0016 | 0.7300 ± 0.0016, 3 | 0.8100 | 20% |" in table
+    text = lc.reading(results)
+    assert "The extra steps alone give 40% (click) and 20% (conversion)" in text
+    assert "+0.0800 conversion (beyond twice the seed std 0.0016)" in text
+    assert "conversion is data-starved in the strict sense" in text
+    # Repeated rows as good as new ones at equal steps: the gain is steps, not rows.
+    steps_only = lc.reading(_with_same_steps(base, click=0.70, conversion=0.80))
+    assert "0.0000 conversion (within twice the seed std" in steps_only
+    assert "under-trained rather than short of rows" in steps_only
+    assert "score below one pass" not in text
+    overfit = lc.reading(_with_same_steps(base, click=0.65, conversion=0.69))
+    assert "5 passes over the same rows even score below one pass (click and conversion)" in overfit
+    # Without same-steps cells there is no such bullet, and no table.
+    assert "Rows or steps" not in lc.reading(base)
+    assert lc.same_steps_table({**base, "same_steps": {**results["same_steps"], "cells": []}}) == ""
+
+
+def test_cell_path_keeps_one_epoch_names(tmp_path):
+    assert lc.cell_path(tmp_path, "mmoe", 200_000, 2).name == "mmoe-200000-2.json"
+    assert lc.cell_path(tmp_path, "mmoe", 200_000, 2, epochs=5).name == "mmoe-200000x5-2.json"
+
+
+def test_minutes_per_size_sum_the_cells_of_each_size():
+    cells = [
+        {"train_rows": 1_000_000, "wall_seconds": 1_200.0},
+        {"train_rows": 200_000, "wall_seconds": 600.0},
+        {"train_rows": 200_000, "wall_seconds": 60.0},
+    ]
+    assert lc._rows_by_size(cells) == "200k 11 min, 1M 20 min"
+
+
 def test_plan_order_runs_seed_zero_curves_first():
     order = lc._plan_cells({200_000: 3, 1_000_000: 1}, ["x", "y", "z"])
     assert order[:6] == [
