@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup run run-multidomain test test-slow lint bench lock clean
+.PHONY: setup run run-multidomain test test-slow test-repeat lint bench lock clean
 
 setup:  ## create .venv (Python 3.10) with the pinned stack; fast when up to date
 	@bash scripts/setup.sh
@@ -21,6 +21,16 @@ test: setup  ## lint, then the default test suite (benchmarks excluded)
 
 test-slow: setup  ## the heaviest end-to-end tests, left out of `make test`; one at a time (two of them start worker processes)
 	@$(PY) -m pytest -m slow -n 0
+
+# The flake hunt (scripts/test_repeat.py): each training-heavy test file RUNS times, the default suite SUITE
+# times and the slow tests SLOW times, every run a fresh process, two at a time; a table of what failed.
+RUNS ?= 10
+SUITE ?= 0
+SLOW ?= 0
+FILES ?=
+
+test-repeat: setup  ## run tests again and again in fresh processes and count failures (RUNS=10 SUITE=0 SLOW=0 FILES=)
+	@$(PY) scripts/test_repeat.py --runs $(RUNS) --suite $(SUITE) --slow $(SLOW) $(FILES)
 
 lint: setup
 	@$(VENV)/bin/ruff check .

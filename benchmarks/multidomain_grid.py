@@ -84,7 +84,7 @@ def run_model(
         res = out.setdefault(cell["key"], {"mean": [], "seconds": [], "epochs": [], **{n: [] for n in FUSION}})
         for seed in range(seeds):
             t0 = time.perf_counter()
-            tf.random.set_seed(seed)
+            tf.keras.utils.set_random_seed(seed)  # Keras' initialisers draw from Python's random
             fresh = MultiDomainModel(arch, specs)
             fresh.build_weights()
             if model is None:

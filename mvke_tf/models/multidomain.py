@@ -486,7 +486,9 @@ def train_multidomain(
       epochs: most epochs of training.
       learning_rate: Adam learning rate of the model parameters.
       fusion_learning_rate: Adam learning rate of the fusion weights.
-      seed: if given, ``tf.random.set_seed(seed)`` before building (initialisation).
+      seed: if given, ``tf.keras.utils.set_random_seed(seed)`` before building: Python's, NumPy's
+        and TensorFlow's seeds. Not ``tf.random.set_seed`` alone: Keras draws the seeds of its
+        unseeded initialisers from Python's ``random``, so that left the weights unseeded.
       steps_per_epoch: training steps per epoch (None: one pass over ``train``).
       validation: batches scored after every epoch (``val_loss``, ``val_<task>_auc`` and
         ``val_mean_auc``, the mean AUC over (domain, task)), at most ``validation_steps`` of them.
@@ -507,7 +509,7 @@ def train_multidomain(
       ``trace``.
     """
     if seed is not None:
-        tf.random.set_seed(seed)
+        tf.keras.utils.set_random_seed(seed)
     if getattr(model, "optimizer", None) is None:
         decay = {"weight_decay": weight_decay} if weight_decay else {}
         model.compile(

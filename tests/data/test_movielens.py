@@ -188,7 +188,7 @@ def test_multidomain_model_trains():
     md = ml.multidomain_table(ml.load_movielens(DIRS[ml.ML_1M]))
     view = ml.multidomain_view(md)
     features, labels = ml.multidomain_arrays(md, view)
-    tf.random.set_seed(0)
+    tf.keras.utils.set_random_seed(0)
     config = MultiDomainConfig(
         model_type="star", domains=view.num_domains, tasks=view.labels, bottom_units=(8,), skip_units=(8,)
     )
@@ -252,7 +252,7 @@ def test_user_tag_model_trains():
     assert fc.tag_field.name == "tags" and fc.tag_field.kind == "multi_valued" and fc.labels == ("click", "like")
     features, labels = ml.user_tag_arrays(rows, fc)
     assert features["tags"].shape == (len(rows), ml.MAX_GENRES)
-    tf.random.set_seed(0)
+    tf.keras.utils.set_random_seed(0)
     mc = ModelConfig(
         model_type="mvke_mt",
         tasks=fc.labels,

@@ -26,7 +26,7 @@ def data(tmp_path_factory):
 
 def _compiled(model_name, weights=None):
     family = family_of(model_name)
-    tf.random.set_seed(0)
+    tf.keras.utils.set_random_seed(0)
     model = family.build(synthetic.feature_config(), family.config_for(model_name, TINY[model_name]))
     if weights is not None:
         model.set_weights(weights)

@@ -50,7 +50,7 @@ def _batch(seed: int = 0, n: int = B):
 
 
 def _model(model_type: str = "m3oe", **kw) -> MultiDomainModel:
-    tf.random.set_seed(0)
+    tf.keras.utils.set_random_seed(0)
     return MultiDomainModel(MultiDomainConfig(model_type=model_type, **{**TINY, **kw}), SPECS)
 
 

@@ -64,6 +64,10 @@ def trained(data):
     return _trained(data, epochs=1, trace_fusion=True)
 
 
+def _val_loss(model, batches) -> float:
+    return float(np.mean([model.mdmt_loss(f, y, training=False) for f, y in batches]))
+
+
 def _grads(model, batch, variables):
     with tf.GradientTape() as tape:
         loss = model.mdmt_loss(batch[0], batch[1], training=False)
@@ -155,27 +159,36 @@ def test_presets():
 
 
 def test_upper_level_moves_alpha_away_from_a_useless_branch(data, trained):
-    # Make the domain branch useless: its experts' last LayerNorm scales become large random values,
-    # so it adds a big input-dependent random vector to every (domain, task) representation. The
-    # validation loss is then lower at a smaller alpha_domain (checked by evaluating it), and the
-    # fusion steps must go there.
+    # A useless domain branch by construction. Its experts' last LayerNorm scales become random
+    # N(0, 1) values (the branch outputs input-dependent noise), and the validation targets are the
+    # probabilities the model gives with that branch switched off (alpha_domain ~ 1e-13). The
+    # validation loss is then the cross-entropy against those probabilities, H(p) + KL(p || q):
+    # by Gibbs' inequality it is smallest where alpha_domain is 0, for any trained fixture, so the
+    # upper level (the gradient of the validation loss) must carry alpha_domain down.
+    # Why N(0, 1) and not larger: the towers' LayerNorm makes a dominant noise scale-invariant, so
+    # at scale 10 the loss is flat in alpha near the start and its slope there can take either sign
+    # (the old form of this test failed about one run in five that way). At scale 1 the noise stays
+    # in the regime where KL grows with alpha: the whole test passed for 40 of 40 training seeds
+    # (0..39, checked by hand), at scale 2 for 38 of 40. The fixture is seeded, so each run is
+    # the same run.
     model, _ = trained
     experts = model.fused.domain_experts
     rng = np.random.default_rng(0)
-    experts.gammas[-1].assign(rng.normal(scale=10.0, size=experts.gammas[-1].shape).astype(np.float32))
-    val = md.make_dataset(*data[1][1], batch_size=512, shuffle=False)
-    batches = list(val)
+    experts.gammas[-1].assign(rng.normal(size=experts.gammas[-1].shape).astype(np.float32))
     raw = model.fused.fusion_weights[0]  # alpha_domain
-
-    def val_loss():
-        return float(np.mean([model.mdmt_loss(f, y, training=False) for f, y in batches]))
-
     start = float(raw.numpy())
+    raw.assign(-30.0)
+    batches = [
+        (f, {t: p for t, p in model(f, training=False).items()})
+        for f, _ in md.make_dataset(*data[1][1], batch_size=512, shuffle=False)
+    ]
+    off = _val_loss(model, batches)
     raw.assign(start - 3.0)
-    low = val_loss()
+    low = _val_loss(model, batches)
     raw.assign(start)
-    before = val_loss()
-    assert low < before  # the reference: a smaller alpha_domain is better on validation
+    before = _val_loss(model, batches)
+    # The construction's check: the loss falls as alpha_domain falls (and is H(p) at 0).
+    assert off <= low < before
     # Upper-level steps on alpha_domain alone (the other three held, so the reference above stays
     # the right one): the gradient of the validation loss must carry it down.
     opt = tf.keras.optimizers.Adam(0.05)
@@ -188,4 +201,4 @@ def test_upper_level_moves_alpha_away_from_a_useless_branch(data, trained):
             assert float(grad) > 0  # the right sign: increasing alpha_domain hurts
         opt.apply_gradients([(grad, raw)])
     assert float(raw.numpy()) < start - 0.3
-    assert val_loss() < before
+    assert _val_loss(model, batches) < before

@@ -59,7 +59,7 @@ def test_default_client_rides_through_a_restart_on_the_same_port(base):
         time.sleep(DOWNTIME_S)
         restarted = start()
         up_at = time.monotonic()
-        deadline = up_at + 15
+        deadline = up_at + 20
         while not [t for t in answered if t > up_at] and time.monotonic() < deadline and not errors:
             time.sleep(0.1)
     finally:
@@ -73,8 +73,9 @@ def test_default_client_rides_through_a_restart_on_the_same_port(base):
     assert [t for t in answered if t < down_at], "no answer before the restart"
     assert [t for t in answered if t > up_at], "no answer after the restart"
     # Reconnection is prompt (the channel's reconnect backoff is capped at 1 s), not gRPC's default of up
-    # to 120 s: calls waiting for the server go out as soon as it is back.
-    assert min(t for t in answered if t > up_at) - up_at < 8
+    # to 120 s: calls waiting for the server go out as soon as it is back. The bound leaves a loaded
+    # 2-core machine room (about 1 s when idle) and is still far below 120 s.
+    assert min(t for t in answered if t > up_at) - up_at < 12
 
 
 def test_deadline_and_retries_bound_the_wait():
@@ -83,11 +84,13 @@ def test_deadline_and_retries_bound_the_wait():
     with pytest.raises(ServingError) as err:
         ServingClient(target, "tiny", timeout=1.5).status()  # waits for the server until its deadline
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    assert 1.4 < time.monotonic() - t0 < 8
+    # Bounds on a loaded machine: at least the deadline, and well below the default one (30 s).
+    assert 1.4 < time.monotonic() - t0 < 15
     t0 = time.monotonic()
     with pytest.raises(ServingError) as err:
         ServingClient(target, "tiny", retries=0).status()  # fail fast: no waiting, no resends
-    assert err.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - t0 < 1
+    # No waiting: a refused connection fails at once (milliseconds when idle; the bound is far from 30 s).
+    assert err.value.code == grpc.StatusCode.UNAVAILABLE and time.monotonic() - t0 < 5
     for bad in (-1, 5):
         with pytest.raises(ValueError, match="retries must be 0..4"):
             ServingClient(target, "tiny", retries=bad)
