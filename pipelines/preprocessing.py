@@ -6,6 +6,8 @@ Outputs (see :mod:`mvke_tf.data.transform` for the id conventions):
   ``[B, width]`` with ``-1`` padding, numeric quantile buckets ``[B]`` with 0 = missing);
 * the labels (``click``, ``conversion``) as ``int64 [B]``;
 * ``user_id`` and ``tag_l1`` passed through as strings (for slicing), when present;
+* whatever a column's physical type, its kind decides how it is read: integer-valued categorical and
+  multi-valued columns (an ``INT`` column in the inferred schema) are hashed as their decimal strings;
 * any other field the model family reads (:meth:`mvke_tf.models.family.ModelFamily.input_fields`),
   e.g. a pair-ranking model's item id ``ad_id``, hashed as its field spec says, when the data has it;
 * the integer columns the family passes through (:meth:`~mvke_tf.models.family.ModelFamily.dataset_columns`),
@@ -78,7 +80,7 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
         elif spec.kind == MULTI_VALUED:
             outputs[spec.name] = T.multi_valued_ids(T.joined_column(inputs[spec.name], spec.separator), spec)
         elif spec.kind == CATEGORICAL:
-            outputs[spec.name] = T.categorical_ids(T.to_dense_column(inputs[spec.name], ""), spec)
+            outputs[spec.name] = T.categorical_ids(T.to_dense_column(T.id_strings(inputs[spec.name]), ""), spec)
     for name in family.dataset_columns(model_config):  # e.g. a domain id: the model checks its range
         if name not in inputs:
             raise KeyError(f"preprocessing_fn: input column {name!r} is missing; have {sorted(inputs)}")
@@ -88,5 +90,5 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
             outputs[label] = tf.cast(T.to_dense_column(inputs[label], 0), tf.int64)
     for name in PASSTHROUGH_COLUMNS:
         if name in inputs:
-            outputs[name] = T.to_dense_column(inputs[name], "")
+            outputs[name] = T.to_dense_column(T.id_strings(inputs[name]), "")
     return outputs

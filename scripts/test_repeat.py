@@ -48,7 +48,10 @@ def training_files(root: Path = ROOT) -> list[str]:
 
 
 FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
-SUMMARY = re.compile(r"=+ (.*(?:passed|failed|error|no tests ran).*?) =+\s*$", re.M)
+# pytest's closing line, with or without its "=" rule (the project's -q leaves it out).
+SUMMARY = re.compile(
+    r"^=*\s*((?:\d+ (?:passed|failed|errors?|skipped|deselected)|no tests ran)\b.*? in [\d.]+s.*?)\s*=*$", re.M
+)
 
 
 def _targets(args: argparse.Namespace) -> list[tuple[str, list[str]]]:

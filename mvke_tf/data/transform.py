@@ -49,12 +49,29 @@ def to_dense_column(x: tf.Tensor | tf.SparseTensor, default: str | float | int) 
     return x
 
 
+def id_strings(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor | tf.SparseTensor:
+    """A raw id column of any physical type -> the same column of strings (dense or sparse as given).
+
+    A field's kind in the feature config decides how it is read, not the file's type: a categorical or
+    multi-valued field whose values are integers (an age, a zip code, an occupation code) is read as
+    their decimal strings, ``25`` as ``"25"``, as a CSV cell holding ``25`` is. Schema inference types such
+    a column ``INT``, and the hashing takes strings only.
+    """
+    if isinstance(x, tf.SparseTensor):
+        if x.values.dtype == tf.string:
+            return x
+        return tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
+    return x if x.dtype == tf.string else tf.strings.as_string(x)
+
+
 def joined_column(x: tf.Tensor | tf.SparseTensor, separator: str) -> tf.Tensor:
     """A multi-valued raw column -> ``separator``-joined strings ``[B]`` (``""`` where empty).
 
     CSV rows hold the list already joined (one string per row); ``tf.train.Example`` rows may hold
-    it as a list of strings (a sparse ``[B, (n)]`` column in Transform, or dense ``[B, n]``).
+    it as a list of strings (a sparse ``[B, (n)]`` column in Transform, or dense ``[B, n]``), or of
+    integers (:func:`id_strings`).
     """
+    x = id_strings(x)
     if isinstance(x, tf.SparseTensor):
         return tf.strings.reduce_join(tf.RaggedTensor.from_sparse(x), axis=1, separator=separator)
     if x.shape.rank == 2:
@@ -132,6 +149,7 @@ __all__ = [
     "HIERARCHY_DEPTH",
     "MISSING_ID",
     "categorical_ids",
+    "id_strings",
     "multi_valued_ids",
     "numeric_bucket_ids",
     "to_dense_column",

@@ -51,6 +51,17 @@ def test_transform_functions_ids_and_padding():
     gender = fc.field("gender")
     np.testing.assert_array_equal(T.categorical_ids(tf.constant(["", "gen1"]), gender).numpy()[:1], [-1])
 
+    # The kind decides, not the physical type: integer ids (an INT column of the inferred schema, dense or
+    # sparse with missing cells) hash as the strings a CSV cell would hold.
+    want = T.categorical_ids(tf.constant(["25", "", "3"]), gender).numpy()
+    dense = T.categorical_ids(T.to_dense_column(T.id_strings(tf.constant([[25], [-7], [3]], tf.int64)), ""), gender)
+    np.testing.assert_array_equal(dense.numpy()[[0, 2]], want[[0, 2]])
+    sparse_ints = tf.SparseTensor([[0, 0], [2, 0]], tf.constant([25, 3], tf.int64), [3, 1])
+    got = T.categorical_ids(T.to_dense_column(T.id_strings(sparse_ints), ""), gender).numpy()
+    np.testing.assert_array_equal(got, want)
+    int_lists = tf.SparseTensor([[0, 0], [0, 1], [2, 0]], tf.constant([7, 12, 3], tf.int64), [3, 2])
+    np.testing.assert_array_equal(T.joined_column(int_lists, "|").numpy(), [b"7|12", b"", b"3"])
+
     sparse = tf.SparseTensor([[0, 0], [2, 0]], tf.constant([1.5, 2.5]), [3, 1])
     np.testing.assert_array_equal(T.to_dense_column(sparse, math.nan).numpy()[[0, 2]], [1.5, 2.5])
     assert math.isnan(T.to_dense_column(sparse, math.nan).numpy()[1])
@@ -107,9 +118,12 @@ def test_preprocessing_fn_with_tft_beam():
 
     fc = preprocessing.load_feature_config()
     spec = {f.name: tf.io.VarLenFeature(tf.float32 if f.kind == "numeric" else tf.string) for f in fc.user_fields}
+    # One categorical field and the user id hold integers, as an INT column of an inferred schema does.
+    int_field = next(f for f in fc.user_fields if f.kind == "categorical")
+    spec[int_field.name] = tf.io.VarLenFeature(tf.int64)
     spec["tags"] = tf.io.VarLenFeature(tf.string)
     spec.update(click=tf.io.FixedLenFeature([], tf.int64), conversion=tf.io.FixedLenFeature([], tf.int64))
-    spec["user_id"] = tf.io.FixedLenFeature([], tf.string)
+    spec["user_id"] = tf.io.FixedLenFeature([], tf.int64)
     rows = []
     for i in range(40):
         row = {}
@@ -120,9 +134,11 @@ def test_preprocessing_fn_with_tft_beam():
                 row[f.name] = [float(i)]
             elif f.kind == "multi_valued":
                 row[f.name] = ["t1_2_3|t0_1_1" if f.hierarchy_separator else "c1|c2"]
+            elif f is int_field:
+                row[f.name] = [i % 3]
             else:
                 row[f.name] = [f"v{i % 3}"]
-        row.update(tags=["t1_2_3"], click=i % 2, conversion=int(i % 4 == 0), user_id=f"u{i}")
+        row.update(tags=["t1_2_3"], click=i % 2, conversion=int(i % 4 == 0), user_id=1000 + i)
         rows.append(row)
     metadata = tft.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
     with tft_beam.Context(temp_dir=tempfile.mkdtemp()):
@@ -136,6 +152,10 @@ def test_preprocessing_fn_with_tft_beam():
     assert len(set(buckets)) > 5  # quantile buckets spread the values
     assert out[1]["tags"].shape == (tfc.tag_field.max_values,)
     assert out[3]["click"] == 1 and out[4]["conversion"] == 1
+    # Integer ids hash as their decimal strings; the user id passes through as a string.
+    want = T.categorical_ids(tf.constant(["1", "2"]), int_field).numpy()
+    assert [out[1][int_field.name], out[2][int_field.name]] == list(want)
+    assert out[1]["user_id"] == b"1001"
     feature_spec = out_meta.schema and schema_utils.schema_as_feature_spec(out_meta.schema).feature_spec
     assert feature_spec["tags"].shape == [tfc.tag_field.max_values]
 
