@@ -115,12 +115,16 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_config(args: argparse.Namespace):
+def _model_config(args: argparse.Namespace, labels: Sequence[str]):
+    """The model's config: ``--model``, ``--config``'s fields, ``--scale``; its tasks are the data's labels
+    (features.yaml) unless ``--config`` names them."""
     from mvke_tf.models.family import family_of
 
     overrides = {}
     if args.config:
         overrides = load_yaml(args.config, "--config") or {}
+    if isinstance(overrides, dict) and "tasks" not in overrides:
+        overrides = {**overrides, "tasks": list(labels)}
     return family_of(args.model).config_for(args.model, overrides, args.scale)
 
 
@@ -134,8 +138,11 @@ def _train(data_dir: Path, args: argparse.Namespace) -> dict:
         seed=args.seed,
         strategy=getattr(args, "strategy", "default"),
     )
+    from mvke_tf.config import FeatureConfig
+
+    labels = FeatureConfig.from_yaml(data_dir / "features.yaml").labels
     report = train_and_evaluate(
-        data_dir, _model_config(args), tc, out_dir=args.model_dir, verbose=2 if sys.stdout.isatty() else 0
+        data_dir, _model_config(args, labels), tc, out_dir=args.model_dir, verbose=2 if sys.stdout.isatty() else 0
     )
     model = report.pop("model")
     if args.model_dir:

@@ -301,11 +301,14 @@ def _count_rows(data_dir: Path, split: str) -> int | None:
 
 
 def format_report(report: Mapping[str, Any]) -> str:
-    """A plain-text per-task AUC table with the oracle AUC beside the model's."""
-    lines = [f"{'task':<12} {'examples':>9} {'positives':>9} {'model AUC':>10} {'oracle AUC':>11}"]
+    """A plain-text per-task AUC table, with the oracle AUC beside the model's where the data has one
+    (the synthetic generators' true probabilities); a team's own data has none, and shows no column for it."""
+    with_oracle = any(np.isfinite(m.get("oracle_auc", np.nan)) for m in report["eval"].values())
+    oracle_head = f" {'oracle AUC':>11}" if with_oracle else ""
+    lines = [f"{'task':<12} {'examples':>9} {'positives':>9} {'model AUC':>10}{oracle_head}"]
     for task, m in report["eval"].items():
-        oracle = m.get("oracle_auc", float("nan"))
-        lines.append(f"{task:<12} {m['examples']:>9d} {m['positives']:>9d} {m['auc']:>10.4f} {oracle:>11.4f}")
+        oracle = f" {m.get('oracle_auc', float('nan')):>11.4f}" if with_oracle else ""
+        lines.append(f"{task:<12} {m['examples']:>9d} {m['positives']:>9d} {m['auc']:>10.4f}{oracle}")
     per_domain = {t: m["per_domain_auc"] for t, m in report["eval"].items() if "per_domain_auc" in m}
     if per_domain:
         domains = sorted({d for v in per_domain.values() for d in v}, key=int)

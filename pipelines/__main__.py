@@ -59,6 +59,7 @@ _FILE_ONLY = (
     "infra_validation",
     "top_tags_vocabulary",
     "top_tags_max_k",
+    "slice_keys",
 )
 
 
@@ -168,6 +169,8 @@ def config_from_settings(settings: dict[str, Any], for_run: bool = True):
     extra = {k: settings[k] for k in _FILE_ONLY if k in settings}
     if "train_eval_split" in extra:
         extra["train_eval_split"] = tuple(extra["train_eval_split"])
+    if isinstance(extra.get("slice_keys"), list):
+        extra["slice_keys"] = tuple(extra["slice_keys"])
     if "beam_pipeline_args" in extra:
         extra["beam_pipeline_args"] = tuple(extra["beam_pipeline_args"])
     if settings["features_yaml"] and not os.path.exists(features):

@@ -6,10 +6,28 @@ import dataclasses
 import os
 from typing import Any
 
-from mvke_tf.config import STRATEGIES, ConfigError
+from mvke_tf.config import CATEGORICAL, STRATEGIES, ConfigError, FeatureConfig
 from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS
 from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K
 from mvke_tf.models.family import MODEL_NAMES, ModelFamily, family_of
+
+# A categorical user field with at most this many hash buckets is a default slice key (a handful of values,
+# e.g. a gender or an age band; hash buckets are a few times the distinct values), and at most this many keys.
+SLICE_MAX_BUCKETS = 32
+SLICE_MAX_KEYS = 3
+
+
+def tasks_from_labels(overrides: dict[str, Any], features: FeatureConfig) -> dict[str, Any]:
+    """``overrides`` with ``tasks`` set to the data's labels (``features.labels``) unless they name tasks."""
+    return overrides if "tasks" in overrides else {**overrides, "tasks": list(features.labels)}
+
+
+def default_slice_keys(features: FeatureConfig) -> tuple[str, ...]:
+    """The Evaluator's default slices: the first ``SLICE_MAX_KEYS`` categorical user fields with at most
+    ``SLICE_MAX_BUCKETS`` hash buckets (few values each, so every slice holds enough rows to mean something)."""
+    small = [f.name for f in features.user_fields if f.kind == CATEGORICAL and f.hash_buckets <= SLICE_MAX_BUCKETS]
+    return tuple(small[:SLICE_MAX_KEYS])
+
 
 # Every model of every family (mvke_tf.models.family): two-tower, pair-ranking (``ranking_<type>``,
 # ``app_store``) and multi-domain (``m3oe``, ``star``, ``md_<type>``); the overrides are fields of the
@@ -85,6 +103,9 @@ class PipelineConfig:
         hashes tags and keeps no vocabulary, so the Trainer needs one. Empty: no ``top_tags``. Two-tower
         models only. A relative path is relative to ``data_root`` (as ``input_pattern``), e.g. ``train``.
       top_tags_max_k: the largest ``k`` a ``top_tags`` request may ask for (capped at the number of tags).
+      slice_keys: the raw features the Evaluator slices by (each slice key alone, besides the overall
+        slice; a multi-domain model's domain id is added first). None (the default): derived from the
+        feature config (:func:`default_slice_keys`): its low-cardinality categorical user fields.
       evaluator: ``batched`` (the default: TFMA's config, output and blessing, metrics computed on
         batches, :mod:`pipelines.evaluator`) or ``tfma`` (TFX's stock Evaluator, one example at a time,
         for metrics the batched one does not have).
@@ -121,9 +142,17 @@ class PipelineConfig:
     infra_validation: bool = True
     top_tags_vocabulary: str = ""
     top_tags_max_k: int = DEFAULT_TOP_TAGS_MAX_K
+    slice_keys: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        if self.slice_keys is not None:
+            if isinstance(self.slice_keys, str) or not all(isinstance(k, str) and k for k in self.slice_keys):
+                raise ConfigError(
+                    f"pipeline config: slice_keys={self.slice_keys!r} is invalid; fix: give a list of raw feature "
+                    "names, e.g. [gender, age], or leave it out to derive them from the feature config"
+                )
+            object.__setattr__(self, "slice_keys", tuple(self.slice_keys))
         object.__setattr__(self, "train_eval_split", tuple(int(s) for s in self.train_eval_split))
         object.__setattr__(self, "beam_pipeline_args", tuple(str(a) for a in self.beam_pipeline_args))
 
@@ -224,9 +253,22 @@ class PipelineConfig:
             return path
         return os.path.join(self.data_root, path)
 
+    def feature_config(self) -> FeatureConfig:
+        """The raw feature config: ``features_yaml``, or the synthetic generator's default."""
+        if self.features_yaml:
+            return FeatureConfig.from_yaml(self.features_yaml)
+        from mvke_tf.data import synthetic
+
+        return synthetic.feature_config()
+
     def model_config(self) -> Any:
-        """The model's config: ``model_type`` plus ``model_overrides``."""
-        return self.family.config_for(self.model_type, self.model_overrides)
+        """The model's config: ``model_type`` plus ``model_overrides``; its tasks are the feature config's
+        labels unless the overrides name them."""
+        return self.family.config_for(self.model_type, tasks_from_labels(self.model_overrides, self.feature_config()))
+
+    def resolved_slice_keys(self) -> tuple[str, ...]:
+        """``slice_keys``, or where it is None the feature config's default (:func:`default_slice_keys`)."""
+        return self.slice_keys if self.slice_keys is not None else default_slice_keys(self.feature_config())
 
     def custom_config(self) -> dict[str, Any]:
         """JSON-serializable settings shared by the Transform and Trainer module files."""
@@ -243,4 +285,5 @@ class PipelineConfig:
             "validation_split": self.validation_split,
             "top_tags_vocabulary": self.top_tags_path,
             "top_tags_max_k": self.top_tags_max_k,
+            "slice_keys": list(self.resolved_slice_keys()),
         }

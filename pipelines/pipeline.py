@@ -36,8 +36,6 @@ from pipelines.split_rows import SplitRows  # noqa: E402
 
 PREPROCESSING_FN = "pipelines.preprocessing.preprocessing_fn"
 RUN_FN = "pipelines.trainer.run_fn"
-# TFMA slices: overall, by two user attributes, by the ad's level-1 category.
-SLICE_KEYS = ("gender", "age_bucket", "tag_l1")
 GAUC_MODULE = "pipelines.gauc"
 MEAN_DOMAIN_TASK_AUC = "mean_domain_task_auc"  # a multi-domain model's blessing metric (pipelines.gauc.MeanGroupAUC)
 
@@ -66,6 +64,7 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         ),
     )
     gate = [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
+    gauc = {"name": "gauc", "group_key": config.feature_config().user_id}  # AUC per user of the data's user id
 
     def metrics(gated: bool) -> list[tfma.MetricConfig]:
         gate_here = gate if gated else []
@@ -76,14 +75,14 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name="Calibration"),
             tfma.MetricConfig(class_name="MeanLabel"),
             tfma.MetricConfig(class_name="MeanPrediction"),
-            # AUC per user, weighted by impressions (pipelines/gauc.py; reads the raw user_id feature).
-            tfma.MetricConfig(class_name="GAUC", module=GAUC_MODULE, config=json.dumps({"name": "gauc"})),
+            # AUC per user, weighted by impressions (pipelines/gauc.py; reads the raw user id feature).
+            tfma.MetricConfig(class_name="GAUC", module=GAUC_MODULE, config=json.dumps(gauc)),
         ]
 
     specs = [tfma.MetricsSpec(metrics=metrics(gated=not domain and t == tasks[0]), output_names=[t]) for t in tasks]
-    slice_keys = SLICE_KEYS
+    slice_keys = config.resolved_slice_keys()
     if domain:
-        slice_keys = (domain, *SLICE_KEYS)
+        slice_keys = (domain, *(k for k in slice_keys if k != domain))
         mean_auc = tfma.MetricConfig(
             class_name="MeanGroupAUC",
             module=GAUC_MODULE,

@@ -5,7 +5,8 @@ Outputs (see :mod:`mvke_tf.data.transform` for the id conventions):
 * every feature field of the config, as integer ids (categorical ``[B]``, multi_valued
   ``[B, width]`` with ``-1`` padding, numeric quantile buckets ``[B]`` with 0 = missing);
 * the labels (``click``, ``conversion``) as ``int64 [B]``;
-* ``user_id`` and ``tag_l1`` passed through as strings (for slicing), when present;
+* the user id (``user_id`` of the feature config) and the slice keys (``custom_config["slice_keys"]``)
+  that are no feature passed through as strings, when present;
 * whatever a column's physical type, its kind decides how it is read: integer-valued categorical and
   multi-valued columns (an ``INT`` column in the inferred schema) are hashed as their decimal strings;
 * any other field the model family reads (:meth:`mvke_tf.models.family.ModelFamily.input_fields`),
@@ -34,9 +35,6 @@ from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig  # 
 from mvke_tf.data import transform as T  # noqa: E402
 from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS  # noqa: E402
 from mvke_tf.models.family import family_of  # noqa: E402
-
-# Raw string columns passed through unchanged, for TFMA slicing and grouped metrics.
-PASSTHROUGH_COLUMNS = ("user_id", "tag_l1")
 
 
 def load_feature_config(custom_config: Mapping[str, Any] | None = None) -> FeatureConfig:
@@ -88,7 +86,8 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
     for label in config.labels:
         if label in inputs:
             outputs[label] = tf.cast(T.to_dense_column(inputs[label], 0), tf.int64)
-    for name in PASSTHROUGH_COLUMNS:
-        if name in inputs:
+    # The user id and the pipeline's slice keys pass through as strings, where the data has them.
+    for name in dict.fromkeys((config.user_id, *custom.get("slice_keys", ()))):
+        if name in inputs and name not in outputs:
             outputs[name] = T.to_dense_column(T.id_strings(inputs[name]), "")
     return outputs

@@ -17,5 +17,6 @@ def pipeline_config(tmp: Path, name: str = "mvke-test", **kw):
         metadata_path=str(tmp / "metadata.db"),
         model_type="mvke_mt",
         model_overrides=TINY,
+        slice_keys=("gender", "age_bucket", "tag_l1"),  # the synthetic data's, as pipelines/configs/ name them
     )
     return PipelineConfig(**{**base, **kw})

@@ -1,0 +1,76 @@
+"""A team's own features.yaml drives the pipeline: the tasks are its labels, the slices its small user
+fields, GAUC groups by its user id; nothing of the synthetic generator's names is assumed."""
+
+import json
+
+import pytest
+
+from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, ConfigError, FeatureConfig, FieldSpec
+from pipelines.config import PipelineConfig, default_slice_keys
+
+OWN = FeatureConfig(
+    user_fields=(
+        FieldSpec("sex", CATEGORICAL, hash_buckets=8),
+        FieldSpec("zip", CATEGORICAL, hash_buckets=4000),  # too many values to slice by
+        FieldSpec("age", NUMERIC, boundaries=(18.0, 30.0, 50.0)),
+        FieldSpec("occupation", CATEGORICAL, hash_buckets=32),
+        FieldSpec("genres_seen", MULTI_VALUED, hash_buckets=64, max_values=5),
+        FieldSpec("age_band", CATEGORICAL, hash_buckets=16),
+        FieldSpec("plan", CATEGORICAL, hash_buckets=4),  # a fourth small field: past the default's three
+    ),
+    tag_field=FieldSpec("genres", MULTI_VALUED, hash_buckets=64, max_values=4),
+    labels=("watched", "liked"),
+    user_id="member",
+)
+
+
+@pytest.fixture
+def own_config(tmp_path):
+    path = tmp_path / "features.yaml"
+    OWN.to_yaml(path)
+
+    def make(**kw):
+        where = dict(pipeline_root=str(tmp_path), data_root=str(tmp_path), serving_dir=str(tmp_path))
+        base = dict(pipeline_name="own", **where)
+        return PipelineConfig(**{**base, "features_yaml": str(path), **kw})
+
+    return make
+
+
+def test_tasks_are_the_labels_unless_the_overrides_name_them(own_config):
+    assert own_config(model_type="mmoe").model_config().tasks == ("watched", "liked")
+    assert own_config(model_type="ranking_mmoe").model_config().tasks == ("watched", "liked")
+    assert own_config(model_type="mmoe", model_overrides={"tasks": ["liked"]}).model_config().tasks == ("liked",)
+    assert own_config(model_type="mmoe").custom_config()["model_config"]["tasks"] == ["watched", "liked"]
+
+
+def test_slices_and_gauc_follow_the_feature_config(own_config):
+    from pipelines.pipeline import eval_config
+
+    assert default_slice_keys(OWN) == ("sex", "occupation", "age_band")
+    config = own_config(model_type="mmoe")
+    assert config.resolved_slice_keys() == ("sex", "occupation", "age_band")
+    ec = eval_config(config)
+    assert [list(s.feature_keys) for s in ec.slicing_specs] == [[], ["sex"], ["occupation"], ["age_band"]]
+    gauc = [m for spec in ec.metrics_specs for m in spec.metrics if m.class_name == "GAUC"]
+    assert gauc and all(json.loads(m.config)["group_key"] == "member" for m in gauc)
+    assert {tuple(s.output_names) for s in ec.metrics_specs} == {("watched",), ("liked",)}
+    # Given slice keys win; the Transform passes them (and the user id) through.
+    config = own_config(model_type="mmoe", slice_keys=["plan"])
+    assert [list(s.feature_keys) for s in eval_config(config).slicing_specs] == [[], ["plan"]]
+    assert config.custom_config()["slice_keys"] == ["plan"]
+    assert own_config(model_type="mmoe", slice_keys=[]).resolved_slice_keys() == ()
+    for bad in ("sex", ["sex", ""], [3]):
+        with pytest.raises(ConfigError, match="slice_keys"):
+            own_config(model_type="mmoe", slice_keys=bad)
+
+
+def test_a_config_file_sets_slice_keys(tmp_path):
+    from pipelines.__main__ import _parser, config_from_settings, settings_from_args
+
+    settings_file = tmp_path / "run.yaml"
+    settings_file.write_text("model: mmoe\nslice_keys: [sex, plan]\n")
+    OWN.to_yaml(tmp_path / "features.yaml")
+    args = _parser().parse_args(["run", "--config", str(settings_file), "--data-root", str(tmp_path)])
+    config = config_from_settings(settings_from_args(args))
+    assert config.slice_keys == ("sex", "plan") and config.model_config().tasks == ("watched", "liked")
