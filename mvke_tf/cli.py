@@ -115,16 +115,17 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_config(args: argparse.Namespace, labels: Sequence[str]):
+def _model_config(args: argparse.Namespace, features_yaml: Path):
     """The model's config: ``--model``, ``--config``'s fields, ``--scale``; its tasks are the data's labels
-    (features.yaml) unless ``--config`` names them."""
+    (``features_yaml``'s) unless ``--config`` names them."""
+    from mvke_tf.config import FeatureConfig
     from mvke_tf.models.family import family_of
 
     overrides = {}
     if args.config:
         overrides = load_yaml(args.config, "--config") or {}
     if isinstance(overrides, dict) and "tasks" not in overrides:
-        overrides = {**overrides, "tasks": list(labels)}
+        overrides = {**overrides, "tasks": list(FeatureConfig.from_yaml(features_yaml).labels)}
     return family_of(args.model).config_for(args.model, overrides, args.scale)
 
 
@@ -138,11 +139,9 @@ def _train(data_dir: Path, args: argparse.Namespace) -> dict:
         seed=args.seed,
         strategy=getattr(args, "strategy", "default"),
     )
-    from mvke_tf.config import FeatureConfig
-
-    labels = FeatureConfig.from_yaml(data_dir / "features.yaml").labels
+    model_config = _model_config(args, data_dir / "features.yaml")
     report = train_and_evaluate(
-        data_dir, _model_config(args, labels), tc, out_dir=args.model_dir, verbose=2 if sys.stdout.isatty() else 0
+        data_dir, model_config, tc, out_dir=args.model_dir, verbose=2 if sys.stdout.isatty() else 0
     )
     model = report.pop("model")
     if args.model_dir:
@@ -160,7 +159,10 @@ def _train(data_dir: Path, args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     data_dir = Path(args.data)
     if not (data_dir / "features.yaml").exists():
-        raise CLIError(f"--data {data_dir}: no features.yaml there; generate data with `mvke-tf data synth --out DIR`")
+        raise CLIError(
+            f"--data {data_dir}: no features.yaml there; fix: describe your data's fields in DIR/features.yaml "
+            "(docs/pipeline.md), or generate data with `mvke-tf data synth --out DIR`"
+        )
     _train(data_dir, args)
     return 0
 
@@ -372,7 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=cmd_data_synth)
 
     train = sub.add_parser("train", help="train and evaluate a model with the Keras library (no TFX)")
-    train.add_argument("--data", required=True, help="a directory written by `mvke-tf data synth`")
+    train.add_argument(
+        "--data",
+        required=True,
+        help="a directory with features.yaml and train/ and eval/ files (CSV or TFRecord), e.g. one written by "
+        "`mvke-tf data synth`; the model's tasks are features.yaml's labels unless --config names tasks",
+    )
     train.add_argument("--model-dir", help="where to write report.json and weights")
     train.add_argument("--seed", type=int, default=0)
     _add_train_args(train)

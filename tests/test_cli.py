@@ -151,3 +151,27 @@ def test_malformed_yaml_is_one_line_naming_file_line_and_column(command, tmp_pat
     err = capsys.readouterr().err.strip()
     assert err.startswith("mvke-tf: error:") and "\n" not in err, err
     assert str(bad) in err and "line 1, column 5" in err and "not valid YAML" in err and "fix:" in err
+
+
+def test_train_takes_the_tasks_from_the_datas_labels(tmp_path):
+    import argparse
+
+    from mvke_tf.cli import _model_config
+    from mvke_tf.config import CATEGORICAL, MULTI_VALUED, FeatureConfig, FieldSpec
+    from mvke_tf.train import format_report
+
+    features = tmp_path / "features.yaml"
+    tags = FieldSpec("genres", MULTI_VALUED, max_values=3)
+    FeatureConfig((FieldSpec("sex", CATEGORICAL),), tags, labels=("watched", "liked")).to_yaml(features)
+    args = argparse.Namespace(model="mvke_mt", config=None, scale=1.0)
+    assert _model_config(args, features).tasks == ("watched", "liked")
+    named = tmp_path / "model.yaml"
+    named.write_text("tasks: [liked, watched]\n")
+    named_args = argparse.Namespace(model="mmoe", config=str(named), scale=1.0)
+    assert _model_config(named_args, features).tasks == ("liked", "watched")
+    # A team's own data has no oracle: the report shows no oracle column (the synthetic data's does).
+    common = dict(model_type="mmoe", num_parameters=10, train_seconds=1.0)
+    own = format_report({"eval": {"liked": dict(examples=10, positives=3, auc=0.7)}, **common})
+    assert "oracle" not in own and "nan" not in own and "0.7000" in own
+    synthetic = {"eval": {"click": dict(examples=10, positives=3, auc=0.7, oracle_auc=0.8)}, **common}
+    assert "oracle AUC" in format_report(synthetic) and "0.8000" in format_report(synthetic)
