@@ -1,4 +1,4 @@
-"""Helpers shared by the model, export and tagging tests."""
+"""Helpers shared by the model, export, tagging and training tests."""
 
 import numpy as np
 
@@ -18,3 +18,12 @@ def gate_spread(gates) -> float:
     """How far the gates ``[B, S]`` are from uniform: max |w - 1/S| (0 for uniform gates)."""
     gates = np.asarray(gates)
     return float(np.abs(gates - 1.0 / gates.shape[-1]).max())
+
+
+def chance_bar(labels, sigmas: float = 3.0) -> float:
+    """0.5 plus ``sigmas`` standard deviations of a random scorer's AUC on these 0/1 labels (Hanley &
+    McNeil at AUC 0.5). A model that learned nothing passes it with probability ~0.1% at 3 sigmas,
+    ~3e-5 at 4, ~3e-7 at 5: the bound of "it learned something" that states its false-pass rate."""
+    n_pos = float(np.sum(labels))
+    n_neg = len(labels) - n_pos
+    return 0.5 + sigmas * float(np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg)))

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_helpers import chance_bar
 
 from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec
 from mvke_tf.data import synthetic
@@ -189,14 +190,6 @@ def test_ranking_fields_add_the_ad_id_and_context():
     assert data_fc.feature_names[-3:] == ("ad_id", "hour", fc.tag_field.name) and data_fc.labels == fc.labels
     # An id column the feature config already has is not repeated.
     assert [f.name for f in ranking_fields(data_fc)].count("ad_id") == 1
-
-
-def chance_bar(labels, sigmas=3.0):
-    """0.5 plus ``sigmas`` standard deviations of a random scorer's AUC on these labels (Hanley &
-    McNeil at AUC 0.5): a random model passes with probability ~0.1%."""
-    n_pos = float(np.sum(labels))
-    n_neg = len(labels) - n_pos
-    return 0.5 + sigmas * np.sqrt((n_pos + n_neg + 1) / (12 * n_pos * n_neg))
 
 
 @pytest.fixture(scope="module")

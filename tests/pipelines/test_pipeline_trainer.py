@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_helpers import chance_bar
 from worker_helpers import free_ports, tf_config
 
 from mvke_tf.data import synthetic
@@ -154,9 +155,6 @@ def test_run_fn_on_two_workers_exports_like_one_worker(tmp_path):
     # Both learned: each AUC is above chance by 5 standard deviations of a random scorer's AUC on these labels
     # (a model that learned nothing passes with probability < 3e-7). Not a fixed 0.6: one run trained to
     # 0.591 and 0.614 on these ~10,000 eval rows and failed it, about 7 such standard deviations above chance.
-    positives = int(labels.sum())
-    negatives = len(labels) - positives
-    chance_sd = np.sqrt((positives + negatives + 1) / (12.0 * positives * negatives))
-    assert min(aucs) > 0.5 + 5 * chance_sd, (aucs, chance_sd)
+    assert min(aucs) > chance_bar(labels, sigmas=5), (aucs, chance_bar(labels, sigmas=5))
     assert abs(aucs[0] - aucs[1]) < 0.05, aucs  # and the same model up to the order of the examples
     assert np.isfinite(aucs).all()
