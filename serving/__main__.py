@@ -83,6 +83,9 @@ def build_server(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
         parser.error("no model: pass --model NAME=BASE_PATH (or --model_name and --model_base_path)")
     if args.max_batch_size < 0:
         parser.error(f"--max_batch_size must be >= 0 (0: no cap), got {args.max_batch_size}")
+    if not 0 <= args.port <= 65535:
+        # gRPC would take the port modulo 65536 and serve elsewhere (99999 on 34463) without a word.
+        parser.error(f"--port must be a TCP port in 1..65535 (or 0 for a free one), got {args.port}")
 
     from serving.server import ModelServer, load_ssl_config  # imports TensorFlow
 

@@ -199,3 +199,14 @@ def test_max_batch_size_flag(base):
     assert build_server(parser.parse_args([*flags, "--max_batch_size", "0"])).limits.max_batch_size is None
     with pytest.raises(SystemExit):
         build_server(parser.parse_args([*flags, "--max_batch_size", "-1"]), parser)
+
+
+@pytest.mark.parametrize("port", ["99999", "70000", "65536", "-1"])
+def test_a_port_outside_the_tcp_range_is_an_argument_error(base, port, capsys):
+    from serving.__main__ import build_parser, build_server
+
+    parser = build_parser()
+    with pytest.raises(SystemExit) as e:
+        build_server(parser.parse_args(["--model", f"tiny={base}", "--port", port]), parser)
+    assert e.value.code == 2
+    assert f"--port must be a TCP port in 1..65535 (or 0 for a free one), got {port}" in capsys.readouterr().err
