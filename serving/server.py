@@ -547,6 +547,9 @@ def predict(
             f"(model {loaded.model} version {loaded.version} has {sorted(loaded.signatures)})"
         )
     wanted = list(request.output_filter) or list(sig.outputs)
+    repeated = sorted({name for name in wanted if wanted.count(name) > 1})
+    if repeated:  # as TF Serving answers it
+        raise _invalid(f"duplicate output tensor alias {repeated[0]!r} in output_filter")
     unknown = sorted(set(wanted) - set(sig.outputs))
     if unknown:
         raise _invalid(f"output_filter {unknown} not in signature {sig_name!r} outputs {list(sig.outputs)}")

@@ -172,6 +172,18 @@ def test_batch_size_is_capped_by_default(stub):
     assert time.monotonic() - t0 < 5
 
 
+def test_a_repeated_output_filter_name_is_invalid_argument(stub):
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name, req.model_spec.signature_name = "tiny", "serving_default"
+    req.inputs["examples"].CopyFrom(strings(np.array([GOOD])))
+    req.output_filter.extend(["y", "y"])
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Predict(req, timeout=30)
+    assert err.value.code() == INVALID and "duplicate output tensor alias 'y'" in err.value.details()
+    del req.output_filter[1]
+    assert list(stub.Predict(req, timeout=30).outputs) == ["y"]
+
+
 def test_max_batch_size_option(base):
     srv = ModelServer({"tiny": base}, port=0, poll_seconds=0, warmup=False, max_batch_size=8).start()
     try:
