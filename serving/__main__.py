@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows one request may declare per input; more is INVALID_ARGUMENT (default 8192; 0: no cap)",
     )
     p.add_argument(
+        "--max_request_bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        help="bytes a request's inputs may expand to (one value repeated over a shape counts once per element); "
+        "more is RESOURCE_EXHAUSTED (default 64 MiB)",
+    )
+    p.add_argument(
         "--ssl_config_file",
         help="TF Serving's SSLConfig text proto (server_key, server_cert, custom_ca, client_verify): serve over TLS",
     )
@@ -83,6 +90,8 @@ def build_server(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
         parser.error("no model: pass --model NAME=BASE_PATH (or --model_name and --model_base_path)")
     if args.max_batch_size < 0:
         parser.error(f"--max_batch_size must be >= 0 (0: no cap), got {args.max_batch_size}")
+    if args.max_request_bytes < 1:
+        parser.error(f"--max_request_bytes must be >= 1, got {args.max_request_bytes}")
     if not 0 <= args.port <= 65535:
         # gRPC would take the port modulo 65536 and serve elsewhere (99999 on 34463) without a word.
         parser.error(f"--port must be a TCP port in 1..65535 (or 0 for a free one), got {args.port}")
@@ -106,6 +115,7 @@ def build_server(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
         warmup=args.enable_model_warmup,
         max_batch_size=args.max_batch_size or None,
         ssl_config=ssl_config,
+        max_request_bytes=args.max_request_bytes,
     )
 
 

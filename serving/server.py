@@ -65,6 +65,8 @@ DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8500
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Input bytes one request may expand to (RequestLimits.max_request_bytes): as much as the largest message.
+DEFAULT_MAX_REQUEST_BYTES = DEFAULT_MAX_MESSAGE_BYTES
 # Rows one request may declare. Large enough for any batch a client sends on purpose (the benchmarks use
 # 256; TF Serving's batching rejects more than its max_batch_size), small enough that a malformed or
 # hostile request cannot occupy the server for seconds.
@@ -90,6 +92,10 @@ def _not_found(message: str) -> ServingStatusError:
 
 def _invalid(message: str) -> ServingStatusError:
     return ServingStatusError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _exhausted(message: str) -> ServingStatusError:
+    return ServingStatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -381,19 +387,62 @@ class RequestLimits:
     ``max_splat_elements``: elements a tensor written as one value repeated over its shape (TF's compact
     form, what ``tf.make_tensor_proto(scalar, shape=...)`` writes) may declare; a few bytes of request
     must not make the server allocate gigabytes.
+    ``max_request_bytes``: bytes the request's input tensors may take once expanded (every input together,
+    a string counted by its length); more is ``RESOURCE_EXHAUSTED``, decided from the ``TensorProto``s
+    before anything is expanded. A count of elements alone does not bound memory: one 64 KB string
+    repeated over ``[8192]`` is 512 MB.
     """
 
     max_batch_size: int | None = None
     max_splat_elements: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
 
 
 _COMPLEX = (types_pb2.DT_COMPLEX64, types_pb2.DT_COMPLEX128)
+# The TensorProto field each dtype's values go in (TensorFlow's tensor.proto); values in any other typed
+# field are a malformed request, which TensorFlow would read as an empty or padded tensor.
+_VALUE_FIELD = {
+    types_pb2.DT_FLOAT: "float_val",
+    types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val",
+    types_pb2.DT_INT16: "int_val",
+    types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val",
+    types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val",
+    types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val",
+    types_pb2.DT_STRING: "string_val",
+    types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_HALF: "half_val",
+    types_pb2.DT_BFLOAT16: "half_val",
+    types_pb2.DT_COMPLEX64: "scomplex_val",
+    types_pb2.DT_COMPLEX128: "dcomplex_val",
+}
 
 
 def _value_count(proto: tensor_pb2.TensorProto) -> int:
     """Number of elements the typed ``*_val`` fields of ``proto`` hold (complex: two numbers each)."""
     n = sum(len(v) for f, v in proto.ListFields() if f.name.endswith("_val"))
     return n // 2 if proto.dtype in _COMPLEX else n
+
+
+def expanded_bytes(proto: tensor_pb2.TensorProto) -> int:
+    """Bytes ``proto``'s values take once expanded to its declared shape, read from the proto alone: every
+    element's size, a string's its length (a single value repeated over the shape counts once per element)."""
+    elements = 1
+    for d in proto.tensor_shape.dim:
+        elements *= max(int(d.size), 0)
+    if proto.dtype == types_pb2.DT_STRING:
+        values = proto.string_val
+        if len(values) == 1:
+            return elements * len(values[0])
+        return sum(len(v) for v in values)
+    try:
+        size = tf.dtypes.as_dtype(proto.dtype).size
+    except TypeError:  # an unknown or invalid dtype: rejected by tensor_from_proto
+        size = 1
+    return elements * size
 
 
 def tensor_from_proto(
@@ -443,6 +492,13 @@ def tensor_from_proto(
                 f"of {dtype.name} needs {elements * dtype.size}"
             )
     else:
+        field = _VALUE_FIELD.get(proto.dtype)
+        misplaced = sorted(f.name for f, v in proto.ListFields() if f.name.endswith("_val") and f.name != field)
+        if misplaced:
+            raise _invalid(
+                f"{where}: a {types_pb2.DataType.Name(proto.dtype)} tensor holds its values in {field}, not in "
+                f"{', '.join(misplaced)}; fix: send the values in {field} (tf.make_tensor_proto does)"
+            )
         # TF would pad missing values (zeros / empty strings, or the last value repeated): a request of
         # a few bytes declaring [100000] would cost a full batch. Only two layouts are accepted: every
         # value, or a single one repeated (TF's compact form), the latter bounded.
@@ -479,6 +535,13 @@ def tensors_from_request(
             parts.append(f"unknown inputs {extra}")
         raise _invalid(
             f"input names do not match signature {sig.name!r}: {'; '.join(parts)} (expected {sorted(expected)})"
+        )
+    total = sum(expanded_bytes(proto) for proto in inputs.values())
+    if total > limits.max_request_bytes:
+        raise _exhausted(
+            f"the request's inputs to signature {sig.name!r} expand to {total} bytes, over the server's "
+            f"max_request_bytes {limits.max_request_bytes}; fix: send fewer or smaller values per request "
+            "(ServingClient(max_batch=...)), or start the server with a larger --max_request_bytes"
         )
     return {name: tensor_from_proto(sig, name, proto, limits) for name, proto in inputs.items()}
 
@@ -820,16 +883,21 @@ class ModelServer:
         warmup: bool = True,
         max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
         ssl_config: Any | None = None,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     ) -> None:
         if max_batch_size is not None and max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1 (or None for no cap), got {max_batch_size}")
+        if max_request_bytes < 1:
+            raise ValueError(f"max_request_bytes must be >= 1, got {max_request_bytes}")
         self.registry = ModelRegistry(models, poll_seconds=poll_seconds, load_retries=load_retries, warmup=warmup)
         self.host = host
         self.requested_port = port
         self.port: int | None = None
         self.max_message_bytes = max_message_bytes
         self.max_workers = max_workers
-        self.limits = RequestLimits(max_batch_size=max_batch_size, max_splat_elements=max_message_bytes)
+        self.limits = RequestLimits(
+            max_batch_size=max_batch_size, max_splat_elements=max_message_bytes, max_request_bytes=max_request_bytes
+        )
         self.ssl_config = check_ssl_config(ssl_config) if ssl_config is not None else None
         self._server: grpc.Server | None = None
         self._stopped = threading.Event()

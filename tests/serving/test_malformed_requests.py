@@ -222,3 +222,62 @@ def test_a_port_outside_the_tcp_range_is_an_argument_error(base, port, capsys):
         build_server(parser.parse_args(["--model", f"tiny={base}", "--port", port]), parser)
     assert e.value.code == 2
     assert f"--port must be a TCP port in 1..65535 (or 0 for a free one), got {port}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("layout", ["int_val only", "one string_val and 15 int_val"])
+def test_values_in_another_typed_field_are_invalid_argument(stub, layout):
+    p = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
+    p.tensor_shape.dim.add(size=16)
+    if layout != "int_val only":
+        p.string_val.append(GOOD)
+    p.int_val.extend([7] * (16 - len(p.string_val)))
+    details = rejected(stub, "serving_default", "examples", p)
+    assert "a DT_STRING tensor holds its values in string_val, not in int_val" in details, details
+
+
+def test_a_requests_expanded_bytes_are_bounded_before_anything_is_expanded(base, tmp_path):
+    """One 64 KB string repeated over [8192] is 512 MB once expanded: RESOURCE_EXHAUSTED, and the server's
+    peak memory (VmHWM of its process) grows by far less than one such expansion."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tiny_servable import free_port
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    cmd = [sys.executable, "-m", "serving", "--model", f"tiny={base}", "--port", str(port), "--poll_seconds", "0"]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stderr=subprocess.DEVNULL)
+
+    def peak_mib() -> float:  # the process's high-water mark of resident memory
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024
+
+    try:
+        with ServingClient(f"127.0.0.1:{port}", "tiny", timeout=30) as client:
+            assert client.status(timeout=120)[0].state == "AVAILABLE"
+            np.testing.assert_allclose(client.score(examples(4))["y"], 2 * np.arange(4))
+        before = peak_mib()
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", -1)]) as ch:
+            s = prediction_service_pb2_grpc.PredictionServiceStub(ch)
+            for size, rows in ((64 * 1024, 8192), (192 * 1024, 8192), (8 * 1024 * 1024, 64)):
+                splat = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
+                splat.tensor_shape.dim.add(size=rows)
+                splat.string_val.append(b"x" * size)
+                req = predict_pb2.PredictRequest()
+                req.model_spec.name = "tiny"
+                req.inputs["examples"].CopyFrom(splat)
+                with pytest.raises(grpc.RpcError) as err:
+                    s.Predict(req, timeout=60)
+                assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, err.value.details()
+                assert f"expand to {size * rows} bytes" in err.value.details()
+                assert "max_request_bytes 67108864" in err.value.details() and "\n" not in err.value.details()
+        grown = peak_mib() - before
+        # Expanding the first request alone would take 512 MiB; refused, the peak barely moves (the
+        # requests themselves are 66 KB, 192 KB and 8 MB).
+        assert grown < 64, grown
+    finally:
+        proc.terminate()
+        proc.wait(30)
