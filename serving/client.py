@@ -343,15 +343,16 @@ class ServingClient:
                 raise TimeoutError(f"model {self.model_name!r} not AVAILABLE on {self.target} after {timeout}s")
             time.sleep(poll)
 
-    def metadata_response(self) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def metadata_response(self, timeout: float | None = None) -> get_model_metadata_pb2.GetModelMetadataResponse:
         req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(req.model_spec)
-        return self._call("GetModelMetadata", self._predict.GetModelMetadata, req)
+        return self._call("GetModelMetadata", self._predict.GetModelMetadata, req, timeout=timeout)
 
-    def metadata(self) -> dict[str, SignatureInfo]:
-        """The model's signatures (name -> inputs / outputs with dtype and shape), as the server reports them."""
+    def metadata(self, timeout: float | None = None) -> dict[str, SignatureInfo]:
+        """The model's signatures (name -> inputs / outputs with dtype and shape), as the server reports them.
+        ``timeout``: this call's deadline (default: the client's)."""
         sigmap = get_model_metadata_pb2.SignatureDefMap()
-        self.metadata_response().metadata["signature_def"].Unpack(sigmap)
+        self.metadata_response(timeout).metadata["signature_def"].Unpack(sigmap)
         out = {
             name: SignatureInfo(
                 {k: _tensor_info(v) for k, v in sd.inputs.items()},
@@ -364,13 +365,26 @@ class ServingClient:
         self._signatures = out
         return out
 
-    def _signature(self, name: str) -> SignatureInfo | None:
+    def _signature(self, name: str, deadline: float | None = None) -> SignatureInfo | None:
+        """``name``'s inputs and outputs from the server's metadata, looked up once per client.
+
+        ``deadline`` (``time.monotonic()``): the lookup is part of the call that needs it and waits no
+        longer than that call may. A failed lookup is not remembered (the next call asks again), except
+        where the server has no metadata method (``UNIMPLEMENTED``); an unreachable server fails the call.
+        """
         if self._signatures is None:
+            timeout = None if deadline is None else _remaining(deadline)
             try:
-                self.metadata()
+                self.metadata(timeout)
             except ServingError as e:
-                log.debug("no metadata for dtype coercion: %s", e)
-                self._signatures = {}
+                if e.code == grpc.StatusCode.UNIMPLEMENTED:
+                    log.debug("no metadata for dtype coercion: %s", e)
+                    self._signatures = {}
+                elif e.code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+                    raise  # the call itself would wait again for the same server
+                else:
+                    log.debug("no metadata for dtype coercion this call: %s", e)
+                    return None
         return self._signatures.get(name)
 
     # -- Predict -----------------------------------------------------------------------------------
@@ -388,7 +402,9 @@ class ServingClient:
         ``max_batch`` rows, sent one after the other, and the outputs concatenated along axis 0.
         """
         signature = signature or DEFAULT_SIGNATURE
-        info = self._signature(signature) if self.coerce_dtypes else None
+        # One deadline for the call: the metadata lookup a first call makes counts against it.
+        deadline = time.monotonic() + self.timeout
+        info = self._signature(signature, deadline) if self.coerce_dtypes else None
         arrays = {
             k: _as_array(v, info.inputs[k].dtype if info and k in info.inputs else None) for k, v in inputs.items()
         }
@@ -399,7 +415,7 @@ class ServingClient:
         sizes = {k: a.shape[0] for k, a in arrays.items() if a.ndim}
         n = next(iter(sizes.values()), None)
         if limit is None or n is None or n <= limit:
-            return self._predict_once(signature, arrays, output_filter)
+            return self._predict_once(signature, arrays, output_filter, _remaining(deadline))
         if len(set(sizes.values())) != 1:
             raise ValueError(f"cannot split a request whose inputs have different batch sizes: {sizes}")
         parts = [
@@ -411,7 +427,11 @@ class ServingClient:
         return {k: np.concatenate([p[k] for p in parts], axis=0) for k in parts[0]}
 
     def _predict_once(
-        self, signature: str, arrays: Mapping[str, np.ndarray], output_filter: Iterable[str] | None
+        self,
+        signature: str,
+        arrays: Mapping[str, np.ndarray],
+        output_filter: Iterable[str] | None,
+        timeout: float | None = None,
     ) -> dict[str, np.ndarray]:
         req = predict_pb2.PredictRequest()
         self._spec(req.model_spec, signature)
@@ -419,7 +439,7 @@ class ServingClient:
             req.inputs[k].CopyFrom(tf.make_tensor_proto(a))
         if output_filter:
             req.output_filter.extend(output_filter)
-        resp = self._call("Predict", self._predict.Predict, req, signature)
+        resp = self._call("Predict", self._predict.Predict, req, signature, timeout=timeout)
         return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
 
     def _single_input(self, signature: str, default: str) -> str:
@@ -431,8 +451,13 @@ class ServingClient:
     # -- the MVKE signatures -----------------------------------------------------------------------
 
     def score(self, examples: ArrayLike, max_batch: int | None = None) -> dict[str, np.ndarray]:
-        """``serving_default``: serialized ``tf.Example`` (or ``tf.train.Example``) ``[B]`` -> ``{task: [B]}``."""
-        return self.predict(DEFAULT_SIGNATURE, {"examples": _serialized(examples)}, max_batch=max_batch)
+        """``serving_default``: serialized ``tf.Example`` (or ``tf.train.Example``) ``[B]`` -> ``{task: [B]}``.
+
+        No examples is a request of none (``[0]`` strings), answered with empty scores."""
+        rows = _serialized(examples)
+        if len(rows) == 0:
+            rows = np.array([], dtype=object)  # not numpy's float64 of an empty list
+        return self.predict(DEFAULT_SIGNATURE, {"examples": rows}, max_batch=max_batch)
 
     def user_tower(
         self, examples: ArrayLike | Mapping[str, ArrayLike], max_batch: int | None = None
@@ -459,6 +484,10 @@ class ServingClient:
         best ``k`` tags of the vocabulary frozen at export (``str`` array ``[B, k]``) and their probabilities
         (``float32 [B, k]``), best first. ``k`` must be in ``[1, top_tags_max_k]`` of the export, else a
         :class:`ServingError` with ``INVALID_ARGUMENT``."""
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or not -(2**31) <= k < 2**31:
+            # A float would be truncated (2.7 -> 2) and a large int wrapped (2**32 + 5 -> 5) on the way to the
+            # signature's int32; whether k is within [1, top_tags_max_k] the export itself checks.
+            raise ValueError(f"top_tags: k must be a whole number of tags (an int32), got {k!r}")
         inputs = {"examples": _serialized(examples), "k": np.array(k, dtype=np.int32)}
         out = self.predict("top_tags", inputs, max_batch=max_batch)
         result = {}
@@ -468,6 +497,12 @@ class ServingClient:
                 tags = np.vectorize(lambda b: b.decode(), otypes=[object])(out[key]) if out[key].size else out[key]
                 result[task] = (tags.astype(object), out[f"{task}_scores"])
         return result
+
+
+def _remaining(deadline: float) -> float:
+    """Seconds left until ``deadline`` (``time.monotonic()``); a tiny positive floor, so that a spent deadline
+    fails the RPC with gRPC's own ``DEADLINE_EXCEEDED``."""
+    return max(deadline - time.monotonic(), 1e-3)
 
 
 def _serialized(examples: ArrayLike) -> ArrayLike:

@@ -161,3 +161,34 @@ def test_grpc_resends_unavailable_after_the_call_reached_the_server(retries, fai
         assert service.calls == min(failures + 1, (4 if retries is None else retries) + 1)
     finally:
         server.stop(0)
+
+
+def test_a_first_call_waits_one_deadline_and_a_failed_lookup_is_not_kept(base):
+    port = free_port()  # nothing listens yet
+    client = ServingClient(f"127.0.0.1:{port}", "tiny", timeout=2.0)  # waits for the server until the deadline
+    t0 = time.monotonic()
+    with pytest.raises(ServingError) as err:
+        client.score(examples(2))
+    waited = time.monotonic() - t0
+    assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The metadata lookup of a first call and its Predict share one deadline (was: 2 s each, 4 s in all).
+    assert 1.9 < waited < 3.5, waited
+    assert client._signatures is None  # not remembered as "no metadata": asked again next time
+    srv = ModelServer({"tiny": base}, port=port, poll_seconds=0, warmup=False).start()
+    try:
+        np.testing.assert_allclose(client.score(examples(3))["y"], 2 * np.arange(3))
+        assert "serving_default" in client._signatures  # dtype coercion is on for this client
+        # No examples: an empty answer, not a dtype error.
+        empty = client.score([])
+        assert empty["y"].shape == (0,)
+    finally:
+        client.close()
+        srv.stop(0)
+
+
+@pytest.mark.parametrize("k", [2.7, 2**32 + 5, -(2**31) - 1, True, "3"])
+def test_top_tags_k_must_be_a_whole_number_in_range(k):
+    client = ServingClient(f"127.0.0.1:{free_port()}", "tiny", retries=0)  # refused before any call
+    with pytest.raises(ValueError, match="k must be a whole number of tags"):  # in range: the export checks
+        client.top_tags(examples(1), k=k)
+    client.close()
