@@ -81,9 +81,25 @@ class ServingStatusError(Exception):
     """An error with the gRPC status code the RPC answers with."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        # One printable line of bounded length, whatever a client put in the names it echoes: a status
+        # over gRPC's metadata limit never reaches the client, and a newline would forge a log record.
+        message = _one_line(message, _MAX_STATUS_CHARS)
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def _echo(value: Any, limit: int = 64) -> str:
+    """A client-supplied name as an error message or a log line quotes it: escaped, at most ``limit`` chars."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(value))
+    return "'" + (text if len(text) <= limit else text[: limit - 3] + "...") + "'"
+
+
+def _echo_names(names: Iterable[Any], most: int = 8) -> str:
+    """Client-supplied names (e.g. input keys), each :func:`_echo`'d, the first ``most`` of them."""
+    names = list(names)
+    shown = ", ".join(_echo(n) for n in names[:most])
+    return f"[{shown}{f', ... ({len(names)} in all)' if len(names) > most else ''}]"
 
 
 def _not_found(message: str) -> ServingStatusError:
@@ -212,7 +228,8 @@ class ServedModel:
                 raise _not_found(f"Servable not found for request: Specific({self.name}, {v}) ({loaded})")
             return current
         if which == "version_label":  # no labels are configured (TF Serving: INVALID_ARGUMENT as well)
-            raise _invalid(f"Unrecognized servable version label: {spec.version_label} (model {self.name})")
+            label = _echo(spec.version_label)[1:-1]
+            raise _invalid(f"Unrecognized servable version label: {label} (model {self.name})")
         if current is None:
             raise _not_found(f"Servable not found for request: Latest({self.name}): no version loaded yet")
         return current
@@ -327,7 +344,7 @@ class ModelRegistry:
             return self.models[name]
         except KeyError:
             raise _not_found(
-                f"Servable not found for request: Latest({name}): model {name!r} is not served "
+                f"Servable not found for request: Latest({_echo(name)[1:-1]}): model {_echo(name)} is not served "
                 f"(served: {sorted(self.models)})"
             ) from None
 
@@ -532,7 +549,7 @@ def tensors_from_request(
         if missing:
             parts.append(f"missing inputs {missing}")
         if extra:
-            parts.append(f"unknown inputs {extra}")
+            parts.append(f"unknown inputs {_echo_names(extra)}")
         raise _invalid(
             f"input names do not match signature {sig.name!r}: {'; '.join(parts)} (expected {sorted(expected)})"
         )
@@ -557,6 +574,8 @@ _TF_NOISE = re.compile(
     r"|\[Op:[^\]]*\]"
 )
 _MAX_MESSAGE_CHARS = 300
+# A whole status message: well under gRPC's 8 KB metadata limit, and one readable log line.
+_MAX_STATUS_CHARS = 1000
 
 
 def _one_line(message: str, limit: int = _MAX_MESSAGE_CHARS) -> str:
@@ -606,16 +625,18 @@ def predict(
     sig = loaded.signatures.get(sig_name)
     if sig is None:
         raise _invalid(
-            f"Serving signature name: {sig_name!r} not found in signature def "
+            f"Serving signature name: {_echo(sig_name)} not found in signature def "
             f"(model {loaded.model} version {loaded.version} has {sorted(loaded.signatures)})"
         )
     wanted = list(request.output_filter) or list(sig.outputs)
     repeated = sorted({name for name in wanted if wanted.count(name) > 1})
     if repeated:  # as TF Serving answers it
-        raise _invalid(f"duplicate output tensor alias {repeated[0]!r} in output_filter")
+        raise _invalid(f"duplicate output tensor alias {_echo(repeated[0])} in output_filter")
     unknown = sorted(set(wanted) - set(sig.outputs))
     if unknown:
-        raise _invalid(f"output_filter {unknown} not in signature {sig_name!r} outputs {list(sig.outputs)}")
+        raise _invalid(
+            f"output_filter {_echo_names(unknown)} not in signature {sig_name!r} outputs {list(sig.outputs)}"
+        )
     tensors = tensors_from_request(sig, request.inputs, limits)
     try:
         result = sig.fn(**tensors)
@@ -675,10 +696,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response = predict(self.registry.resolve(request.model_spec), request, self.limits)
         except ServingStatusError as e:
             # One line per rejected request: a client's bad input is not the server's error.
-            log.info("Predict %s: %s %s", request.model_spec.name, e.code.name, e.message)
+            log.info("Predict %s: %s %s", _echo(request.model_spec.name), e.code.name, e.message)
             context.abort(e.code, e.message)
         except Exception as e:  # noqa: BLE001 - a bug here must answer INTERNAL, not grpc's bare UNKNOWN
-            log.exception("Predict %s: unexpected failure", request.model_spec.name)
+            log.exception("Predict %s: unexpected failure", _echo(request.model_spec.name))
             context.abort(grpc.StatusCode.INTERNAL, f"Predict failed: {_one_line(str(e))}")
         spec = response.model_spec
         log.debug(
@@ -689,6 +710,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             1e3 * (time.monotonic() - t0),
         )
         return response
+
+    # TF Serving's other inference methods: UNIMPLEMENTED with a one-line log record, not the stub's
+    # NotImplementedError, which gRPC logs with a traceback for every such call.
+    def _unimplemented(self, method: str, request: Any, context: grpc.ServicerContext) -> Any:
+        message = f"{method} is not implemented by this server; fix: call Predict (the signatures are Predict's)"
+        log.info("%s: UNIMPLEMENTED", method)
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        return self._unimplemented("Classify", request, context)
+
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        return self._unimplemented("Regress", request, context)
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
+        return self._unimplemented("MultiInference", request, context)
 
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         try:
@@ -707,7 +744,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 sigmap.signature_def[name].CopyFrom(sd)
             response.metadata["signature_def"].Pack(sigmap)
         except ServingStatusError as e:
-            log.info("GetModelMetadata %s: %s %s", request.model_spec.name, e.code.name, e.message)
+            log.info("GetModelMetadata %s: %s %s", _echo(request.model_spec.name), e.code.name, e.message)
             context.abort(e.code, e.message)
         return response
 
@@ -727,15 +764,18 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 statuses = [s for s in statuses if s.version == spec.version.value]
                 if not statuses:
                     raise _not_found(
-                        f"Could not find version {spec.version.value} of model {spec.name} "
+                        f"Could not find version {spec.version.value} of model {_echo(spec.name)[1:-1]} "
                         f"(known: {[s.version for s in model.statuses()]})"
                     )
             elif spec.version_label:
-                raise _invalid(f"Unrecognized servable version label: {spec.version_label} (model {spec.name})")
+                raise _invalid(
+                    f"Unrecognized servable version label: {_echo(spec.version_label)[1:-1]} "
+                    f"(model {_echo(spec.name)[1:-1]})"
+                )
             elif not statuses:
-                raise _not_found(f"Could not find any versions of model {spec.name}")
+                raise _not_found(f"Could not find any versions of model {_echo(spec.name)[1:-1]}")
         except ServingStatusError as e:
-            log.info("GetModelStatus %s: %s %s", request.model_spec.name, e.code.name, e.message)
+            log.info("GetModelStatus %s: %s %s", _echo(request.model_spec.name), e.code.name, e.message)
             context.abort(e.code, e.message)
         return get_model_status_pb2.GetModelStatusResponse(model_version_status=statuses)
 

@@ -281,3 +281,73 @@ def test_a_requests_expanded_bytes_are_bounded_before_anything_is_expanded(base,
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def _status(call, request):
+    with pytest.raises(grpc.RpcError) as err:
+        call(request, timeout=30)
+    return err.value.code(), err.value.details()
+
+
+def test_echoed_client_input_is_bounded_and_escaped(server, stub, caplog):
+    """Huge or forged names get their own status code with a short one-line message, and one short log line."""
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc
+
+    caplog.set_level(logging.INFO, logger="serving.server")
+    huge = "m" * 20_000
+    cases = []
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = huge
+    req.inputs["examples"].CopyFrom(strings(np.array([GOOD])))
+    cases.append((stub.Predict, req, grpc.StatusCode.NOT_FOUND, "is not served"))
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name, req.model_spec.signature_name = "tiny", "s" * 20_000
+    cases.append((stub.Predict, req, INVALID, "not found in signature def"))
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name, req.model_spec.signature_name = "tiny", "serving_default"
+    for i in range(10_000):
+        req.inputs[f"input_{i}"].CopyFrom(strings(np.array([GOOD])))
+    cases.append((stub.Predict, req, INVALID, "(10000 in all)"))
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name, req.model_spec.signature_name = "tiny", "serving_default"
+    req.inputs["examples"].CopyFrom(strings(np.array([GOOD])))
+    req.output_filter.extend(f"out_{i}" for i in range(10_000))
+    cases.append((stub.Predict, req, INVALID, "(10000 in all)"))
+    forged = "tiny\n2026-01-01 00:00:00 INFO serving.server: forged record"
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = forged
+    req.inputs["examples"].CopyFrom(strings(np.array([GOOD])))
+    cases.append((stub.Predict, req, grpc.StatusCode.NOT_FOUND, "is not served"))
+    meta = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    meta.model_spec.name = huge
+    cases.append((stub.GetModelMetadata, meta, grpc.StatusCode.NOT_FOUND, "is not served"))
+    with grpc.insecure_channel(server.target) as channel:
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name = huge
+        models = model_service_pb2_grpc.ModelServiceStub(channel)
+        cases.append((models.GetModelStatus, status, grpc.StatusCode.NOT_FOUND, "is not served"))
+        answers = []
+        for call, request, code, needle in cases:
+            got_code, details = _status(call, request)
+            assert got_code == code and needle in details, (got_code, details[:200])
+            assert len(details) <= 1000 and "\n" not in details and details.isprintable(), len(details)
+            answers.append(details)
+    assert "tiny\\n2026-01-01" in answers[4]  # the forged newline, escaped
+    for record in caplog.records:
+        assert "\n" not in record.getMessage() and len(record.getMessage()) < 1500, record.getMessage()[:200]
+    assert not any(r.getMessage().startswith("2026-01-01") for r in caplog.records)
+
+
+@pytest.mark.parametrize("method", ["Classify", "Regress", "MultiInference"])
+def test_other_inference_methods_are_unimplemented_without_a_traceback(stub, caplog, method):
+    from tensorflow_serving.apis import classification_pb2, inference_pb2, regression_pb2
+
+    caplog.set_level(logging.INFO)
+    request = {
+        "Classify": classification_pb2.ClassificationRequest,
+        "Regress": regression_pb2.RegressionRequest,
+        "MultiInference": inference_pb2.MultiInferenceRequest,
+    }[method]()
+    code, details = _status(getattr(stub, method), request)
+    assert code == grpc.StatusCode.UNIMPLEMENTED and "call Predict" in details
+    assert_quiet_log(caplog)
