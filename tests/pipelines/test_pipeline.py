@@ -378,8 +378,11 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     argv += ["--schema", cfg.schema_path, "--batch-size", "128", "--eval-steps", "5", "--auc-floor", "0.2"]
     argv += ["--model-overrides", json.dumps(TINY)]
     settings = tmp_path / "settings.yaml"
-    # top_tags over the training day's tags (a path under data_root), k up to 5.
-    settings.write_text("epochs: 3\ntop_tags_vocabulary: train\ntop_tags_max_k: 5\n")
+    # top_tags over the training day's tags (a path under data_root), k up to 5; the synthetic data's slices (as
+    # pipelines/configs/synthetic.yaml names them; left out, they would be its first small user fields).
+    settings.write_text(
+        "epochs: 3\ntop_tags_vocabulary: train\ntop_tags_max_k: 5\nslice_keys: [gender, age_bucket, tag_l1]\n"
+    )
     start = time.perf_counter()
     assert main([*argv, "--config", str(settings)]) == 0
     seconds = time.perf_counter() - start
