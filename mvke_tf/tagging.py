@@ -64,7 +64,7 @@ MANIFEST = "_manifest.json"
 # data and fail; a rerun of such a job replaces it.
 LEGACY_MANIFEST = "manifest.json"
 JOB_FILE = "_job.json"
-_TMP = ".tmp-"  # <name>.tmp-<pid>: a file being written by process <pid>
+_TMP = ".tmp-"  # .<name>.tmp-<run>: a file being written by run <run> (hidden from dataset readers by the dot)
 _USERS_FIX = (
     "fix: give UTF-8 CSV files with a header row (the user id and user feature columns) or TFRecord files of tf.Example"
 )
@@ -423,7 +423,7 @@ class AudienceState:
     def save(self, path: Path) -> str:
         """Writes the state (``.npz``, via a temporary file and a rename); returns its SHA-256."""
         unique_ids, inverse = np.unique(self.user_ids.astype(str).ravel(), return_inverse=True)
-        tmp = path.with_name(path.name + f"{_TMP}{os.getpid()}")
+        tmp = _temp_path(path)
         with open(tmp, "wb") as fh:
             np.savez(
                 fh,
@@ -552,7 +552,7 @@ class _ShardWriter:
 
     def __init__(self, path: Path, fmt: str, tags: Sequence[str]) -> None:
         self.path, self.fmt = path, fmt
-        self.tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+        self.tmp = _temp_path(path)
         self.tags = np.asarray(tags, dtype=object)
         self.rows = 0
         if fmt == "parquet":
@@ -656,7 +656,7 @@ def _write_audiences(
     path: Path, fmt: str, state: AudienceState, tasks: Sequence[str], tags: Sequence[str], min_score: float
 ) -> int:
     """Writes the audience lists to ``path`` (a temporary file, then a rename); returns the number of rows."""
-    tmp = path.with_name(path.name + f"{_TMP}{os.getpid()}")
+    tmp = _temp_path(path)
     rows = 0
     try:
         if fmt == "parquet":
@@ -833,7 +833,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     """Written to a temporary file and renamed: a killed run leaves the old file or the new one, never half."""
-    tmp = path.with_name(path.name + f"{_TMP}{os.getpid()}")
+    tmp = _temp_path(path)
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
 
@@ -848,18 +848,56 @@ def _pid_running(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temp_files(out_dir: Path, own_names: set[str]) -> list[str]:
-    """Removes ``<name>.tmp-<pid>`` files of this job (``name`` in ``own_names``) whose process is gone.
+def _process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), ``""`` where that is unknown.
 
-    A run killed mid-shard leaves its temporary file, which no reader can open. A file whose process
-    still runs may belong to a concurrent run and is left alone.
+    A pid alone does not name a run: pids are reused, and a dead run's pid may be a new process's."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2 :].split()[19]  # field 22, counted after the command name
+    except (OSError, ValueError, IndexError):
+        return ""
+
+
+def _run_id() -> str:
+    """This run's owner id in temporary file names: the process's pid and start time."""
+    return f"{os.getpid()}-{_process_start(os.getpid()) or 0}"
+
+
+def _temp_path(path: Path) -> Path:
+    """Where ``path`` is written before its rename: ``.<name>.tmp-<run>`` beside it. The dot keeps Parquet
+    and other dataset readers from taking a half-written file for data."""
+    return path.with_name(f".{path.name}{_TMP}{_run_id()}")
+
+
+def _run_alive(pid: int, start: str) -> bool:
+    """Whether the run of ``pid`` started at ``start`` still runs (a reused pid is another run)."""
+    if not _pid_running(pid):
+        return False
+    now = _process_start(pid)
+    return not (now and start not in ("", "0") and now != start)
+
+
+def _remove_stale_temp_files(out_dir: Path, own_names: set[str]) -> list[str]:
+    """Removes temporary files of this job (``name`` in ``own_names``) whose run is gone.
+
+    A run killed mid-shard leaves its temporary file, which no reader can open. A file whose run still
+    runs may belong to a concurrent run and is left alone; a run is its pid and the process's start time,
+    so a dead run whose pid a new process got is seen as dead. Files of earlier versions
+    (``<name>.tmp-<pid>``, without the dot) are removed when their pid runs no process.
     """
     removed = []
     if not out_dir.is_dir():
         return removed
-    pattern = re.compile(r"(.+)" + re.escape(_TMP) + r"(\d+)")
+    current = re.compile(r"\.(.+)" + re.escape(_TMP) + r"(\d+)-(\d+)")
+    legacy = re.compile(r"(.+)" + re.escape(_TMP) + r"(\d+)")
     for f in out_dir.iterdir():
-        m = pattern.fullmatch(f.name)
+        m = current.fullmatch(f.name)
+        if m and m.group(1) in own_names and not _run_alive(int(m.group(2)), m.group(3)):
+            f.unlink(missing_ok=True)
+            removed.append(f.name)
+            continue
+        m = legacy.fullmatch(f.name)
         if m and m.group(1) in own_names and not _pid_running(int(m.group(2))):
             f.unlink(missing_ok=True)
             removed.append(f.name)

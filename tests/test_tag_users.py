@@ -121,19 +121,33 @@ def test_a_failed_run_leaves_nothing_that_blocks_the_next(env, tmp_path, capsys)
 
 
 def test_a_rerun_removes_its_stale_temporary_files(env, tmp_path, capsys):
+    import pandas as pd
+
     out = tmp_path / "out"
     out.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid names no running process: its temporary file is left over from a killed run
-    stale = out / f"part-00000.parquet.tmp-{dead.pid}"
+    parent = os.getppid()
+    started = tagging._process_start(parent)
+    assert started  # Linux: a process's start time from /proc
+    stale = out / f".part-00000.parquet.tmp-{dead.pid}-12345"
     stale.write_bytes(b"half a parquet file")
-    alive = out / f"part-00000.parquet.tmp-{os.getppid()}"  # a running process: maybe a concurrent run
+    # The pid of a killed run that a new process got since (pid reuse): the start time tells them apart.
+    reused = out / f".part-00000.parquet.tmp-{parent}-{int(started) + 1}"
+    reused.write_bytes(b"half a parquet file")
+    alive = out / f".part-00000.parquet.tmp-{parent}-{started}"  # a running run: maybe a concurrent one
     alive.write_bytes(b"")
+    legacy = out / f"part-00000.parquet.tmp-{dead.pid}"  # an earlier version's name, its process gone
+    legacy.write_bytes(b"half a parquet file")
     other = out / f"notes.txt.tmp-{dead.pid}"  # not this job's pattern
     other.write_text("kept")
     users = _csv(env, tmp_path / "users.csv", env["rows"][:8])
     assert _tag(env, users, out) == 0, capsys.readouterr().err
-    assert not stale.exists() and alive.exists() and other.exists()
+    assert not stale.exists() and not reused.exists() and not legacy.exists()
+    assert alive.exists() and other.exists()
+    # A concurrent run's hidden temporary file does not stop the output from reading as a Parquet dataset.
+    other.unlink()
+    assert set(pd.read_parquet(out)["user_id"]) == _users(env["rows"][:8])
 
 
 def test_garbage_csv_names_the_file_and_the_fix(env, tmp_path, capsys):
