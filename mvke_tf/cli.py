@@ -124,7 +124,12 @@ def _model_config(args: argparse.Namespace, features_yaml: Path):
     overrides = {}
     if args.config:
         overrides = load_yaml(args.config, "--config") or {}
-    if isinstance(overrides, dict) and "tasks" not in overrides:
+        if not isinstance(overrides, dict):
+            raise CLIError(
+                f"--config {args.config}: holds a {type(overrides).__name__}, not a mapping of model config fields; "
+                "fix: write one field per line, e.g. 'embedding_dim: 16'"
+            )
+    if "tasks" not in overrides:
         overrides = {**overrides, "tasks": list(FeatureConfig.from_yaml(features_yaml).labels)}
     return family_of(args.model).config_for(args.model, overrides, args.scale)
 
@@ -290,6 +295,7 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
         tags = tagging.tags_from_data(args.tags_from_data)
     else:
         raise CLIError("give the tag vocabulary with --tags FILE (one tag per line) or --tags-from-data DIR")
+    tagging.check_out_dir(args.out)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     if args.by == "tag" and args.top_k is not None:
         raise CLIError("--top-k: applies to --by user (the K best tags per user); with --by tag give --top-n")
@@ -320,9 +326,15 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     with tqdm(unit="users", desc="tagging", file=sys.stderr, disable=not sys.stderr.isatty()) as bar:
-        manifest = tagging.tag_users(
-            args.model, args.users, tags, args.out, fmt=args.format, progress=bar.update, **common
-        )
+        try:
+            manifest = tagging.tag_users(
+                args.model, args.users, tags, args.out, fmt=args.format, progress=bar.update, **common
+            )
+        except PermissionError as e:  # e.g. a directory made read-only while the job runs
+            raise CLIError(
+                f"--out {args.out}: cannot write {Path(e.filename).name if e.filename else 'there'} "
+                f"({e.strerror or e}); fix: give a directory you can write to"
+            ) from None
     what = f" (top-{top_n} users per tag and task)" if args.by == "tag" else ""
     print(
         f"tagged {manifest['users']:,} users{what} against {len(tags):,} tags ({', '.join(manifest['tasks'])}) "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,56 @@ def load_yaml(path: str | Path, what: str) -> Any:
         raise ConfigError(f"{what} {path}: not valid YAML ({problem}); fix: correct the YAML there") from None
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a value read from YAML / JSON fits a config field's type hint (lists stand for tuples; an int
+    for a float). Hints it does not know accept anything: the dataclass checks those itself."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_fits(v, a) for v, a in zip(value, args))
+    return True
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            inner = _describe(args[0])
+            plural = {"an integer": "integers", "a number": "numbers", "a string": "strings"}.get(inner, inner)
+            return f"a list of {plural}"
+        return "a list"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "null"}
+    return names.get(hint, str(hint))
+
+
+def _example(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _example(next(a for a in args if a is not type(None)))
+    if origin is tuple:
+        return f"[{_example(args[0])}]" if args else "[]"
+    return {int: "16", float: "0.5", str: "name", bool: "true"}.get(hint, "...")
+
+
 class SerializableConfig:
     """Dict and YAML round trips for the frozen model-config dataclasses (one implementation for all).
 
@@ -92,6 +144,13 @@ class SerializableConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ConfigError(f"{cls.config_name}: unknown key(s) {unknown}; fix: use only {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        for name, value in d.items():
+            if not _fits(value, hints.get(name, Any)):
+                raise ConfigError(
+                    f"{cls.config_name}: {name}={value!r} is not {_describe(hints[name])}; fix: give {name} "
+                    f"as {_describe(hints[name])}, e.g. {name}: {_example(hints[name])}"
+                )
         return cls(**dict(d))
 
     @classmethod

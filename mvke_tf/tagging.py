@@ -98,11 +98,22 @@ def resolve_model_dir(path: str | os.PathLike) -> str:
 
 
 def read_tags(path: str | os.PathLike) -> list[str]:
-    """One tag per line (blank lines ignored, duplicates dropped, order kept)."""
+    """One tag per line (blank lines ignored, duplicates dropped, order kept); UTF-8 text."""
     if not tf.io.gfile.exists(str(path)):
         raise FileNotFoundError(f"--tags {path}: no such file")
-    with tf.io.gfile.GFile(str(path), "r") as f:
-        tags = list(dict.fromkeys(line.strip() for line in f if line.strip()))
+    with tf.io.gfile.GFile(str(path), "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise TaggingError(
+                f"--tags {path}: line {number} is not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                "fix: give a UTF-8 text file of one tag per line"
+            ) from None
+    text = data.decode("utf-8")
+    tags = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
     if not tags:
         raise TaggingError(f"--tags {path}: no tags in the file (one tag per line)")
     return tags
@@ -133,15 +144,24 @@ def _utf8_lines(path: str, fh: Iterator[bytes]) -> Iterator[str]:
 
 
 def _csv_rows(path: str) -> Iterator[tuple[int, list[str]]]:
-    """``(line number, row)`` for every non-blank row of a CSV file, the header first."""
+    """``(line number, row)`` for every non-blank row of a CSV file, the header first; a row's number is the
+    line it starts on (a quoted field may span lines)."""
     with tf.io.gfile.GFile(path, "rb") as fh:
-        reader = csv.reader(_utf8_lines(path, fh))
+        # strict: a quote left open is an error where the file ends, not a field that swallows the rest.
+        reader = csv.reader(_utf8_lines(path, fh), strict=True)
+        start = 1
         try:
             for row in reader:
                 if row:
-                    yield reader.line_num, row
+                    yield start, row
+                start = reader.line_num + 1
         except csv.Error as e:
-            raise TaggingError(f"{path}: line {reader.line_num} is not valid CSV ({e}); {_USERS_FIX}") from None
+            if reader.line_num > start:  # the record began earlier: that is where the problem is
+                raise TaggingError(
+                    f"{path}: line {start} is not valid CSV ({e} at line {reader.line_num}: a quote opened on "
+                    f"line {start} is not closed); {_USERS_FIX}"
+                ) from None
+            raise TaggingError(f"{path}: line {start} is not valid CSV ({e}); {_USERS_FIX}") from None
 
 
 def _data_files(path: str) -> list[str]:
@@ -836,6 +856,20 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     tmp = _temp_path(path)
     tmp.write_text(json.dumps(data, indent=2))
     os.replace(tmp, path)
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    """``--out`` if it is, or can be made, a directory this run writes; else a one-line :class:`TaggingError`.
+    Nothing is created here (the job makes the directory when it writes)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TaggingError(f"--out {out}: is a file, not a directory; fix: give a directory path (made if missing)")
+    existing = next((p for p in (out, *out.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise TaggingError(f"--out {out}: {existing} is a file, not a directory; fix: give a directory path")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise TaggingError(f"--out {out}: {existing} is not writable; fix: give a directory you can write to")
+    return out
 
 
 def _pid_running(pid: int) -> bool:

@@ -200,3 +200,53 @@ def test_output_directory_reads_as_a_parquet_dataset(env, tmp_path, capsys):
     assert _tag(env, data, out) == 0
     assert not (out / "manifest.json").exists() and (out / tagging.MANIFEST).exists()
     assert pq.read_table(out).num_rows == n
+
+
+def test_cli_errors_are_one_line_naming_the_file_and_the_fix(env, tmp_path, capsys, monkeypatch):
+    users = _csv(env, tmp_path / "users.csv", env["rows"][:8])
+    # --out is a file.
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert _tag(env, users, a_file) == 2
+    assert f"--out {a_file}: is a file, not a directory; fix:" in _err_line(capsys)
+    # --out cannot be written while the job runs (a read-only directory; root ignores modes, so simulated).
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / ".part-00000.parquet.tmp-1-2"))
+
+    with monkeypatch.context() as m:
+        m.setattr(tagging, "tag_users", refuse)
+        assert _tag(env, users, tmp_path / "ro") == 2
+    err = _err_line(capsys)
+    assert f"--out {tmp_path / 'ro'}: cannot write" in err and "Permission denied" in err and "fix:" in err
+    # A --tags file that is not UTF-8: the file and the line.
+    tags = tmp_path / "tags.txt"
+    tags.write_bytes(b"t0_1_2\nt1_0_0\n\xff\xfe bad\n")
+    argv = ["tag-users", "--model", str(env["root"] / "model"), "--users", str(users), "--out", str(tmp_path / "o")]
+    argv += ["--tags", str(tags), "--features", str(env["root"] / "data" / "features.yaml")]
+    assert main(argv) == 2
+    err = _err_line(capsys)
+    assert f"--tags {tags}: line 3 is not UTF-8 text" in err and "fix:" in err
+    # An unclosed quote: the line it opens on, not the end of the file.
+    rows = env["rows"][:8]
+    broken = _csv(env, tmp_path / "broken.csv", [*rows[:3], rows[3].replace(",", ',"', 1), *rows[4:]])
+    assert _tag(env, broken, tmp_path / "o2") == 2
+    err = _err_line(capsys)
+    assert f"{broken}: line 5 is not valid CSV" in err and "a quote opened on line 5 is not closed" in err, err
+
+
+def test_train_config_errors_name_the_field(tmp_path, capsys):
+    from mvke_tf.data import synthetic
+
+    data = tmp_path / "data"
+    data.mkdir()
+    synthetic.feature_config().to_yaml(data / "features.yaml")
+    for text, needle in (
+        ("- embedding_dim: 8\n", "holds a list, not a mapping of model config fields; fix:"),
+        ("embedding_dim: abc\n", "embedding_dim='abc' is not an integer; fix: give embedding_dim as an integer"),
+        ("dnn_units: [16, x]\n", "dnn_units=[16, 'x'] is not a list of integers"),
+    ):
+        config = tmp_path / "model.yaml"
+        config.write_text(text)
+        assert main(["train", "--data", str(data), "--config", str(config)]) == 2
+        err = _err_line(capsys)
+        assert needle in err, err
