@@ -165,14 +165,15 @@ def test_grpc_resends_unavailable_after_the_call_reached_the_server(retries, fai
 
 def test_a_first_call_waits_one_deadline_and_a_failed_lookup_is_not_kept(base):
     port = free_port()  # nothing listens yet
-    client = ServingClient(f"127.0.0.1:{port}", "tiny", timeout=2.0)  # waits for the server until the deadline
+    client = ServingClient(f"127.0.0.1:{port}", "tiny", timeout=3.0)  # waits for the server until the deadline
     t0 = time.monotonic()
     with pytest.raises(ServingError) as err:
         client.score(examples(2))
     waited = time.monotonic() - t0
     assert err.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
-    # The metadata lookup of a first call and its Predict share one deadline (was: 2 s each, 4 s in all).
-    assert 1.9 < waited < 3.5, waited
+    # The metadata lookup of a first call and its Predict share one deadline (was: 3 s each, 6 s in all); the
+    # upper bound leaves a loaded machine 2 s and still fails the old behaviour by 1 s.
+    assert 2.9 < waited < 5.0, waited
     assert client._signatures is None  # not remembered as "no metadata": asked again next time
     srv = ModelServer({"tiny": base}, port=port, poll_seconds=0, warmup=False).start()
     try:
