@@ -115,6 +115,52 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names(text: str | None) -> list[str]:
+    return [n.strip() for n in (text or "").split(",") if n.strip()]
+
+
+def cmd_data_describe(args: argparse.Namespace) -> int:
+    from mvke_tf.data.own_data import describe_data
+
+    out = args.out
+    if not out:
+        if len(args.data) != 1:
+            raise CLIError("data describe: give --out DIR (where features.yaml goes) for several DATA arguments")
+        out = args.data[0] if Path(args.data[0]).is_dir() else str(Path(args.data[0]).parent)
+    roles = {
+        "labels": _names(args.labels),
+        "categorical": _names(args.categorical),
+        "numeric": _names(args.numeric),
+        "drop": _names(args.drop),
+        "tag_field": args.tag_field or "",
+        "user_id": args.user_id,
+        "separator": args.separator,
+        "max_categorical_ints": args.max_categorical_ints,
+    }
+    lines = describe_data(args.data, out, sample_rows=args.sample_rows, overwrite=args.overwrite, **roles)
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from mvke_tf.config import FeatureConfig
+    from mvke_tf.data.own_data import convert
+
+    features_yaml = Path(args.features or Path(args.data_root) / "features.yaml")
+    if not features_yaml.is_file():
+        raise CLIError(
+            f"data convert: no {features_yaml}; fix: write it with `mvke-tf data describe {args.data_root}` "
+            "or pass --features"
+        )
+    start = time.perf_counter()
+    written = convert(
+        args.data_root, args.out, FeatureConfig.from_yaml(features_yaml), args.pattern or ["*/*"], progress=print
+    )
+    secs = time.perf_counter() - start
+    print(f"wrote {len(written)} file(s) of typed, gzipped tf.Examples to {args.out} in {secs:.1f} s")
+    return 0
+
+
 def _model_config(args: argparse.Namespace, features_yaml: Path):
     """The model's config: ``--model``, ``--config``'s fields, ``--scale``; its tasks are the data's labels
     (``features_yaml``'s) unless ``--config`` names them."""
@@ -247,6 +293,7 @@ BENCHMARKS = {
     "task_correlation": "MMoE's synthetic task-correlation study (Ma et al., KDD 2018)",
     "learning_curves": "user-tagging models' AUC against training rows, next to the oracle and references",
     "first_fit": "the fixed cost of a first train_and_evaluate: stock Keras tracing vs the library's",
+    "ingestion": "own data through ExampleGen + StatisticsGen: CSV vs Parquet vs typed TFRecord (data convert)",
 }
 
 
@@ -384,6 +431,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="the multi-domain data instead (docs/multidomain.md): a 'domain' column and train/val/eval splits",
     )
     synth.set_defaults(func=cmd_data_synth)
+
+    describe = data.add_parser(
+        "describe",
+        help="write features.yaml and schema.pbtxt for your own table (CSV, Parquet or TFRecord files) from a sample",
+    )
+    describe.add_argument("data", nargs="+", help="data files, globs or directories (e.g. DIR with train/ and eval/)")
+    describe.add_argument(
+        "--out", help="where features.yaml, schema.pbtxt, profile.json go (default: DATA's directory)"
+    )
+    describe.add_argument(
+        "--labels", help="the 0/1 task label columns in task order, e.g. click,like (default: guessed)"
+    )
+    describe.add_argument("--user-id", help="the user id column ('' for none; default: guessed from its name)")
+    describe.add_argument("--tag-field", help="the tag column (the tag tower's input; default: guessed)")
+    describe.add_argument("--categorical", help="columns read as ids whatever their values, e.g. zip,occupation")
+    describe.add_argument("--numeric", help="columns read as numbers (bucketized)")
+    describe.add_argument("--drop", help="columns that are no model input (timestamps, text, leaks)")
+    describe.add_argument("--separator", default="|", help="separator of list values in one cell (default |)")
+    describe.add_argument(
+        "--max-categorical-ints",
+        type=int,
+        default=64,
+        help="an integer column with at most this many distinct values is categorical (default %(default)s)",
+    )
+    describe.add_argument("--sample-rows", type=int, default=20_000, help="rows read (default %(default)s)")
+    describe.add_argument("--overwrite", action="store_true", help="replace an existing features.yaml and schema")
+    describe.set_defaults(func=cmd_data_describe)
+
+    conv = data.add_parser(
+        "convert", help="rewrite CSV / Parquet files as typed, gzipped tf.Examples (the pipeline's fastest input)"
+    )
+    conv.add_argument("data_root", help="the data directory (with features.yaml, e.g. train/ and eval/ under it)")
+    conv.add_argument("--out", required=True, help="output directory: the same layout, .tfrecord.gz files")
+    conv.add_argument("--features", help="features.yaml (default: DATA_ROOT/features.yaml)")
+    conv.add_argument("--pattern", action="append", help="files to convert, relative to DATA_ROOT (default */*)")
+    conv.set_defaults(func=cmd_data_convert)
 
     train = sub.add_parser("train", help="train and evaluate a model with the Keras library (no TFX)")
     train.add_argument(

@@ -272,7 +272,8 @@ class FeatureConfig:
       tag_field: the tag tower's field: an ad's tag set (multi_valued) during training,
         a single tag at prediction time.
       labels: task label columns, in task order (e.g. ``click``, ``conversion``).
-      user_id: the column identifying a user (for grouped metrics such as GAUC).
+      user_id: the column identifying a user (for grouped metrics such as GAUC); ``""`` for data without
+        one (no grouped metrics).
     """
 
     user_fields: tuple[FieldSpec, ...]

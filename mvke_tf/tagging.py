@@ -54,6 +54,7 @@ import tensorflow as tf
 
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import resolve_files
+from mvke_tf.export.input_types import read_input_types, retype_examples
 from mvke_tf.models.fast import FastScorer, TaskTagTable, pack_tags
 
 FORMATS = ("parquet", "tfrecord")
@@ -266,7 +267,8 @@ def iter_user_records(
             yield row[uid], _csv_example(row, columns, f"{path}: line {n}")
         return
     ds = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else None)
-    spec = {user_id_column: tf.io.FixedLenFeature([], tf.string, default_value="")}
+    # The user id as a string, whether the file stores it as bytes or as an integer.
+    spec = {user_id_column: tf.io.RaggedFeature(tf.string)}
     batches = iter(ds.batch(_READ_BATCH))
     while True:
         try:
@@ -281,9 +283,14 @@ def iter_user_records(
                 "fix: give TFRecord files of tf.Example, GZIP-compressed exactly when named *.gz, or CSV files"
             ) from None
         try:
-            ids = tf.io.parse_example(batch, spec)[user_id_column].numpy()
-        except tf.errors.InvalidArgumentError as e:
-            raise TaggingError(f"{path}: cannot read the '{user_id_column}' feature as a string: {e.message}") from e
+            parsed = tf.io.parse_example(batch, spec)[user_id_column]
+        except tf.errors.InvalidArgumentError:
+            spec = {user_id_column: tf.io.RaggedFeature(tf.int64)}
+            try:
+                parsed = tf.strings.as_string(tf.io.parse_example(batch, spec)[user_id_column])
+            except tf.errors.InvalidArgumentError as e:
+                raise TaggingError(f"{path}: cannot read the '{user_id_column}' feature as an id: {e.message}") from e
+        ids = parsed.to_tensor(default_value="", shape=[None, 1])[:, 0].numpy()
         for uid, record in zip(ids, batch.numpy()):
             if not uid:
                 raise TaggingError(f"{path}: a record lacks the '{user_id_column}' feature")
@@ -331,6 +338,15 @@ class TaggingModel:
         self.bias: dict[str, float] = {t: float(probe[f"{t}_bias"][0]) for t in self.tasks}
         self.scale: dict[str, float] = {t: float(probe[f"{t}_scale"][0]) for t in self.tasks if f"{t}_scale" in probe}
         self.score = "cosine" if self.scale else "dot"
+        # How the model parses each raw column (the training data's types, for a pipeline export).
+        self.input_types = read_input_types(self.dir)
+
+    def retype(self, examples: Sequence[bytes]) -> list[bytes]:
+        """Users' examples in the types the model parses (the typing rule: an id as an integer or a string, ...)."""
+        try:
+            return retype_examples(examples, self.input_types)
+        except ValueError as e:
+            raise TaggingError(f"--users: {e}") from None
 
     def user_experts(self, examples: tf.Tensor) -> dict[str, tf.Tensor]:
         """Serialized user ``tf.Example`` ``[B]`` -> per task ``[B, S, d]``."""
@@ -380,7 +396,7 @@ class TopKTagger:
         return out
 
     def __call__(self, examples: Sequence[bytes]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        out = self._fn(tf.constant(list(examples), tf.string))
+        out = self._fn(tf.constant(self.model.retype(examples), tf.string))
         return {t: (v.numpy(), i.numpy()) for t, (v, i) in out.items()}
 
     def rows(self, user_ids: Sequence[str], examples: Sequence[bytes], min_score: float = 0.0) -> dict[str, np.ndarray]:
@@ -518,7 +534,7 @@ class AudienceScorer:
         order ``tf.math.top_k`` keeps among equal values (the lower index first) is the position order.
         """
         positions = _check_batch_order(state, positions)
-        values, indices = self._fn(tf.constant(list(examples), tf.string), tf.constant(state.logits))
+        values, indices = self._fn(tf.constant(self.model.retype(examples), tf.string), tf.constant(state.logits))
         return state.take(values.numpy(), indices.numpy(), positions, np.asarray(user_ids, dtype=object))
 
 

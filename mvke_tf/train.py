@@ -57,8 +57,8 @@ class TrainConfig:
 
 
 def data_columns(data_dir: Path) -> list[str] | None:
-    """The train split's columns (from ``metadata.json``, else the CSV header); None where unknown
-    (TFRecord files: an optional column that is absent then parses as missing)."""
+    """The train split's columns (from ``metadata.json``, else the CSV header or the Parquet schema); None where
+    unknown (TFRecord files: an optional column that is absent then parses as missing)."""
     meta = data_dir / "metadata.json"
     columns = json.loads(meta.read_text()).get("columns") if meta.exists() else None
     if columns is not None:
@@ -67,6 +67,10 @@ def data_columns(data_dir: Path) -> list[str] | None:
     if first.endswith(".csv"):
         with open(first) as f:
             return f.readline().rstrip("\r\n").split(",")
+    if first.endswith(".parquet"):
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(first).schema_arrow.names)
     return None
 
 

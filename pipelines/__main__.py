@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "image": "tensorflow/tfx:1.16.0",
     "target": "kubeflow",
 }
-DEFAULT_PATTERNS = {"csv": "*/part-*.csv", "tfrecord": "*/part-*.tfrecord.gz"}
+DEFAULT_PATTERNS = {"csv": "*/part-*.csv", "parquet": "*/part-*.parquet", "tfrecord": "*/part-*.tfrecord.gz"}
 # PipelineConfig fields a --config file may set that have no flag of their own.
 _FILE_ONLY = (
     "learning_rate",
@@ -82,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--name", default=S, help="pipeline name (default mvke-tf)")
         q.add_argument("--root", default=S, help="pipeline root: artifacts/, metadata.db, serving/ (default runs/tfx)")
         q.add_argument("--data-root", default=S, help="directory of the input files (default runs/data)")
-        q.add_argument("--input-format", choices=("csv", "tfrecord"), default=S, help="csv (default) or tfrecord")
+        q.add_argument(
+            "--input-format", choices=tuple(DEFAULT_PATTERNS), default=S, help="csv (default), parquet or tfrecord"
+        )
         q.add_argument(
             "--input-pattern",
             default=S,
@@ -112,7 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         q.add_argument("--eval-steps", type=int, default=S, help="default 100")
         q.add_argument("--batch-size", type=int, default=S, help="default 256")
         q.add_argument("--no-warm-start", action="store_true", default=S, help="train from scratch every run")
-        q.add_argument("--schema", default=S, help="curated schema.pbtxt (ImportSchemaGen); default: infer each run")
+        q.add_argument(
+            "--schema",
+            default=S,
+            help="curated schema.pbtxt (ImportSchemaGen); default: the one `mvke-tf data describe` wrote next to "
+            "features.yaml, else inferred each run",
+        )
         q.add_argument(
             "--auc-floor",
             type=float,
@@ -175,6 +182,10 @@ def config_from_settings(settings: dict[str, Any], for_run: bool = True):
         extra["beam_pipeline_args"] = tuple(extra["beam_pipeline_args"])
     if settings["features_yaml"] and not os.path.exists(features):
         raise FileNotFoundError(f"--features-yaml {features}: no such file")
+    schema = settings["schema"]
+    described = os.path.join(os.path.dirname(features), "schema.pbtxt")
+    if not schema and os.path.exists(features) and os.path.exists(described):
+        schema = described  # written with features.yaml by `mvke-tf data describe`
     return PipelineConfig(
         pipeline_name=settings["name"],
         pipeline_root=os.path.join(root, "artifacts"),
@@ -194,7 +205,7 @@ def config_from_settings(settings: dict[str, Any], for_run: bool = True):
         batch_size=settings["batch_size"],
         eval_auc_floor=settings["auc_floor"],
         warm_start=not settings["no_warm_start"],
-        schema_path=settings["schema"],
+        schema_path=schema,
         distribution=settings["distribution"],
         **extra,
     )
@@ -219,6 +230,35 @@ def _failure(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
+def check_data(config) -> list[str]:
+    """Before any component runs: the first rows of each split's files read as features.yaml says (the typing
+    rule of :mod:`mvke_tf.data.table`), and the schema knows every column features.yaml names. One line per
+    problem, naming the file, the row, the column and the fix."""
+    from mvke_tf.data.own_data import check_files
+
+    features = config.feature_config()
+    patterns = [p for p in (config.input_pattern, config.eval_pattern, config.val_pattern) if p]
+    if config.uses_spans:
+        return []  # the span is resolved by ExampleGen
+    problems = check_files(features, [os.path.join(config.data_root, p) for p in patterns])
+    problems = [
+        f"{p}; fix: pass --input-format and --input-pattern for the files there" if "no data files" in p else p
+        for p in problems
+    ]
+    if config.schema_path:
+        from pipelines.schema import load_schema
+
+        in_schema = {f.name for f in load_schema(config.schema_path).feature}
+        wanted = (*features.feature_names, *features.labels, *([features.user_id] if features.user_id else []))
+        absent = [n for n in wanted if n not in in_schema]
+        if absent:
+            problems.append(
+                f"--schema {config.schema_path}: no column(s) {absent} that features.yaml names; fix: describe the "
+                "data again (mvke-tf data describe --overwrite) or add them to the schema"
+            )
+    return problems
+
+
 def _run(config, log_dir: str, verbose: bool = False) -> int:
     """Runs the pipeline locally, a line per component; 0 only for clean data and a blessed, pushed model.
 
@@ -232,6 +272,14 @@ def _run(config, log_dir: str, verbose: bool = False) -> int:
         raise FileNotFoundError(
             f"--data-root {config.data_root}: no such directory; fix: `mvke-tf data synth --out {config.data_root}`"
         )
+    problems = check_data(config)
+    if problems:
+        print("\n".join(f"error: {p}" for p in problems), file=sys.stderr)
+        print(
+            f"error: the data does not read as {config.features_yaml or 'the feature config'} says; nothing was run",
+            file=sys.stderr,
+        )
+        return 2
     log_path = os.path.join(log_dir, time.strftime("run-%Y%m%d-%H%M%S.log"))
     print(f"pipeline {config.pipeline_name}: {config.data_root} -> {config.serving_dir} (log: {log_path})", flush=True)
     start = time.perf_counter()

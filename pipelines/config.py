@@ -34,7 +34,7 @@ def default_slice_keys(features: FeatureConfig) -> tuple[str, ...]:
 # family's config class.
 PIPELINE_MODEL_TYPES = MODEL_NAMES
 
-INPUT_FORMATS = ("csv", "tfrecord")
+INPUT_FORMATS = ("csv", "parquet", "tfrecord")
 EVALUATORS = ("batched", "tfma")
 DISTRIBUTIONS = STRATEGIES  # the names of mvke_tf.distribute
 
@@ -51,8 +51,9 @@ class PipelineConfig:
       metadata_path: SQLite ML Metadata file (local runs).
       features_yaml: the raw :class:`~mvke_tf.config.FeatureConfig` YAML (e.g. the
         generator's ``features.yaml``); empty uses the synthetic default.
-      input_format: ``csv`` (CsvExampleGen) or ``tfrecord`` (ImportExampleGen over gzipped
-        or plain TFRecord files of ``tf.train.Example``, e.g. ``mvke-tf data synth --format tfrecord``).
+      input_format: ``csv`` (CsvExampleGen), ``parquet`` (FileBasedExampleGen with TFX's Parquet executor)
+        or ``tfrecord`` (ImportExampleGen over gzipped or plain TFRecord files of ``tf.train.Example``, e.g.
+        ``mvke-tf data synth --format tfrecord`` or ``mvke-tf data convert``: the fastest, docs/benchmarks.md).
       input_pattern: glob of the input files relative to ``data_root``. It may hold a ``{SPAN}``
         placeholder (e.g. ``span-{SPAN}/*.csv``): ExampleGen then reads only the latest span
         (the largest number), so each run trains on the newest day's data.
@@ -77,7 +78,8 @@ class PipelineConfig:
       epochs: passes over the train split (with ``train_steps``: the Keras epochs they are split into).
       batch_size: training batch size.
       learning_rate: Adam learning rate.
-      num_buckets: quantile buckets per numeric field in Transform.
+      num_buckets: quantile buckets per numeric field, computed by Transform over the train split; 0: each
+        field's ``boundaries`` in the feature config, as the library (``mvke-tf train``) reads the field.
       seed: random seed of the Trainer (weights initialization and shuffling).
       eval_auc_floor: the Evaluator blesses a model only if its blessing AUC is at least this: the first
         task's AUC, or for a multi-domain model the mean AUC over (domain, task).
@@ -203,8 +205,9 @@ class PipelineConfig:
             )
         for name in ("eval_steps", "epochs", "batch_size", "num_buckets"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                fail(name, "use a positive integer")
+            least = 0 if name == "num_buckets" else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                fail(name, "use a positive integer" + (", or 0 for features.yaml's boundaries" if least == 0 else ""))
         steps = self.train_steps
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
             fail("train_steps", "use 0 (epochs over the train split) or a positive number of steps")

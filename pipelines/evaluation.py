@@ -46,18 +46,23 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_auc_table(rows: Sequence[SliceMetrics], tasks: Sequence[str]) -> list[str]:
-    """Lines of a per-slice, per-task table: examples, AUC and GAUC of every task.
+    """Lines of a per-slice, per-task table: examples, AUC and GAUC of every task (GAUC only where the
+    evaluation has it: data without a user id has none).
 
     A slice without positives or negatives has no AUC; it shows ``-``.
     """
-    header = f"{'slice':<24}{'examples':>9}" + "".join(f"{t + ' AUC':>16}{t + ' GAUC':>17}" for t in tasks)
+    with_gauc = any("gauc" in m for row in rows for m in row.metrics.values() if isinstance(m, dict))
+    columns = [(t, "auc", f"{t} AUC") for t in tasks]
+    if with_gauc:
+        columns = [c for t in tasks for c in ((t, "auc", f"{t} AUC"), (t, "gauc", f"{t} GAUC"))]
+    widths = [max(12, len(title) + 2) for _, _, title in columns]
+    header = f"{'slice':<24}{'examples':>9}" + "".join(f"{title:>{w}}" for (_, _, title), w in zip(columns, widths))
     lines = [header]
     for row in rows:
         first = row.metrics.get(tasks[0], {}) if tasks else {}
         count = first.get("example_count")
         cells = "".join(
-            f"{_fmt(row.metrics.get(t, {}).get('auc'), '.4f'):>16}{_fmt(row.metrics.get(t, {}).get('gauc'), '.4f'):>17}"
-            for t in tasks
+            f"{_fmt(row.metrics.get(t, {}).get(key), '.4f'):>{w}}" for (t, key, _), w in zip(columns, widths)
         )
         lines.append(f"{row.slice[:23]:<24}{_fmt(count, ',.0f'):>9}{cells}")
     return lines

@@ -26,6 +26,9 @@ from pathlib import Path  # noqa: E402
 import tensorflow_data_validation as tfdv  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
+from tfx.components.example_gen.component import FileBasedExampleGen  # noqa: E402
+from tfx.components.example_gen.custom_executors import parquet_executor  # noqa: E402
+from tfx.dsl.components.base import executor_spec  # noqa: E402
 
 from pipelines.config import PipelineConfig  # noqa: E402
 from pipelines.evaluator import BatchedEvaluator  # noqa: E402
@@ -64,7 +67,8 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
         ),
     )
     gate = [tfma.PerSliceMetricThreshold(slicing_specs=[tfma.SlicingSpec()], threshold=threshold)]
-    gauc = {"name": "gauc", "group_key": config.feature_config().user_id}  # AUC per user of the data's user id
+    user_id = config.feature_config().user_id
+    gauc = {"name": "gauc", "group_key": user_id}  # AUC per user of the data's user id (none: no GAUC)
 
     def metrics(gated: bool) -> list[tfma.MetricConfig]:
         gate_here = gate if gated else []
@@ -75,9 +79,10 @@ def eval_config(config: PipelineConfig) -> tfma.EvalConfig:
             tfma.MetricConfig(class_name="Calibration"),
             tfma.MetricConfig(class_name="MeanLabel"),
             tfma.MetricConfig(class_name="MeanPrediction"),
+        ] + (
             # AUC per user, weighted by impressions (pipelines/gauc.py; reads the raw user id feature).
-            tfma.MetricConfig(class_name="GAUC", module=GAUC_MODULE, config=json.dumps(gauc)),
-        ]
+            [tfma.MetricConfig(class_name="GAUC", module=GAUC_MODULE, config=json.dumps(gauc))] if user_id else []
+        )
 
     specs = [tfma.MetricsSpec(metrics=metrics(gated=not domain and t == tasks[0]), output_names=[t]) for t in tasks]
     slice_keys = config.resolved_slice_keys()
@@ -130,6 +135,13 @@ def _example_gen(config: PipelineConfig) -> tfx.types.BaseComponent:
                     tfx.proto.SplitConfig.Split(name="eval", hash_buckets=eval_buckets),
                 ]
             )
+        )
+    if config.input_format == "parquet":
+        return FileBasedExampleGen(
+            input_base=config.data_root,
+            input_config=input_config,
+            output_config=output_config,
+            custom_executor_spec=executor_spec.BeamExecutorSpec(parquet_executor.Executor),
         )
     component = tfx.components.CsvExampleGen if config.input_format == "csv" else ImportExampleGen
     return component(input_base=config.data_root, input_config=input_config, output_config=output_config)

@@ -8,7 +8,9 @@ Outputs (see :mod:`mvke_tf.data.transform` for the id conventions):
 * the user id (``user_id`` of the feature config) and the slice keys (``custom_config["slice_keys"]``)
   that are no feature passed through as strings, when present;
 * whatever a column's physical type, its kind decides how it is read: integer-valued categorical and
-  multi-valued columns (an ``INT`` column in the inferred schema) are hashed as their decimal strings;
+  multi-valued columns (an ``INT`` column in the inferred schema) are hashed as their decimal strings,
+  integer-valued numeric columns bucketized as floats (at Transform's quantiles, or with
+  ``num_buckets: 0`` at features.yaml's boundaries, as the library reads them);
 * any other field the model family reads (:meth:`mvke_tf.models.family.ModelFamily.input_fields`),
   e.g. a pair-ranking model's item id ``ad_id``, hashed as its field spec says, when the data has it;
 * the integer columns the family passes through (:meth:`~mvke_tf.models.family.ModelFamily.dataset_columns`),
@@ -48,7 +50,8 @@ def load_feature_config(custom_config: Mapping[str, Any] | None = None) -> Featu
 
 
 def num_buckets(custom_config: Mapping[str, Any] | None = None) -> int:
-    """Quantile buckets per numeric field (``custom_config["num_buckets"]``, default 10)."""
+    """Quantile buckets per numeric field (``custom_config["num_buckets"]``, default 10; 0: features.yaml's
+    boundaries)."""
     return int((custom_config or {}).get("num_buckets", DEFAULT_NUM_BUCKETS))
 
 
@@ -69,11 +72,14 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
         if spec.name not in inputs:
             raise KeyError(f"preprocessing_fn: input column {spec.name!r} is missing; have {sorted(inputs)}")
         if spec.kind == NUMERIC:
-            x = T.to_dense_column(inputs[spec.name], float("nan"))
-            x = tf.cast(x, tf.float32)
+            x = T.to_dense_column(T.float_column(inputs[spec.name]), float("nan"))
             missing = tf.math.is_nan(x)
             filled = tf.where(missing, tf.zeros_like(x), x)
-            b = tft.bucketize(filled, buckets, weights=tf.cast(tf.logical_not(missing), tf.float32), name=spec.name)
+            if buckets == T.CONFIG_BOUNDARIES:  # features.yaml's boundaries, as the library reads the field
+                b = T.config_buckets(filled, spec)
+            else:  # quantiles of the train split, computed by Transform
+                weights = tf.cast(tf.logical_not(missing), tf.float32)
+                b = tft.bucketize(filled, buckets, weights=weights, name=spec.name)
             outputs[spec.name] = T.numeric_bucket_ids(x, b)
         elif spec.kind == MULTI_VALUED:
             outputs[spec.name] = T.multi_valued_ids(T.joined_column(inputs[spec.name], spec.separator), spec)

@@ -53,6 +53,7 @@ from mvke_tf.config import (
     FieldSpec,  # noqa: E402
 )
 from mvke_tf.data import transform as T  # noqa: E402
+from mvke_tf.export.input_types import spec_input_types  # noqa: E402
 from mvke_tf.export.saved_model import RawInputs, export_saved_model  # noqa: E402
 from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, resolve_tag_vocabulary  # noqa: E402
 from mvke_tf.models.family import family_of  # noqa: E402
@@ -384,5 +385,6 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
             warmup_examples=warmup_examples(model, inputs, family),
             tags=top_tags,
             top_tags_max_k=int(custom.get("top_tags_max_k") or DEFAULT_TOP_TAGS_MAX_K),
+            input_types=spec_input_types(inputs.raw_spec, raw_config),
         )
         logging.info("Trainer: exported %s with warm-up requests to %s", family.name, serving_dir)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from mvke_tf.cli import main
+from mvke_tf.config import FeatureConfig
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -110,6 +111,9 @@ def test_data_synth_and_train(tmp_path, capsys):
         (["train", "--data", "{tmp}", "--model", "nope"], "invalid choice"),
         (["export", "--model-dir", "{tmp}", "--out", "{tmp}/s"], "missing model_config.json, weights.index"),
         (["bench", "nope"], "unknown benchmark 'nope'"),
+        (["data", "describe", "{tmp}/none.csv"], "no data files there"),
+        (["data", "describe", "{tmp}/a.csv", "{tmp}/b.csv"], "give --out DIR"),
+        (["data", "convert", "{tmp}/nodata", "--out", "{tmp}/o"], "no {tmp}/nodata/features.yaml"),
         (["no-such-command"], "invalid choice"),
     ],
 )
@@ -118,7 +122,7 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, tmp_path, capsys)
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("mvke-tf: error:") and message in err and "\n" not in err
+    assert err.startswith("mvke-tf: error:") and message.replace("{tmp}", str(tmp_path)) in err and "\n" not in err
 
 
 def test_entry_point_has_help_and_no_traceback(tmp_path):
@@ -175,3 +179,22 @@ def test_train_takes_the_tasks_from_the_datas_labels(tmp_path):
     assert "oracle" not in own and "nan" not in own and "0.7000" in own
     synthetic = {"eval": {"click": dict(examples=10, positives=3, auc=0.7, oracle_auc=0.8)}, **common}
     assert "oracle AUC" in format_report(synthetic) and "0.8000" in format_report(synthetic)
+
+
+def test_data_describe_then_convert_a_parquet_table(tmp_path, capsys):
+    """Own data in Parquet: describe prints the table and writes features.yaml; convert writes typed tf.Examples."""
+    from own_data_helpers import write_own_data
+
+    data = write_own_data(tmp_path / "d", 400, 100, fmt="parquet")
+    assert main(["data", "describe", str(data), "--user-id", "member", "--labels", "liked,watched"]) == 0
+    out = capsys.readouterr().out
+    assert "column      in file   role" in out and "zip         int       feature  categorical" in out
+    assert "labels" not in out.split("guessed")[0].splitlines()[-1]  # labels were given, not guessed
+    features = FeatureConfig.from_yaml(data / "features.yaml")
+    assert features.labels == ("liked", "watched") and features.user_id == "member"
+    assert main(["data", "convert", str(data), "--out", str(tmp_path / "typed")]) == 0
+    assert sorted(str(p.relative_to(tmp_path / "typed")) for p in (tmp_path / "typed").rglob("*.gz")) == [
+        "eval/part-00000.tfrecord.gz",
+        "train/part-00000.tfrecord.gz",
+    ]
+    assert (tmp_path / "typed" / "features.yaml").is_file() and (tmp_path / "typed" / "schema.pbtxt").is_file()

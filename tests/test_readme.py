@@ -81,3 +81,36 @@ def test_readme_links_point_at_files():
     assert len(links) >= 8
     missing = [link for link in links if not (README.parent / link).exists()]
     assert not missing, missing
+
+
+def test_own_data_section_runs_its_describe_and_convert_commands(tmp_path, monkeypatch, capsys):
+    """The "Your own data" commands on a made-up table: describe and convert run as written (with DIR a made-up
+    table); the pipeline, serve and tag-users commands run on the same layout in the slow
+    tests/pipelines/test_pipeline_own_data.py, which the closing checks of CI include."""
+    import shlex
+
+    from own_data_helpers import write_own_data
+
+    from mvke_tf.cli import main
+
+    text = README.read_text()
+    section = text[text.index("## Your own data") : text.index("## Serve with TF Serving")]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    commands = [shlex.split(line, comments=True) for line in block.replace("\\\n", " ").splitlines()]
+    commands = [c for c in commands if c]
+    assert [c[1:3] for c in commands] == [
+        ["data", "describe"], ["data", "convert"], ["pipeline", "run"], ["serve", "--model"], ["tag-users", "--model"]
+    ]  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    write_own_data(tmp_path / "DIR", 300, 100)
+    for argv in commands[:2]:
+        assert main(argv[1:]) == 0, argv
+    out = capsys.readouterr().out
+    assert "user_id: member" in (tmp_path / "DIR" / "features.yaml").read_text()
+    assert "wrote 2 file(s) of typed, gzipped tf.Examples to DIR-tfx" in out
+    assert sorted(p.name for p in (tmp_path / "DIR-tfx").iterdir()) == [
+        "eval",
+        "features.yaml",
+        "schema.pbtxt",
+        "train",
+    ]

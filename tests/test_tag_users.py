@@ -209,6 +209,7 @@ def test_cli_errors_are_one_line_naming_the_file_and_the_fix(env, tmp_path, caps
     a_file.write_text("x")
     assert _tag(env, users, a_file) == 2
     assert f"--out {a_file}: is a file, not a directory; fix:" in _err_line(capsys)
+
     # --out cannot be written while the job runs (a read-only directory; root ignores modes, so simulated).
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(tmp_path / "ro" / ".part-00000.parquet.tmp-1-2"))

@@ -356,3 +356,54 @@ def load_census(
         group=group,
         encoding=encoding,
     )
+
+
+OWN_DATA_LABELS = {"income": "income", "marital": "never_married"}
+"""Group 1's labels under the names :func:`write_own_data_layout` gives their columns."""
+
+
+def write_own_data_layout(
+    paths: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    max_rows: int | None = None,
+    eval_fraction: float = 0.2,
+    seed: int = SPLIT_SEED,
+) -> dict[str, int]:
+    """The census rows as a team's own table in the README's layout: ``train/part-00000.csv`` and
+    ``eval/part-00000.csv`` with a header, the 38 input columns as the file holds them (the coded columns,
+    such as ``det_ind_code``, as integers) and task group 1's labels as 0/1 columns ``income`` and
+    ``never_married``. ``mvke-tf data describe`` and ``pipeline run`` take it from there.
+
+    Args:
+      paths: census-income file(s), as :func:`read_census` takes them.
+      max_rows: keep this many rows (after the seeded shuffle); None keeps all.
+      eval_fraction: the share of rows in ``eval/``.
+
+    Returns:
+      ``{"train": rows, "eval": rows}``.
+    """
+    import csv
+
+    columns = read_census(paths)
+    labels = task_labels(columns, 1)
+    order = np.random.default_rng(seed).permutation(len(columns["age"]))[:max_rows]
+    cut = len(order) - int(round(eval_fraction * len(order)))
+    inputs = [c for c in COLUMNS if c not in NOT_INPUTS]
+    header = [*inputs, *OWN_DATA_LABELS.values()]
+
+    def cell(name: str, i: int) -> str:
+        v = columns[name][i]
+        return f"{v:g}" if name in CONTINUOUS else str(v)  # 73.0 -> "73", as a table export writes it
+
+    counts = {}
+    for split, rows in (("train", order[:cut]), ("eval", order[cut:])):
+        target = Path(out_dir) / split / "part-00000.csv"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            for i in rows:
+                task_values = [int(labels[t][i]) for t in OWN_DATA_LABELS]
+                writer.writerow([cell(c, i) for c in inputs] + task_values)
+        counts[split] = len(rows)
+    return counts

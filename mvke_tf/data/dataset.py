@@ -1,6 +1,9 @@
-"""``tf.data`` input pipelines over the generated CSV or TFRecord files.
+"""``tf.data`` input pipelines over CSV, Parquet or TFRecord files.
 
-Both formats yield the same batches: ``(features, labels)`` where ``features`` maps
+A field's kind in the feature config decides how it is read, whatever the file's type
+(:mod:`mvke_tf.data.table`): a categorical or multi-valued field may be stored as integers or strings
+(``25`` reads as ``"25"``), a numeric one as integers or floats. Every format yields the same batches:
+``(features, labels)`` where ``features`` maps
 each field of the :class:`~mvke_tf.config.FeatureConfig` to
 
 * categorical: ``tf.string [batch]``
@@ -34,14 +37,16 @@ def resolve_files(pattern: str | Path | Sequence[str | Path]) -> list[str]:
     else:
         p = Path(pattern)
         if p.is_dir():
-            files = sorted(glob.glob(str(p / "part-*.csv"))) or sorted(glob.glob(str(p / "part-*.tfrecord*")))
+            files = []
+            for pattern in ("part-*.csv", "part-*.parquet", "part-*.tfrecord*"):
+                files = files or sorted(glob.glob(str(p / pattern)))
         else:
             files = sorted(glob.glob(str(p)))
     if not files:
         raise FileNotFoundError(f"no data files match {pattern!s}; generate them with `mvke-tf data synth`")
     kinds = {_kind(f) for f in files}
     if len(kinds) > 1:
-        raise ValueError(f"{pattern!s} mixes CSV and TFRecord files; pass one format")
+        raise ValueError(f"{pattern!s} mixes {' and '.join(sorted(kinds))} files; fix: pass one format")
     return files
 
 
@@ -50,6 +55,10 @@ def has_column(files: str | Path | Sequence[str | Path], name: str) -> bool:
     first = resolve_files(files)[0]
     if _kind(first) == "csv":
         return name in _read_header(first)
+    if _kind(first) == "parquet":
+        import pyarrow.parquet as pq
+
+        return name in pq.ParquetFile(first).schema_arrow.names
     compression = "GZIP" if first.endswith(".gz") else ""
     for record in tf.data.TFRecordDataset(first, compression_type=compression).take(1):
         return name in tf.train.Example.FromString(record.numpy()).features.feature
@@ -59,9 +68,11 @@ def has_column(files: str | Path | Sequence[str | Path], name: str) -> bool:
 def _kind(path: str) -> str:
     if path.endswith(".csv"):
         return "csv"
+    if path.endswith(".parquet"):
+        return "parquet"
     if ".tfrecord" in path:
         return "tfrecord"
-    raise ValueError(f"{path}: unknown format; expected a .csv or .tfrecord[.gz] file")
+    raise ValueError(f"{path}: unknown format; fix: give .csv, .parquet or .tfrecord[.gz] files")
 
 
 def _column_dtype(config: FeatureConfig, name: str) -> tf.DType:
@@ -76,16 +87,33 @@ def _column_dtype(config: FeatureConfig, name: str) -> tf.DType:
     return tf.float32 if spec.kind == NUMERIC else tf.string
 
 
-def example_parse_spec(config: FeatureConfig, columns: Sequence[str] | None = None) -> dict:
+def stored_types(path: str) -> dict[str, str]:
+    """``{feature: "bytes_list" | "int64_list" | "float_list"}`` of the first ``tf.Example`` of a TFRecord file."""
+    compression = "GZIP" if path.endswith(".gz") else ""
+    for record in tf.data.TFRecordDataset(path, compression_type=compression).take(1):
+        features = tf.train.Example.FromString(record.numpy()).features.feature
+        return {n: f.WhichOneof("kind") for n, f in features.items() if f.WhichOneof("kind")}
+    return {}
+
+
+def example_parse_spec(
+    config: FeatureConfig, columns: Sequence[str] | None = None, stored: Mapping[str, str] | None = None
+) -> dict:
     """``tf.io.parse_example`` features for ``columns`` (default: the model's features).
 
     Multi-valued fields parse to ragged strings; a missing numeric is NaN, a missing
-    categorical ``""``; labels are required.
+    categorical ``""``; labels are required. ``stored`` (:func:`stored_types`): a feature field stored
+    as another type than its kind reads as (ids as integers, numbers as integers) parses as what is
+    stored, ragged, for :func:`read_as_kind` to convert.
     """
     spec = {}
-    for n in columns if columns is not None else config.feature_names:
+    columns = columns if columns is not None else config.feature_names
+    mistyped = _mistyped(config, stored or {}, columns)
+    for n in columns:
         dt = _column_dtype(config, n)
-        if n in config.feature_names and config.field(n).kind == MULTI_VALUED:
+        if n in mistyped:
+            spec[n] = tf.io.RaggedFeature({"int64_list": tf.int64, "float_list": tf.float32}.get(stored[n], tf.string))
+        elif n in config.feature_names and config.field(n).kind == MULTI_VALUED:
             spec[n] = tf.io.RaggedFeature(tf.string)
         elif dt == tf.float32:
             spec[n] = tf.io.FixedLenFeature([], tf.float32, default_value=math.nan)
@@ -94,6 +122,42 @@ def example_parse_spec(config: FeatureConfig, columns: Sequence[str] | None = No
         else:
             spec[n] = tf.io.FixedLenFeature([], dt, default_value=0 if dt == tf.int64 else "")
     return spec
+
+
+_STORED = {tf.string: "bytes_list", tf.float32: "float_list", tf.int64: "int64_list"}
+
+
+def _mistyped(config: FeatureConfig, stored: Mapping[str, str], columns: Sequence[str]) -> dict[str, tf.DType]:
+    """``{column: the dtype it reads as}`` for columns stored as another type (ids as integers, ...)."""
+    out = {}
+    for n in columns:
+        want = _column_dtype(config, n)
+        if stored.get(n) and stored[n] != _STORED[want]:
+            out[n] = want
+    return out
+
+
+def read_as_kind(
+    parsed: dict[str, Any], config: FeatureConfig, stored: Mapping[str, str], columns: Sequence[str]
+) -> dict[str, Any]:
+    """The typing rule on parsed mistyped columns (see :func:`example_parse_spec`): integer ids -> their decimal
+    strings, integer numbers -> float32, each in the layout of its kind (missing: ``""`` / NaN / 0)."""
+    out = dict(parsed)
+    for n, want in _mistyped(config, stored, columns).items():
+        x = out[n]
+        if want == tf.string:
+            if x.dtype.is_floating:
+                x = tf.cast(x, tf.int64)  # ids stored as whole floats
+            x = tf.strings.as_string(x)
+            if n in config.feature_names and config.field(n).kind == MULTI_VALUED:
+                out[n] = x
+                continue
+            default: Any = ""
+        else:
+            x = tf.cast(x, want)
+            default = math.nan if want == tf.float32 else 0
+        out[n] = x.to_tensor(default_value=default, shape=[None, 1])[:, 0]
+    return out
 
 
 def fields_parse_spec(
@@ -164,6 +228,59 @@ def _read_header(path: str) -> list[str]:
         return f.readline().rstrip("\r\n").split(",")
 
 
+def _split_multi_valued(config: FeatureConfig, names: Sequence[str]):
+    """Columns (a tuple in ``names`` order, or a dict) -> a dict whose multi-valued fields, stored joined by their
+    separator, are split into ragged lists."""
+    multi = {s.name: s.separator for s in (*config.user_fields, config.tag_field) if s.kind == MULTI_VALUED}
+
+    def to_dict(*columns):
+        out = dict(columns[0]) if len(columns) == 1 and isinstance(columns[0], dict) else dict(zip(names, columns))
+        for name, sep in multi.items():
+            if name in out:
+                parts = tf.strings.split(out[name], sep)
+                # "" splits to [""]: drop empty pieces so an empty list stays empty.
+                out[name] = tf.ragged.boolean_mask(parts, tf.not_equal(parts, ""))
+        return out
+
+    return to_dict
+
+
+def _parquet_dataset(paths: Sequence[str], config: FeatureConfig, wanted: Sequence[str]) -> tf.data.Dataset:
+    """Rows of Parquet files as the CSV reader yields them (one element per row): ids as strings (integers as their
+    decimal strings), lists joined by the field's separator, numbers float32 (NaN missing), labels int64."""
+    import numpy as np
+
+    from mvke_tf.data.table import check_rows, read_chunks, split_values
+
+    dtypes = {n: _column_dtype(config, n) for n in wanted}
+    multi = {s.name: s.separator for s in (*config.user_fields, config.tag_field) if s.kind == MULTI_VALUED}
+
+    def text(v: Any) -> str:
+        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+    def chunks():
+        for path in paths:
+            for rows in read_chunks(path, 8192):
+                problems = check_rows(rows, config)
+                if problems:
+                    raise ValueError(problems[0])
+                out = {}
+                for n in wanted:
+                    values = rows.values[n]
+                    if n in multi:
+                        out[n] = np.array([multi[n].join(text(x) for x in split_values(v, multi[n])) for v in values])
+                    elif dtypes[n] == tf.string:
+                        out[n] = np.array(["" if v is None else text(v) for v in values], dtype=object)
+                    elif dtypes[n] == tf.float32:
+                        out[n] = np.array([math.nan if v is None else v for v in values], dtype=np.float32)
+                    else:
+                        out[n] = np.array([0 if v is None else v for v in values], dtype=np.int64)
+                yield out
+
+    signature = {n: tf.TensorSpec([None], dtypes[n]) for n in wanted}
+    return tf.data.Dataset.from_generator(chunks, output_signature=signature).unbatch()
+
+
 def make_dataset(
     files: str | Path | Sequence[str | Path],
     config: FeatureConfig,
@@ -174,10 +291,10 @@ def make_dataset(
     seed: int = 0,
     shuffle_buffer: int = 100_000,
 ) -> tf.data.Dataset:
-    """Batched ``(features, labels)`` dataset over CSV or gzipped TFRecord files.
+    """Batched ``(features, labels)`` dataset over CSV, Parquet or (gzipped) TFRecord files.
 
     Args:
-      files: a directory of ``part-*`` files, a glob, or a list of files.
+      files: a directory of ``part-*`` files, a glob, or a list of files (one format).
       config: which columns are features and labels.
       batch_size: examples per batch (the last batch may be smaller).
       shuffle: shuffle examples (for training).
@@ -210,21 +327,19 @@ def make_dataset(
                 defaults.append(tf.constant([""], tf.string))
         ds = tf.data.experimental.CsvDataset(paths, defaults, header=True, select_cols=cols)
         ds = _shuffle_repeat_batch(ds, shuffle, shuffle_buffer, seed, num_epochs, batch_size)
-        multi = {s.name: s.separator for s in (*config.user_fields, config.tag_field) if s.kind == MULTI_VALUED}
-
-        def to_dict(*columns):
-            out = dict(zip(names, columns))
-            for name, sep in multi.items():
-                parts = tf.strings.split(out[name], sep)
-                # "" splits to [""]: drop empty pieces so an empty list stays empty.
-                out[name] = tf.ragged.boolean_mask(parts, tf.not_equal(parts, ""))
-            return out
-
-        ds = ds.map(to_dict, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(_split_multi_valued(config, names), num_parallel_calls=tf.data.AUTOTUNE)
+    elif kind == "parquet":
+        ds = _parquet_dataset(paths, config, wanted)
+        ds = _shuffle_repeat_batch(ds, shuffle, shuffle_buffer, seed, num_epochs, batch_size)
+        ds = ds.map(_split_multi_valued(config, wanted), num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        spec = example_parse_spec(config, wanted)
+        stored = stored_types(paths[0])
+        spec = example_parse_spec(config, wanted, stored)
         ds = tf.data.TFRecordDataset(paths, compression_type="GZIP" if paths[0].endswith(".gz") else None)
         ds = _shuffle_repeat_batch(ds, shuffle, shuffle_buffer, seed, num_epochs, batch_size)
-        ds = ds.map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(
+            lambda s: read_as_kind(tf.io.parse_example(s, spec), config, stored, wanted),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
     ds = ds.map(lambda b: _finish(config, b, extra_columns), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

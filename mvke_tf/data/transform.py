@@ -30,6 +30,10 @@ from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig, Fi
 DEFAULT_NUM_BUCKETS = 10
 """Quantile buckets per numeric field (its transformed field has ``DEFAULT_NUM_BUCKETS + 1`` ids)."""
 
+CONFIG_BOUNDARIES = 0
+"""``num_buckets`` value that bucketizes each numeric field at its feature config ``boundaries`` (the library's
+reading of the field, e.g. the deciles ``mvke-tf data describe`` wrote) instead of quantiles Transform computes."""
+
 # Path prefixes kept per hierarchical id; the same depth the library's string path uses.
 HIERARCHY_DEPTH = 4
 MISSING_ID = -1
@@ -62,6 +66,15 @@ def id_strings(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor | tf.SparseTensor:
             return x
         return tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
     return x if x.dtype == tf.string else tf.strings.as_string(x)
+
+
+def float_column(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor | tf.SparseTensor:
+    """A raw numeric column of any physical type -> float32 (dense or sparse as given): a numeric field's
+    integer values (an age, an amount in whole units; schema inference types the column ``INT``) read as
+    numbers, and a missing one can then be NaN."""
+    if isinstance(x, tf.SparseTensor):
+        return tf.SparseTensor(x.indices, tf.cast(x.values, tf.float32), x.dense_shape)
+    return tf.cast(x, tf.float32)
 
 
 def joined_column(x: tf.Tensor | tf.SparseTensor, separator: str) -> tf.Tensor:
@@ -110,6 +123,12 @@ def multi_valued_ids(joined: tf.Tensor, spec: FieldSpec) -> tf.Tensor:
     return tf.reshape(ids, [-1, width(spec)])
 
 
+def config_buckets(values: tf.Tensor, spec: FieldSpec) -> tf.Tensor:
+    """Floats ``[B]`` -> bucket ``[B]`` at ``spec.boundaries`` (``0`` below the first), as the library's
+    embedding bucketizes; for :func:`numeric_bucket_ids`."""
+    return tf.raw_ops.Bucketize(input=tf.cast(values, tf.float32), boundaries=list(spec.boundaries))
+
+
 def numeric_bucket_ids(values: tf.Tensor, buckets: tf.Tensor) -> tf.Tensor:
     """``0`` where ``values`` is NaN, else ``buckets + 1`` (``buckets`` from a bucketizer)."""
     shifted = tf.cast(buckets, tf.int64) + 1
@@ -121,19 +140,22 @@ def transformed_feature_config(config: FeatureConfig, num_buckets: int) -> Featu
 
     Args:
       config: the raw feature config.
-      num_buckets: quantile buckets per numeric field (``tft.bucketize``'s ``num_buckets``).
+      num_buckets: quantile buckets per numeric field (``tft.bucketize``'s ``num_buckets``); 0: the
+        field's own ``boundaries`` (:data:`CONFIG_BOUNDARIES`, as the library reads the field).
 
     Returns:
       Numeric fields become categorical with ``hash_buckets = num_buckets + 1`` (bucket 0
-      is missing); multi_valued fields get ``max_values = width(spec)`` and no
+      is missing; with ``num_buckets=0`` ``len(boundaries) + 2``, the field's ``vocab_size``);
+      multi_valued fields get ``max_values = width(spec)`` and no
       ``hierarchy_separator``; categorical fields are unchanged.
     """
-    if num_buckets < 1:
-        raise ValueError(f"num_buckets={num_buckets} must be >= 1")
+    if num_buckets < 0:
+        raise ValueError(f"num_buckets={num_buckets} must be >= 1, or 0 for the fields' own boundaries")
 
     def convert(spec: FieldSpec) -> FieldSpec:
         if spec.kind == NUMERIC:
-            return FieldSpec(spec.name, CATEGORICAL, hash_buckets=num_buckets + 1, group=spec.group)
+            buckets = num_buckets + 1 if num_buckets != CONFIG_BOUNDARIES else spec.vocab_size
+            return FieldSpec(spec.name, CATEGORICAL, hash_buckets=buckets, group=spec.group)
         if spec.kind == MULTI_VALUED:
             return dataclasses.replace(spec, max_values=width(spec), hierarchy_separator="")
         return spec
@@ -148,7 +170,10 @@ def transformed_feature_config(config: FeatureConfig, num_buckets: int) -> Featu
 __all__ = [
     "HIERARCHY_DEPTH",
     "MISSING_ID",
+    "CONFIG_BOUNDARIES",
     "categorical_ids",
+    "config_buckets",
+    "float_column",
     "id_strings",
     "multi_valued_ids",
     "numeric_bucket_ids",

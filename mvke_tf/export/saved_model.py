@@ -40,6 +40,7 @@ import tensorflow as tf
 from mvke_tf.config import FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import parse_fields
 from mvke_tf.export.examples import dummy_rows, dummy_tags, examples_from_rows
+from mvke_tf.export.input_types import library_input_types, write_input_types
 from mvke_tf.export.top_tags import (
     DEFAULT_TOP_TAGS_MAX_K,
     K_INPUT,
@@ -198,6 +199,7 @@ def export_saved_model(
     model_name: str = DEFAULT_MODEL_NAME,
     tags: TagVocabulary | None = None,
     top_tags_max_k: int = DEFAULT_TOP_TAGS_MAX_K,
+    input_types: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Path:
     """Saves ``model`` (any family) with its signatures and warm-up requests; returns the directory.
 
@@ -211,6 +213,8 @@ def export_saved_model(
       model_name: the warm-up requests' ``model_spec.name`` (TF Serving does not check it).
       tags, top_tags_max_k: the ``top_tags`` signature's tag vocabulary and largest ``k`` (see
         :func:`serving_functions`); without ``tags`` the export has no ``top_tags``.
+      input_types: how ``inputs`` parses each raw column (:mod:`mvke_tf.export.input_types`), written to
+        ``assets.extra/input_types.json``; default: :class:`RawInputs`' (ids as strings, numbers as floats).
     """
     functions = serving_functions(model, inputs, tags=tags, top_tags_max_k=top_tags_max_k)
     tf.saved_model.save(model, str(export_dir), signatures=functions)
@@ -218,4 +222,9 @@ def export_saved_model(
     requests = warmup_requests(model, warmup_examples, warmup_tags, feature_config, dtypes, top_tags_k)
     requests.update((inputs or RawInputs()).warmup_requests(list(requests["serving_default"][EXAMPLES_INPUT])))
     write_warmup_requests(export_dir, requests, model_name)
+    fc = feature_config or getattr(model, "feature_config", None)
+    if input_types is None and fc is not None:
+        input_types = library_input_types(fc)
+    if input_types is not None:
+        write_input_types(export_dir, input_types)
     return Path(export_dir)

@@ -74,3 +74,43 @@ def test_a_config_file_sets_slice_keys(tmp_path):
     args = _parser().parse_args(["run", "--config", str(settings_file), "--data-root", str(tmp_path)])
     config = config_from_settings(settings_from_args(args))
     assert config.slice_keys == ("sex", "plan") and config.model_config().tasks == ("watched", "liked")
+
+
+def _own_run_args(root, data):
+    return ["run", "--data-root", str(data), "--input-pattern", "train/*.csv", "--eval-pattern", "eval/*.csv",
+            "--root", str(root)]  # fmt: skip
+
+
+def test_pipeline_run_checks_the_data_against_features_yaml_before_any_component(tmp_path, capsys):
+    """A value features.yaml's kind cannot read stops the run at once, naming the file, line, column and fix."""
+    from own_data_helpers import made_up_table, write_csv, write_own_data
+
+    from mvke_tf.data.own_data import describe_data
+    from pipelines.__main__ import _parser, config_from_settings, main, settings_from_args
+
+    data = write_own_data(tmp_path / "data", 300, 100)
+    describe_data(str(data), data, user_id="member")
+    # describe's schema next to features.yaml is the run's schema unless --schema says otherwise.
+    config = config_from_settings(settings_from_args(_parser().parse_args(_own_run_args(tmp_path / "r", data))))
+    assert config.schema_path == str(data / "schema.pbtxt") and config.resolved_slice_keys() == ("sex", "age")
+    bad = made_up_table(100, seed=5)
+    bad["liked"][40] = "yes"
+    write_csv(data / "eval" / "part-00000.csv", bad)
+    assert main(_own_run_args(tmp_path / "r", data)) == 2
+    err = capsys.readouterr().err
+    assert f"error: {data}/eval/part-00000.csv line 42, column liked (label): 'yes' is not 0 or 1; fix:" in err
+    assert "nothing was run" in err and not (tmp_path / "r" / "metadata.db").exists()
+    # Parquet files where CSV is expected: the check says so and how to fix it.
+    (data / "eval" / "part-00000.csv").unlink()
+    assert main(_own_run_args(tmp_path / "r", data)) == 2
+    assert "eval/*.csv: no data files there" in capsys.readouterr().err
+
+
+def test_parquet_input_uses_tfxs_parquet_executor(own_config):
+    from tfx.components.example_gen.custom_executors import parquet_executor
+
+    from pipelines.pipeline import _example_gen
+
+    config = own_config(input_format="parquet", input_pattern="train/*.parquet", eval_pattern="eval/*.parquet")
+    gen = _example_gen(config)
+    assert gen.executor_spec.executor_class is parquet_executor.Executor
