@@ -11,7 +11,8 @@ each field of the :class:`~mvke_tf.config.FeatureConfig` to
 * multi_valued: ``tf.string [batch, max_values]`` (padded with ``""``)
 
 and ``labels`` maps each task label to ``tf.float32 [batch]``. Extra columns (e.g.
-``user_id``, ``p_click``) can be passed through in ``features`` with ``extra_columns``.
+``user_id``, a label's true probability ``p_<label>``) can be passed through in ``features`` with
+``extra_columns``; another column is read as a string unless its file stores it as a number.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ import tensorflow as tf
 
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 
-_FLOAT_EXTRAS = {"p_click", "p_conversion"}
-_INT_EXTRAS = {"day", "domain"}  # the multi-domain data's domain id (mvke_tf.data.multidomain)
+_INT_EXTRAS = {"domain"}  # a multi-domain model's domain id (mvke_tf.models.family: dataset_columns)
 
 
 def resolve_files(pattern: str | Path | Sequence[str | Path]) -> list[str]:
@@ -78,7 +78,7 @@ def _kind(path: str) -> str:
 def _column_dtype(config: FeatureConfig, name: str) -> tf.DType:
     if name in config.labels or name in _INT_EXTRAS:
         return tf.int64
-    if name in _FLOAT_EXTRAS:
+    if name.startswith("p_") and name[2:] in config.labels:  # a label's true probability, where data has one
         return tf.float32
     try:
         spec = config.field(name)
