@@ -61,8 +61,9 @@ def write_table(root: Path, rows: int) -> None:
             part.to_csv(target, index=False) if fmt == "csv" else part.to_parquet(target, index=False)
 
 
-def run_format(fmt: str, data_root: Path, work: Path) -> dict[str, float]:
-    """ExampleGen + StatisticsGen on one format; ``{component: seconds}`` from ML Metadata."""
+def run_format(fmt: str, data_root: Path, work: Path) -> tuple[dict[str, float], str]:
+    """ExampleGen + StatisticsGen on one format: ``{component: seconds}`` from ML Metadata, and the rows per
+    split StatisticsGen counted."""
     from tfx import v1 as tfx
 
     from pipelines.config import PipelineConfig
@@ -94,7 +95,8 @@ def run_format(fmt: str, data_root: Path, work: Path) -> dict[str, float]:
     with ProgressReporter(config.metadata_path, config.pipeline_name, out=io.StringIO()) as progress:
         tfx.orchestration.LocalDagRunner().run(pipeline)
     records = progress.records
-    return {("ExampleGen" if "ExampleGen" in r.component else r.component): r.seconds for r in records}
+    seconds = {("ExampleGen" if "ExampleGen" in r.component else r.component): r.seconds for r in records}
+    return seconds, next((r.summary for r in records if r.component == "StatisticsGen"), "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"describe {describe_s:.1f} s, convert {convert_s:.1f} s", flush=True)
     seconds = {}
     for fmt in FORMATS:
-        seconds[fmt] = run_format(fmt, work / "data" / fmt, work / "runs")
-        print(fmt, {k: round(v, 1) for k, v in seconds[fmt].items()}, flush=True)
+        seconds[fmt], counted = run_format(fmt, work / "data" / fmt, work / "runs")
+        print(fmt, {k: round(v, 1) for k, v in seconds[fmt].items()}, counted, flush=True)
     rows = args.rows
     lines = [
         "| input | ExampleGen s | StatisticsGen s | both s | ms per row | vs CSV |",

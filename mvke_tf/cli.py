@@ -510,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(resumable by shard)",
     )
     tag.add_argument("--model", required=True, help="a SavedModel directory, or a Pusher base dir (newest version)")
-    tag.add_argument("--users", required=True, help="CSV or TFRecord (tf.Example) files: a glob or a directory")
+    tag.add_argument(
+        "--users", required=True, help="CSV, Parquet or TFRecord (tf.Example) files: a glob or a directory"
+    )
     tag.add_argument("--tags", help="the tag vocabulary: a file with one tag per line")
     tag.add_argument("--tags-from-data", help="or: every tag in the tag column of the data files under DIR")
     tag.add_argument(
@@ -530,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--format", default="parquet", choices=("parquet", "tfrecord"), help="output format")
     tag.add_argument("--batch-size", type=int, default=1024, help="users per batch (default %(default)s)")
     tag.add_argument("--tasks", help="comma-separated tasks, e.g. click,conversion (default: all the model has)")
-    tag.add_argument("--features", help="features.yaml for CSV users (default: found next to the data)")
+    tag.add_argument("--features", help="features.yaml for CSV or Parquet users (default: found next to the data)")
     tag.add_argument("--user-id-column", default="user_id", help="the user id column (default %(default)s)")
     tag.add_argument("--runner", default="local", choices=("local", "beam"), help="local job or Beam pipeline")
     tag.add_argument("--beam-args", help="Beam pipeline options, e.g. '--runner=DirectRunner --direct_num_workers=2'")

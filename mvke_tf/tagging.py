@@ -54,6 +54,7 @@ import tensorflow as tf
 
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import resolve_files
+from mvke_tf.data.table import is_number, read_chunks, split_values
 from mvke_tf.export.input_types import read_input_types, retype_examples
 from mvke_tf.models.fast import FastScorer, TaskTagTable, pack_tags
 
@@ -170,7 +171,7 @@ def _data_files(path: str) -> list[str]:
     try:
         return resolve_files(path)
     except FileNotFoundError:
-        for pattern in ("*/part-*.csv", "*/part-*.tfrecord*"):
+        for pattern in ("*/part-*.csv", "*/part-*.parquet", "*/part-*.tfrecord*"):
             files = sorted(tf.io.gfile.glob(os.path.join(path, pattern)))
             if files:
                 return files
@@ -198,6 +199,11 @@ def tags_from_data(path: str | os.PathLike, feature_config: FeatureConfig | None
                         "fix: give every row one value per header column (quote values holding commas)"
                     )
                 tags.update(t for t in row[col].split(field.separator) if t)
+        elif f.endswith(".parquet"):
+            for chunk in read_chunks(f, _READ_BATCH):
+                if field.name not in chunk.values:
+                    raise TaggingError(f"--tags-from-data: {f} has no '{field.name}' column")
+                tags.update(str(t) for v in chunk.values[field.name] for t in split_values(v, field.separator))
         else:
             ds = tf.data.TFRecordDataset(f, compression_type="GZIP" if f.endswith(".gz") else None)
             spec = {field.name: tf.io.RaggedFeature(tf.string)}
@@ -231,10 +237,42 @@ def _csv_example(row: Sequence[str], columns: Sequence[tuple[int, FieldSpec]], w
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
+def _parquet_user_records(
+    path: str, user_fields: Sequence[FieldSpec] | None, user_id_column: str
+) -> Iterator[tuple[str, bytes]]:
+    """Parquet users as CSV users: the ``user_fields`` of each row as a ``tf.Example`` (ids as strings, numbers
+    as floats; :meth:`TaggingModel.retype` then gives them the model's types)."""
+    if user_fields is None:
+        raise TaggingError(f"{path}: Parquet users need the feature config for the field types; pass --features FILE")
+    for chunk in read_chunks(path, _READ_BATCH):
+        missing = [c for c in (user_id_column, *(f.name for f in user_fields)) if c not in chunk.values]
+        if missing:
+            raise TaggingError(f"{path}: no column(s) {missing}; fix: add them, or pass the matching --features file")
+        for i in range(chunk.num_rows):
+            feats = {}
+            for spec in user_fields:
+                v = chunk.values[spec.name][i]
+                values = split_values(v, spec.separator) if spec.kind == MULTI_VALUED else ([] if v is None else [v])
+                if not values:
+                    continue
+                if spec.kind == NUMERIC:
+                    if not all(is_number(x) for x in values):
+                        raise TaggingError(
+                            f"{path} {chunk.where(i)}, column '{spec.name}': {v!r} is not a number (a numeric "
+                            "field); fix: write a number, or leave it empty for a missing value"
+                        )
+                    feats[spec.name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
+                else:
+                    text = [str(int(x)) if isinstance(x, float) and x.is_integer() else str(x) for x in values]
+                    feats[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode() for t in text]))
+            example = tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+            yield str(chunk.values[user_id_column][i]), example
+
+
 def iter_user_records(
     path: str, user_fields: Sequence[FieldSpec] | None, user_id_column: str = "user_id"
 ) -> Iterator[tuple[str, bytes]]:
-    """``(user_id, serialized tf.Example)`` for every row of one CSV or TFRecord file.
+    """``(user_id, serialized tf.Example)`` for every row of one CSV, Parquet or TFRecord file.
 
     TFRecord rows are passed on as they are (the SavedModel parses the fields it needs); CSV rows
     become ``tf.Example`` with the ``user_fields`` (their kinds come from the feature config).
@@ -265,6 +303,9 @@ def iter_user_records(
                     "fix: give every row one value per header column (quote values holding commas)"
                 )
             yield row[uid], _csv_example(row, columns, f"{path}: line {n}")
+        return
+    if path.endswith(".parquet"):
+        yield from _parquet_user_records(path, user_fields, user_id_column)
         return
     ds = tf.data.TFRecordDataset(path, compression_type="GZIP" if path.endswith(".gz") else None)
     # The user id as a string, whether the file stores it as bytes or as an integer.
@@ -791,7 +832,7 @@ def resolve_user_fields(
         if not Path(features).exists():
             raise FileNotFoundError(f"--features {features}: no such file")
         return list(FeatureConfig.from_yaml(features).user_fields)
-    if not users_files[0].endswith(".csv"):
+    if not users_files[0].endswith((".csv", ".parquet")):
         return None
     fc = _find_feature_config(os.path.dirname(users_files[0]))
     if fc is None:

@@ -251,3 +251,23 @@ def test_train_config_errors_name_the_field(tmp_path, capsys):
         assert main(["train", "--data", str(data), "--config", str(config)]) == 2
         err = _err_line(capsys)
         assert needle in err, err
+
+
+def test_parquet_users_tag_as_their_csv_rows_do(env, tmp_path):
+    """The same users as CSV and as Parquet (its integer-valued columns stored as integers) get the same tags."""
+    import pandas as pd
+
+    from mvke_tf.tagging import read_output
+
+    csv_dir = env["root"] / "data" / "eval"
+    table = pd.read_csv(sorted(csv_dir.glob("part-*.csv"))[0])  # empty cells: missing (null in Parquet)
+    (tmp_path / "pq").mkdir()
+    table.to_parquet(tmp_path / "pq" / "part-00000.parquet", index=False)
+    assert _tag(env, csv_dir, tmp_path / "out-csv") == 0
+    assert _tag(env, tmp_path / "pq", tmp_path / "out-pq") == 0
+    by_csv, by_parquet = read_output(tmp_path / "out-csv"), read_output(tmp_path / "out-pq")
+    assert len(by_csv) == len(by_parquet) > 0
+    key = lambda r: (r["user_id"], r["task"], r["rank"])  # noqa: E731
+    for a, b in zip(sorted(by_csv, key=key), sorted(by_parquet, key=key)):
+        assert (a["user_id"], a["task"], a["rank"], a["tag"]) == (b["user_id"], b["task"], b["rank"], b["tag"])
+        assert a["score"] == pytest.approx(b["score"], rel=1e-6)
