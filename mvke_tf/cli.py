@@ -355,7 +355,7 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         tasks=tasks,
         features=args.features,
-        user_id_column=args.user_id_column,
+        user_id_column=args.user_id_column or tagging.default_user_id_column(args.users, args.features),
     )
     if args.runner == "beam":
         if args.format != "parquet":
@@ -533,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     tag.add_argument("--batch-size", type=int, default=1024, help="users per batch (default %(default)s)")
     tag.add_argument("--tasks", help="comma-separated tasks, e.g. click,conversion (default: all the model has)")
     tag.add_argument("--features", help="features.yaml for CSV or Parquet users (default: found next to the data)")
-    tag.add_argument("--user-id-column", default="user_id", help="the user id column (default %(default)s)")
+    tag.add_argument("--user-id-column", help="the user id column (default: features.yaml's user_id, else user_id)")
     tag.add_argument("--runner", default="local", choices=("local", "beam"), help="local job or Beam pipeline")
     tag.add_argument("--beam-args", help="Beam pipeline options, e.g. '--runner=DirectRunner --direct_num_workers=2'")
     tag.set_defaults(func=cmd_tag_users)

@@ -71,6 +71,7 @@ _USERS_FIX = (
     "fix: give UTF-8 CSV files with a header row (the user id and user feature columns) or TFRecord files of tf.Example"
 )
 DEFAULT_TAG_FIELD = "tags"
+DEFAULT_USER_ID = "user_id"
 _READ_BATCH = 4096
 
 
@@ -128,6 +129,21 @@ def _find_feature_config(start: str) -> FeatureConfig | None:
         if (cand / "features.yaml").exists():
             return FeatureConfig.from_yaml(cand / "features.yaml")
     return None
+
+
+def default_user_id_column(users: str, features: str | os.PathLike | None = None) -> str:
+    """The users' id column: the feature config's ``user_id`` (``--features``, or the ``features.yaml`` found next
+    to the users files), else ``user_id``."""
+    fc = None
+    if features and Path(features).is_file():
+        fc = FeatureConfig.from_yaml(features)
+    elif not features:
+        try:
+            first = resolve_files(users)[0]
+        except (FileNotFoundError, ValueError):
+            return DEFAULT_USER_ID
+        fc = _find_feature_config(os.path.dirname(first))
+    return fc.user_id if fc is not None and fc.user_id else DEFAULT_USER_ID
 
 
 def _utf8_lines(path: str, fh: Iterator[bytes]) -> Iterator[str]:

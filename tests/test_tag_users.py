@@ -271,3 +271,17 @@ def test_parquet_users_tag_as_their_csv_rows_do(env, tmp_path):
     for a, b in zip(sorted(by_csv, key=key), sorted(by_parquet, key=key)):
         assert (a["user_id"], a["task"], a["rank"], a["tag"]) == (b["user_id"], b["task"], b["rank"], b["tag"])
         assert a["score"] == pytest.approx(b["score"], rel=1e-6)
+
+
+def test_the_user_id_column_defaults_to_the_feature_configs(tmp_path):
+    from own_data_helpers import write_own_data
+
+    from mvke_tf.data.own_data import describe_data
+    from mvke_tf.tagging import default_user_id_column
+
+    data = write_own_data(tmp_path / "d", 200, 50)
+    assert default_user_id_column(str(data / "eval")) == "user_id"  # no features.yaml yet
+    describe_data(str(data), data, user_id="member")
+    assert default_user_id_column(str(data / "eval")) == "member"
+    assert default_user_id_column(str(data / "eval"), data / "features.yaml") == "member"
+    assert default_user_id_column(str(tmp_path / "nowhere")) == "user_id"  # the job itself reports the bad path

@@ -252,7 +252,7 @@ def test_compile_tfrecord_input_with_a_day_split(tmp_path):
     # The splits come from the two patterns (train day / eval day), not from a hash split.
     assert "train/part-*.tfrecord.gz" in text and "eval/part-*.tfrecord.gz" in text and "hash_buckets" not in text
     for kw, field in (
-        (dict(input_format="parquet"), "input_format"),
+        (dict(input_format="avro"), "input_format"),
         (dict(input_pattern="span-{SPAN}/*.csv", eval_pattern="eval/*.csv"), "eval_pattern"),
         (dict(input_pattern="a/*.csv", eval_pattern="a/*.csv"), "eval_pattern"),
         (dict(distribution="tpu"), "distribution"),

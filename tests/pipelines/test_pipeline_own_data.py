@@ -146,7 +146,7 @@ def test_made_up_user_tagging_table_through_the_readmes_commands(tmp_path, capsy
     # tag-users on the CSV users (ids stored as integers): every user of the eval day, top 3 tags per task.
     out = tmp_path / "tags"
     argv = ["tag-users", "--model", str(served_dir), "--users", str(data / "eval"), "--out", str(out)]
-    argv += ["--tags-from-data", str(data / "train"), "--user-id-column", "member", "--top-k", "3"]
+    argv += ["--tags-from-data", str(data / "train"), "--top-k", "3"]  # the user id column: features.yaml's
     assert cli(argv) == 0
     from mvke_tf.tagging import read_output
 
