@@ -56,7 +56,8 @@ def made_up_table(rows: int, seed: int = 0) -> dict[str, list]:
 def write_csv(path: Path, table: dict[str, list]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(table)
-    lines = [",".join(names)] + [",".join(str(table[c][i]) for c in names) for i in range(len(table[names[0]]))]
+    cell = lambda v: "" if v is None else str(v)  # noqa: E731 - a missing value is an empty cell
+    lines = [",".join(names)] + [",".join(cell(table[c][i]) for c in names) for i in range(len(table[names[0]]))]
     path.write_text("\n".join(lines) + "\n")
     return path
 

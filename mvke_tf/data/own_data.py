@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -182,16 +182,6 @@ def check_files(
 
 
 # ----------------------------------------------------------------------------- convert
-def _feature(values: Sequence[Any], kind: str):
-    import tensorflow as tf
-
-    if kind == "float":
-        return tf.train.Feature(float_list=tf.train.FloatList(value=values))
-    if kind == "int":
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[_text(v).encode("utf-8") for v in values]))
-
-
 def _text(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
@@ -213,24 +203,38 @@ def _column_kinds(features: FeatureConfig, columns: Sequence[str]) -> dict[str, 
     return kinds
 
 
-def _examples(rows: Rows, features: FeatureConfig, kinds: dict[str, str]) -> Iterator[bytes]:
-    import tensorflow as tf
+def _column_array(values: Sequence[Any], kind: str, separator: str | None):
+    """One column as an Arrow ``list<...>`` array (a row's values; ``None`` where missing) of the ``kind`` it is
+    written as: ``string`` (ids, text), ``float``, ``int``, or ``""``: as the file holds it (integers if every
+    value is one, else numbers, else strings)."""
+    import pyarrow as pa
+
+    rows = [split_values(v, separator) if separator else ([] if v is None else v if isinstance(v, list) else [v])
+            for v in values]  # fmt: skip
+    if not kind:
+        flat = [x for r in rows for x in r]
+        kind = "string" if any(isinstance(x, str) for x in flat) else "float" if any(
+            isinstance(x, float) for x in flat) else "int"  # fmt: skip
+    if kind == "string":
+        rows = [[_text(x).encode("utf-8") for x in r] for r in rows]
+        item = pa.binary()
+    else:
+        rows = [[float(x) if kind == "float" else int(x) for x in r] for r in rows]
+        item = pa.float32() if kind == "float" else pa.int64()
+    return pa.array([r or None for r in rows], type=pa.list_(item))
+
+
+def _examples(rows: Rows, features: FeatureConfig, kinds: dict[str, str]) -> list[bytes]:
+    """``rows`` as serialized ``tf.Example``: each column typed by ``kinds`` (see :func:`_column_array`), a
+    multi-valued field split into its values, a missing value left out as ExampleGen leaves an empty cell out.
+    tfx_bsl's encoder writes the protos in C++ (a per-row Python loop took 0.4 ms a row)."""
+    import pyarrow as pa
+    from tfx_bsl.coders import example_coder
 
     lists = {f.name: f.separator for f in (*features.user_fields, features.tag_field) if f.kind == MULTI_VALUED}
-    for i in range(rows.num_rows):
-        feature = {}
-        for c in rows.columns:
-            v = rows.values[c][i]
-            values = (
-                split_values(v, lists[c]) if c in lists else ([] if v is None else v if isinstance(v, list) else [v])
-            )
-            if not values:
-                continue  # missing: no value, as ExampleGen writes an empty cell
-            kind = kinds[c] or ("float" if any(isinstance(x, float) for x in values) else "int")
-            if not kinds[c] and any(isinstance(x, str) for x in values):
-                kind = "string"
-            feature[c] = _feature(values, kind)
-        yield tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    arrays = [_column_array(rows.values[c], kinds[c], lists.get(c)) for c in rows.columns]
+    batch = pa.RecordBatch.from_arrays(arrays, names=list(rows.columns))
+    return list(example_coder.RecordBatchToExamplesEncoder().encode(batch))
 
 
 def raw_examples(rows: Rows, features: FeatureConfig) -> list[bytes]:

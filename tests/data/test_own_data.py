@@ -137,7 +137,8 @@ def _int_typed_tfrecord(path, table):
         for i in range(len(table["member"])):
             f = {}
             for c in ("member", "age", "occupation", "zip", "watched", "liked"):
-                f[c] = tf.train.Feature(int64_list=tf.train.Int64List(value=[table[c][i]]))
+                if table[c][i] is not None:  # a missing value: no feature
+                    f[c] = tf.train.Feature(int64_list=tf.train.Int64List(value=[table[c][i]]))
             f["sex"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[table["sex"][i].encode()]))
             tags = [t.encode() for t in table["genres"][i].split("|")]
             f["genres"] = tf.train.Feature(bytes_list=tf.train.BytesList(value=tags))
@@ -148,6 +149,7 @@ def _int_typed_tfrecord(path, table):
 def test_csv_parquet_tfrecord_and_converted_files_read_alike(tmp_path, own_csv):
     features = FeatureConfig.from_yaml(own_csv / "features.yaml")
     table = made_up_table(300, seed=3)
+    table["occupation"][4] = table["zip"][7] = None  # missing values: empty cells, nulls, absent features
     csv = write_csv(tmp_path / "csv" / "part-00000.csv", table)
     parquet = write_parquet(tmp_path / "pq" / "part-00000.parquet", table)
     typed = _int_typed_tfrecord(tmp_path / "tfr" / "part-00000.tfrecord.gz", table)
