@@ -54,7 +54,7 @@ import tensorflow as tf
 
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import resolve_files
-from mvke_tf.data.table import is_number, read_chunks, split_values
+from mvke_tf.data.table import id_text, is_number, read_chunks, split_values
 from mvke_tf.export.input_types import read_input_types, retype_examples
 from mvke_tf.models.fast import FastScorer, TaskTagTable, pack_tags
 
@@ -279,8 +279,8 @@ def _parquet_user_records(
                         )
                     feats[spec.name] = tf.train.Feature(float_list=tf.train.FloatList(value=values))
                 else:
-                    text = [str(int(x)) if isinstance(x, float) and x.is_integer() else str(x) for x in values]
-                    feats[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[t.encode() for t in text]))
+                    text = [id_text(x).encode() for x in values]
+                    feats[spec.name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=text))
             example = tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
             yield str(chunk.values[user_id_column][i]), example
 

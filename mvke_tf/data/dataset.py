@@ -250,13 +250,10 @@ def _parquet_dataset(paths: Sequence[str], config: FeatureConfig, wanted: Sequen
     decimal strings), lists joined by the field's separator, numbers float32 (NaN missing), labels int64."""
     import numpy as np
 
-    from mvke_tf.data.table import check_rows, read_chunks, split_values
+    from mvke_tf.data.table import check_rows, id_text, read_chunks, split_values
 
     dtypes = {n: _column_dtype(config, n) for n in wanted}
     multi = {s.name: s.separator for s in (*config.user_fields, config.tag_field) if s.kind == MULTI_VALUED}
-
-    def text(v: Any) -> str:
-        return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
     def chunks():
         for path in paths:
@@ -268,9 +265,11 @@ def _parquet_dataset(paths: Sequence[str], config: FeatureConfig, wanted: Sequen
                 for n in wanted:
                     values = rows.values[n]
                     if n in multi:
-                        out[n] = np.array([multi[n].join(text(x) for x in split_values(v, multi[n])) for v in values])
+                        out[n] = np.array(
+                            [multi[n].join(id_text(x) for x in split_values(v, multi[n])) for v in values]
+                        )
                     elif dtypes[n] == tf.string:
-                        out[n] = np.array(["" if v is None else text(v) for v in values], dtype=object)
+                        out[n] = np.array(["" if v is None else id_text(v) for v in values], dtype=object)
                     elif dtypes[n] == tf.float32:
                         out[n] = np.array([math.nan if v is None else v for v in values], dtype=np.float32)
                     else:

@@ -16,7 +16,7 @@ from typing import Any
 from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, ConfigError, FeatureConfig, FieldSpec
 from mvke_tf.data import describe as D
 from mvke_tf.data.schema import write_schema
-from mvke_tf.data.table import Rows, check_rows, expand, read_chunks, read_sample, split_values
+from mvke_tf.data.table import Rows, check_rows, expand, id_text, read_chunks, read_sample, split_values
 
 FEATURES_FILE = "features.yaml"
 SCHEMA_FILE = "schema.pbtxt"
@@ -182,12 +182,6 @@ def check_files(
 
 
 # ----------------------------------------------------------------------------- convert
-def _text(v: Any) -> str:
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
 def _column_kinds(features: FeatureConfig, columns: Sequence[str]) -> dict[str, str]:
     """How each column is written: a feature by its kind (ids as strings, numbers as floats), a label as int."""
     kinds = {}
@@ -216,7 +210,7 @@ def _column_array(values: Sequence[Any], kind: str, separator: str | None):
         kind = "string" if any(isinstance(x, str) for x in flat) else "float" if any(
             isinstance(x, float) for x in flat) else "int"  # fmt: skip
     if kind == "string":
-        rows = [[_text(x).encode("utf-8") for x in r] for r in rows]
+        rows = [[id_text(x).encode("utf-8") for x in r] for r in rows]
         item = pa.binary()
     else:
         rows = [[float(x) if kind == "float" else int(x) for x in r] for r in rows]

@@ -215,6 +215,15 @@ def split_values(value: Any, separator: str) -> list[Any]:
     return [value]
 
 
+def id_text(value: Any) -> str:
+    """An id as the typing rule reads it: its decimal string (``25`` and ``25.0`` are ``"25"``), text as it is."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -274,6 +283,7 @@ __all__ = [
     "check_rows",
     "expand",
     "file_format",
+    "id_text",
     "is_number",
     "read_chunks",
     "read_sample",

@@ -23,6 +23,7 @@ from typing import Any
 import tensorflow as tf
 
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig
+from mvke_tf.data.table import id_text
 
 INPUT_TYPES_PATH = "assets.extra/input_types.json"
 _KINDS = {"string": "bytes_list", "int64": "int64_list", "float32": "float_list"}
@@ -68,20 +69,12 @@ def read_input_types(model_dir: str | os.PathLike) -> dict[str, dict[str, str]] 
         return json.loads(f.read())
 
 
-def _as_text(v: Any) -> str:
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v)
-
-
 def _convert(values: Sequence[Any], dtype: str, name: str) -> list[Any]:
     if dtype == "string":
-        return [_as_text(v).encode("utf-8") for v in values]
+        return [id_text(v).encode("utf-8") for v in values]
     out = []
     for v in values:
-        text = _as_text(v)
+        text = id_text(v)
         try:
             out.append(float(text) if dtype == "float32" else int(text))
         except ValueError:
@@ -108,7 +101,7 @@ def retype_example(example: tf.train.Example, types: Mapping[str, Mapping[str, s
         if have == _KINDS[want["dtype"]] and not (joined and len(values) > 1):
             continue
         if joined:
-            values = [joined.join(_as_text(v) for v in values)]
+            values = [joined.join(id_text(v) for v in values)]
         values = _convert(values, want["dtype"], name)
         feature.Clear()
         getattr(feature, _KINDS[want["dtype"]]).value.extend(values)
