@@ -165,7 +165,7 @@ def _model_config(args: argparse.Namespace, features_yaml: Path):
     """The model's config: ``--model``, ``--config``'s fields, ``--scale``; its tasks are the data's labels
     (``features_yaml``'s) unless ``--config`` names them."""
     from mvke_tf.config import FeatureConfig
-    from mvke_tf.models.family import family_of
+    from mvke_tf.models.family import config_for_data
 
     overrides = {}
     if args.config:
@@ -175,9 +175,7 @@ def _model_config(args: argparse.Namespace, features_yaml: Path):
                 f"--config {args.config}: holds a {type(overrides).__name__}, not a mapping of model config fields; "
                 "fix: write one field per line, e.g. 'embedding_dim: 16'"
             )
-    if "tasks" not in overrides:
-        overrides = {**overrides, "tasks": list(FeatureConfig.from_yaml(features_yaml).labels)}
-    return family_of(args.model).config_for(args.model, overrides, args.scale)
+    return config_for_data(args.model, FeatureConfig.from_yaml(features_yaml), overrides, args.scale)
 
 
 def _train(data_dir: Path, args: argparse.Namespace) -> dict:

@@ -271,14 +271,14 @@ class FeatureConfig:
       user_fields: the user tower's feature fields, F of them.
       tag_field: the tag tower's field: an ad's tag set (multi_valued) during training,
         a single tag at prediction time.
-      labels: task label columns, in task order (e.g. ``click``, ``conversion``).
+      labels: the task label columns (0/1), in task order; a model's tasks default to them.
       user_id: the column identifying a user (for grouped metrics such as GAUC); ``""`` for data without
         one (no grouped metrics).
     """
 
     user_fields: tuple[FieldSpec, ...]
     tag_field: FieldSpec
-    labels: tuple[str, ...] = ("click", "conversion")
+    labels: tuple[str, ...]
     user_id: str = "user_id"
 
     def __post_init__(self) -> None:
@@ -337,12 +337,14 @@ class FeatureConfig:
             raise ConfigError("user_fields: missing or not a list; fix: list the user feature fields")
         if "tag_field" not in d:
             raise ConfigError("tag_field: missing; fix: describe the ad's tag field")
+        if "labels" not in d:
+            raise ConfigError("labels: missing; fix: list the 0/1 task label columns in task order, e.g. [click]")
         return cls(
             user_fields=tuple(
                 FieldSpec.from_dict(f, where=f"user_fields[{i}]") for i, f in enumerate(d["user_fields"])
             ),
             tag_field=FieldSpec.from_dict(d["tag_field"], where="tag_field"),
-            labels=tuple(d.get("labels", ("click", "conversion"))),
+            labels=tuple(d["labels"]),
             user_id=d.get("user_id", "user_id"),
         )
 

@@ -19,7 +19,7 @@ from mvke_tf import distribute
 from mvke_tf.config import ConfigError, FeatureConfig
 from mvke_tf.data.dataset import has_column, make_dataset, resolve_files
 from mvke_tf.metrics import auc_or_nan
-from mvke_tf.models.family import family_of
+from mvke_tf.models.family import config_for_data, family_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,7 +164,7 @@ def evaluate(
 
 def train_and_evaluate(
     data_dir: str | Path,
-    model_config: Any,
+    model_config: Any = "two_tower",
     train_config: TrainConfig = TrainConfig(),
     out_dir: str | Path | None = None,
     verbose: int = 1,
@@ -175,6 +175,9 @@ def train_and_evaluate(
     (or any directory with ``features.yaml`` and ``train/`` and ``eval/`` part files).
     With ``out_dir``, the report is written to ``out_dir/report.json``.
 
+    ``model_config``: a model name (one of :data:`~mvke_tf.models.family.MODEL_NAMES`), whose config then has
+    the data's labels as tasks (:func:`~mvke_tf.models.family.config_for_data`), or a config built by hand.
+
     Returns:
       A report with per-task eval AUC (and oracle AUC), training time and throughput.
     """
@@ -184,10 +187,14 @@ def train_and_evaluate(
     chief = distribute.is_chief(strategy)
     data_dir = Path(data_dir)
     feature_config = FeatureConfig.from_yaml(data_dir / "features.yaml")
+    if isinstance(model_config, str):
+        model_config = config_for_data(model_config, feature_config)
     missing = [t for t in model_config.tasks if t not in feature_config.labels]
     if missing:
         raise ConfigError(
-            f"model tasks {missing} have no label column; the data has labels {list(feature_config.labels)}"
+            f"model tasks {missing} have no label column; the data has labels {list(feature_config.labels)}; "
+            f"fix: set tasks={list(feature_config.labels)} (or some of them), or pass the model's name, whose "
+            "config then takes the data's labels as tasks"
         )
     family = family_of(model_config)
     if train_config.strategy not in family.strategies:

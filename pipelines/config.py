@@ -9,17 +9,12 @@ from typing import Any
 from mvke_tf.config import CATEGORICAL, STRATEGIES, ConfigError, FeatureConfig
 from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS
 from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K
-from mvke_tf.models.family import MODEL_NAMES, ModelFamily, family_of
+from mvke_tf.models.family import MODEL_NAMES, ModelFamily, config_for_data, family_of
 
 # A categorical user field with at most this many hash buckets is a default slice key (a handful of values,
 # e.g. a gender or an age band; hash buckets are a few times the distinct values), and at most this many keys.
 SLICE_MAX_BUCKETS = 32
 SLICE_MAX_KEYS = 3
-
-
-def tasks_from_labels(overrides: dict[str, Any], features: FeatureConfig) -> dict[str, Any]:
-    """``overrides`` with ``tasks`` set to the data's labels (``features.labels``) unless they name tasks."""
-    return overrides if "tasks" in overrides else {**overrides, "tasks": list(features.labels)}
 
 
 def default_slice_keys(features: FeatureConfig) -> tuple[str, ...]:
@@ -267,7 +262,7 @@ class PipelineConfig:
     def model_config(self) -> Any:
         """The model's config: ``model_type`` plus ``model_overrides``; its tasks are the feature config's
         labels unless the overrides name them."""
-        return self.family.config_for(self.model_type, tasks_from_labels(self.model_overrides, self.feature_config()))
+        return config_for_data(self.model_type, self.feature_config(), self.model_overrides)
 
     def resolved_slice_keys(self) -> tuple[str, ...]:
         """``slice_keys``, or where it is None the feature config's default (:func:`default_slice_keys`)."""

@@ -197,6 +197,11 @@ class ServingClient:
       version: pin a model version (``None``: the latest the server has).
       max_message_bytes: gRPC send / receive limits of the channel.
       coerce_dtypes: cast numeric inputs to the signature's dtype (one metadata call, cached).
+      input_types: the types the exported model parses each raw column as: the export's directory (its
+        ``assets.extra/input_types.json``, see :mod:`mvke_tf.export.input_types`) or that file's mapping.
+        With it, the examples sent to ``serving_default``, ``user_tower`` and ``top_tags`` are rewritten to
+        those types first, so an id held as an integer or a string (``25`` or ``"25"``) and a number as an
+        integer or a float score alike; an unreadable value is a ``ValueError`` naming the column.
       channel: use this channel as is (none of the channel options below apply).
       root_certificates: PEM of the CA that signed the server's certificate: connects over TLS.
       private_key, certificate_chain: PEM of the client's key and certificate, for servers that verify clients.
@@ -217,6 +222,7 @@ class ServingClient:
         version: int | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         coerce_dtypes: bool = True,
+        input_types: str | os.PathLike | Mapping[str, Mapping[str, str]] | None = None,
         channel: grpc.Channel | None = None,
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
@@ -246,6 +252,7 @@ class ServingClient:
         self.max_batch = max_batch
         self.version = version
         self.coerce_dtypes = coerce_dtypes
+        self.input_types = _input_types(input_types)
         # Per call as well as in the service config: a channel passed in carries its own config.
         self.wait_for_ready = retries != 0
         self._own_channel = channel is None
@@ -287,6 +294,15 @@ class ServingClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _examples(self, examples: ArrayLike) -> ArrayLike:
+        """Serialized examples, rewritten to the model's input types where the client knows them."""
+        rows = _serialized(examples)
+        if not self.input_types:
+            return rows
+        from mvke_tf.export.input_types import retype_examples
+
+        return retype_examples(list(rows), self.input_types)
 
     def _spec(self, spec: Any, signature: str | None = None) -> None:
         spec.name = self.model_name
@@ -454,7 +470,7 @@ class ServingClient:
         """``serving_default``: serialized ``tf.Example`` (or ``tf.train.Example``) ``[B]`` -> ``{task: [B]}``.
 
         No examples is a request of none (``[0]`` strings), answered with empty scores."""
-        rows = _serialized(examples)
+        rows = self._examples(examples)
         if len(rows) == 0:
             rows = np.array([], dtype=object)  # not numpy's float64 of an empty list
         return self.predict(DEFAULT_SIGNATURE, {"examples": rows}, max_batch=max_batch)
@@ -470,7 +486,7 @@ class ServingClient:
         if isinstance(examples, Mapping):
             return self.predict("user_tower", examples, max_batch=max_batch)
         name = self._single_input("user_tower", "examples")
-        return self.predict("user_tower", {name: _serialized(examples)}, max_batch=max_batch)
+        return self.predict("user_tower", {name: self._examples(examples)}, max_batch=max_batch)
 
     def tag_tower(self, tags: ArrayLike, max_batch: int | None = None) -> dict[str, np.ndarray]:
         """``tag_tower``: tags ``[B]`` -> ``{<task>_embedding: [B, d], <task>_gate: [B, S]}``."""
@@ -488,7 +504,7 @@ class ServingClient:
             # A float would be truncated (2.7 -> 2) and a large int wrapped (2**32 + 5 -> 5) on the way to the
             # signature's int32; whether k is within [1, top_tags_max_k] the export itself checks.
             raise ValueError(f"top_tags: k must be a whole number of tags (an int32), got {k!r}")
-        inputs = {"examples": _serialized(examples), "k": np.array(k, dtype=np.int32)}
+        inputs = {"examples": self._examples(examples), "k": np.array(k, dtype=np.int32)}
         out = self.predict("top_tags", inputs, max_batch=max_batch)
         result = {}
         for key in sorted(out):
@@ -503,6 +519,22 @@ def _remaining(deadline: float) -> float:
     """Seconds left until ``deadline`` (``time.monotonic()``); a tiny positive floor, so that a spent deadline
     fails the RPC with gRPC's own ``DEADLINE_EXCEEDED``."""
     return max(deadline - time.monotonic(), 1e-3)
+
+
+def _input_types(
+    given: str | os.PathLike | Mapping[str, Mapping[str, str]] | None,
+) -> dict[str, dict[str, str]] | None:
+    if given is None or isinstance(given, Mapping):
+        return None if given is None else {k: dict(v) for k, v in given.items()}
+    from mvke_tf.export.input_types import INPUT_TYPES_PATH, read_input_types
+
+    types = read_input_types(given)
+    if types is None:
+        raise ValueError(
+            f"input_types={os.fspath(given)!r}: no {INPUT_TYPES_PATH} there; fix: give the export's version "
+            "directory (an export older than the file parses ids as strings: send them so and drop input_types)"
+        )
+    return types
 
 
 def _serialized(examples: ArrayLike) -> ArrayLike:

@@ -13,6 +13,9 @@ MODEL_TYPES = ("two_tower", "hard_sharing", "moe", "mmoe", "cgc", "mvke_st", "mv
 MVKE_TYPES = ("mvke_st", "mvke_mt")
 # Variants whose experts are assigned to tasks by ``expert_assignment``.
 ASSIGNED_TYPES = ("cgc", "mvke_mt")
+# The MVKE paper's assignment of its five VKEs to its two tasks: VKE 1-3 and VKE 2-5 (1-based), two shared.
+PAPER_ASSIGNMENT = ((0, 1, 2), (1, 2, 3, 4))
+PAPER_NUM_EXPERTS = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,9 +33,10 @@ class ModelConfig(SerializableConfig):
       embedding_l2: L2 penalty on embedding tables.
       task_loss_weights: loss weight per task (default 1 each: L = L_ctr + L_cvr).
       num_experts: experts of moe / mmoe / cgc, and virtual kernels K of mvke_mt (paper: 5).
-      expert_assignment: per task, the 0-based experts / VKEs serving it (cgc, mvke_mt).
-        The default ((0, 1, 2), (1, 2, 3, 4)) is the paper's click <- VKE 1-3 and
-        conversion <- VKE 2-5 in its 1-based numbering: VKEs 2 and 3 are shared.
+      expert_assignment: per task, the 0-based experts / VKEs serving it (cgc, mvke_mt). None (the default):
+        for two tasks over five experts the paper's click <- VKE 1-3 and conversion <- VKE 2-5 in its 1-based
+        numbering, ((0, 1, 2), (1, 2, 3, 4)), VKEs 2 and 3 shared; for any other number of tasks or experts every
+        task is served by every expert (see :meth:`assignment`).
       st_num_kernels: VKEs per task of mvke_st (each task its own independent MVKE).
       vke_activation: activation of the VKE query/key/value projections (None: linear,
         as in the released code; the paper writes an activation sigma, e.g. "tanh").
@@ -60,7 +64,7 @@ class ModelConfig(SerializableConfig):
     embedding_l2: float = 0.0
     task_loss_weights: tuple[float, ...] = ()
     num_experts: int = 5
-    expert_assignment: tuple[tuple[int, ...], ...] = ((0, 1, 2), (1, 2, 3, 4))
+    expert_assignment: tuple[tuple[int, ...], ...] | None = None
     st_num_kernels: int = 3
     vke_activation: str | None = None
     gate: str = "dot"
@@ -72,7 +76,9 @@ class ModelConfig(SerializableConfig):
     def __post_init__(self) -> None:
         for name in ("tasks", "dnn_units", "top_units", "tag_units", "task_loss_weights"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        object.__setattr__(self, "expert_assignment", tuple(tuple(int(i) for i in s) for s in self.expert_assignment))
+        if self.expert_assignment is not None:
+            assigned = tuple(tuple(int(i) for i in s) for s in self.expert_assignment)
+            object.__setattr__(self, "expert_assignment", assigned)
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(
                 f"model_type={self.model_type!r} is not one of {', '.join(MODEL_TYPES)}; fix: pick one of them"
@@ -133,6 +139,8 @@ class ModelConfig(SerializableConfig):
             self._check_assignment()
 
     def _check_assignment(self) -> None:
+        if self.expert_assignment is None:
+            return  # the default (see assignment()) is valid by construction
         a, k = self.expert_assignment, self.num_experts
         if len(a) != len(self.tasks):
             raise ConfigError(
@@ -159,9 +167,14 @@ class ModelConfig(SerializableConfig):
 
     def assignment(self) -> dict[str, tuple[int, ...]]:
         """Per task, the experts serving it (all of them for variants without an assignment)."""
-        if self.model_type in ASSIGNED_TYPES:
+        every = tuple(range(self.num_experts))
+        if self.model_type not in ASSIGNED_TYPES:
+            return {t: every for t in self.tasks}
+        if self.expert_assignment is not None:
             return dict(zip(self.tasks, self.expert_assignment))
-        return {t: tuple(range(self.num_experts)) for t in self.tasks}
+        if len(self.tasks) == 2 and self.num_experts == PAPER_NUM_EXPERTS:
+            return dict(zip(self.tasks, PAPER_ASSIGNMENT))
+        return {t: every for t in self.tasks}
 
     @property
     def loss_weights(self) -> dict[str, float]:

@@ -374,3 +374,22 @@ def family_of(thing: Any) -> ModelFamily:
             return family
     shown = thing if isinstance(thing, str) else type(thing).__name__
     raise ConfigError(f"model {shown!r} is in no model family; fix: use one of {', '.join(MODEL_NAMES)}")
+
+
+def config_for_data(
+    model_name: str,
+    feature_config: FeatureConfig,
+    overrides: Mapping[str, Any] | None = None,
+    scale: float = 1.0,
+) -> Any:
+    """The config of ``model_name`` for the data ``feature_config`` describes: ``overrides`` applied, and the
+    tasks the data's labels (``feature_config.labels``, in order) unless ``overrides`` name them.
+
+    The one place every entry point (``train_and_evaluate`` given a model name, ``mvke-tf train``, the
+    pipeline's Trainer) takes a model's tasks from the data; a config class's own default tasks are the
+    papers' and hold only for a config built by hand.
+    """
+    overrides = dict(overrides or {})
+    if "tasks" not in overrides:
+        overrides["tasks"] = list(feature_config.labels)
+    return family_of(model_name).config_for(model_name, overrides, scale)

@@ -46,6 +46,9 @@ def test_bad_feature_config_dicts():
         FeatureConfig.from_dict({k: v for k, v in good.items() if k != "tag_field"})
     with pytest.raises(ConfigError, match="unknown key"):
         FeatureConfig.from_dict(dict(good, lables=["click"]))
+    # No labels are guessed for a team's features.yaml: the file names its own.
+    with pytest.raises(ConfigError, match=r"labels: missing; fix: list the 0/1 task label columns"):
+        FeatureConfig.from_dict({k: v for k, v in good.items() if k != "labels"})
     with pytest.raises(ConfigError, match="user_fields\\[1\\]: name 'gender' is already used"):
         dup = dict(good, user_fields=[good["user_fields"][0], good["user_fields"][0]])
         FeatureConfig.from_dict(dup)

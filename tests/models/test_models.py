@@ -30,7 +30,7 @@ def batch(small_data):
 
 def expected_s(mc):
     if mc.model_type == "mvke_mt":
-        return {t: len(s) for t, s in zip(mc.tasks, mc.expert_assignment)}
+        return {t: len(s) for t, s in mc.assignment().items()}
     if mc.model_type == "mvke_st":
         return {t: mc.st_num_kernels for t in mc.tasks}
     return {t: 1 for t in mc.tasks}
@@ -186,7 +186,7 @@ def test_assignment_validation():
     with pytest.raises(ConfigError, match="task 'click' is empty"):
         ModelConfig(model_type="cgc", expert_assignment=((), (0, 1, 2, 3, 4)))
     with pytest.raises(ConfigError, match="2 sets for 1 tasks"):
-        ModelConfig(model_type="mvke_mt", tasks=("click",))
+        ModelConfig(model_type="mvke_mt", tasks=("click",), expert_assignment=((0, 1, 2), (1, 2, 3, 4)))
     with pytest.raises(ConfigError, match="gate='dot' compares"):
         ModelConfig(model_type="mvke_mt", embedding_dim=16)
     ModelConfig(model_type="mvke_mt", embedding_dim=16, gate="attention")  # the paper's gate projects

@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from mvke_tf.config import FeatureConfig
+from mvke_tf.config import ConfigError, FeatureConfig
 from mvke_tf.data.dataset import make_dataset
 from mvke_tf.models import ModelConfig, build_model
 from mvke_tf.train import TrainConfig, format_report, train_and_evaluate
@@ -80,3 +81,44 @@ def test_keras_fit_evaluate_and_summary(small_data):
     model.summary(print_fn=lines.append)
     text = "\n".join(lines)
     assert "user_tower_mvke_mt" in text and "tag_tower_click" in text and "Total params" in text
+
+
+@pytest.mark.parametrize("model_name", ["mvke_mt", "ranking_mmoe", "md_mmoe"])
+def test_a_models_config_for_the_data_takes_its_labels_as_tasks(model_name):
+    from mvke_tf.config import CATEGORICAL, MULTI_VALUED, FieldSpec
+    from mvke_tf.models.family import config_for_data
+
+    fc = FeatureConfig(
+        (FieldSpec("sex", CATEGORICAL, hash_buckets=8),),
+        FieldSpec("genres", MULTI_VALUED, hash_buckets=64, separator="|"),
+        labels=("watched", "liked"),
+    )
+    assert config_for_data(model_name, fc).tasks == ("watched", "liked")
+    assert config_for_data(model_name, fc, {"tasks": ["liked"]}).tasks == ("liked",)  # named tasks are kept
+
+
+def test_train_by_model_name_on_a_teams_table(tmp_path):
+    """The library entry point given a model name trains on the data's own labels (not the papers' tasks)."""
+    from own_data_helpers import write_own_data
+
+    from mvke_tf.data.own_data import describe_data
+
+    data = write_own_data(tmp_path / "d", 800, 200)
+    describe_data(str(data), data, user_id="member", labels=("watched", "liked"))
+    report = train_and_evaluate(data, "two_tower", TrainConfig(epochs=1, batch_size=128), verbose=0)
+    assert list(report["eval"]) == ["watched", "liked"]
+    assert all(0.0 <= report["eval"][t]["auc"] <= 1.0 for t in ("watched", "liked"))
+    with pytest.raises(ConfigError, match=r"model tasks \['click', 'conversion'\] have no label column.*fix: set"):
+        train_and_evaluate(data, SMALL_MODEL, TrainConfig(epochs=1, batch_size=128), verbose=0)
+
+
+def test_mvke_mt_serves_any_number_of_tasks_by_default():
+    """The paper's VKE assignment is for its two tasks; one or three labels get every VKE per task."""
+    two = ModelConfig(model_type="mvke_mt")
+    assert two.assignment() == {"click": (0, 1, 2), "conversion": (1, 2, 3, 4)}
+    for tasks in (("liked",), ("watched", "liked", "shared")):
+        config = ModelConfig(model_type="mvke_mt", tasks=tasks)
+        assert config.assignment() == {t: (0, 1, 2, 3, 4) for t in tasks}
+        assert ModelConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ConfigError, match="expert_assignment has 2 sets for 3 tasks"):
+        ModelConfig(model_type="mvke_mt", tasks=("a", "b", "c"), expert_assignment=((0, 1, 2), (1, 2, 3, 4)))

@@ -61,7 +61,7 @@ def mmoe(tmp_path_factory):
 
 def num_vke(mc):
     if mc.model_type == "mvke_mt":
-        return {t: len(s) for t, s in zip(mc.tasks, mc.expert_assignment)}
+        return {t: len(s) for t, s in mc.assignment().items()}
     return {t: 1 for t in mc.tasks}
 
 

@@ -59,3 +59,29 @@ def test_ids_and_numbers_come_either_way(tmp_path):
     assert parsed["age"].numpy() == b"25"
     with pytest.raises(ValueError, match=r"column age: 'twenty' is not an integer id.*fix: send an integer id"):
         retype_examples([_example(age=[b"twenty"])], types)
+
+
+def test_the_client_sends_examples_in_the_types_the_served_model_parses(tmp_path):
+    """Over gRPC: the tiny model parses ``x`` as a float; a client holding ``x`` as an integer is answered
+    once it knows the export's input types, and is refused (INVALID_ARGUMENT) without them."""
+    import grpc
+    from tiny_servable import export_tiny
+
+    from serving.client import ServingClient, ServingError
+    from serving.server import ModelServer
+
+    base = export_tiny(tmp_path / "tiny")
+    write_input_types(base / "1", {"x": {"dtype": "float32"}})
+    as_int = [_example(x=[3]), _example(x=[-2])]
+    server = ModelServer({"tiny": base}, port=0, poll_seconds=0, warmup=False).start()
+    try:
+        with ServingClient(server.target, "tiny", retries=0, timeout=20, input_types=base / "1") as typed:
+            assert typed.score(as_int)["y"].tolist() == [6.0, -4.0]
+        with ServingClient(server.target, "tiny", retries=0, timeout=20) as plain:
+            with pytest.raises(ServingError) as err:
+                plain.score(as_int)
+            assert err.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        server.stop(0)
+    with pytest.raises(ValueError, match=r"no assets.extra/input_types.json there; fix: give the export's version"):
+        ServingClient("localhost:1", "tiny", input_types=tmp_path)
