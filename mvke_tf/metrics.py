@@ -1,7 +1,9 @@
 """Ranking metrics in NumPy: exact AUC, exact GAUC, and a bounded binned AUC.
 
 * :func:`auc` and :func:`grouped_auc` are exact (ties count one half) and vectorised: GAUC over a
-  million examples and tens of thousands of users is one sort, not a Python loop over users.
+  million examples and tens of thousands of users is one sort, not a Python loop over users. The
+  groups' weighted AUCs are summed exactly (:func:`exact_sum`), so GAUC computed in parts (shards of
+  users) is the same float as GAUC computed at once, whatever the split and the order of the parts.
 * :class:`ScoreHistogram` is the bounded summary the pipeline's evaluator keeps per slice: counts of
   positives and negatives and the sum of predictions in 10,000 prediction buckets. Its
   :meth:`~ScoreHistogram.auc` follows TensorFlow Model Analysis's AUC step for step (the same buckets,
@@ -71,25 +73,105 @@ def auc_or_nan(labels: Any, scores: Any) -> float:
 
 GROUP_WEIGHTINGS = ("examples", "uniform")
 
+# Every finite double is an integer multiple of 2**-1074; with the 53-bit mantissa as an integer,
+# ``m * 2**(e - 53)`` for ``np.frexp``'s exponent ``e >= -1073``, a multiple of 2**-1127 with a
+# non-negative shift. Sums are kept as Python integers in that unit: exact, so parts add in any order.
+_EXACT_SHIFT = 1074 + 53
+_HALF_BITS = 26  # mantissas are summed as two halves of at most 27 bits: no int64 overflow below 2**36 terms
+
+
+def exact_sum(values: Any) -> int:
+    """The exact sum of ``values`` (``[n]`` finite floats) as an integer count of ``2**-1127``.
+
+    Integers add exactly, in any order and grouping: the sum of several parts' ``exact_sum`` is the
+    ``exact_sum`` of all the values. :func:`exact_to_float` gives the correctly rounded float.
+
+    Raises:
+      ValueError: if a value is NaN or infinite.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    return exact_sums(v, np.zeros(len(v), dtype=np.int64)).get(0, 0)
+
+
+def exact_sums(values: Any, segments: Any) -> dict[int, int]:
+    """:func:`exact_sum` of ``values`` ``[n]`` per segment id ``segments`` ``[n]`` (integers):
+    ``{segment: sum}`` for every segment present, vectorised (no Python loop over the values).
+
+    Raises:
+      ValueError: if a value is NaN or infinite, or the shapes differ.
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    seg = np.asarray(segments).astype(np.int64).ravel()
+    if v.shape != seg.shape:
+        raise ValueError(f"exact_sums: values {v.shape} and segments {seg.shape} differ in shape")
+    if not np.all(np.isfinite(v)):
+        raise ValueError("exact_sums: the values hold NaN or infinity; fix: sum finite values only")
+    out = dict.fromkeys(np.unique(seg).tolist(), 0)
+    nonzero = v != 0
+    v, seg = v[nonzero], seg[nonzero]
+    if not len(v):
+        return out
+    mantissa, exponent = np.frexp(v)
+    m = (mantissa * 2.0**53).astype(np.int64)  # exact: |mantissa| in [0.5, 1) has 53 significant bits
+    shift = exponent.astype(np.int64) + (_EXACT_SHIFT - 53)
+    order = np.lexsort((shift, seg))
+    seg, shift, m = seg[order], shift[order], m[order]
+    starts = np.flatnonzero(np.r_[True, (shift[1:] != shift[:-1]) | (seg[1:] != seg[:-1])])
+    # m = high * 2**26 + low with 0 <= low < 2**26: each half sums in int64 without overflow.
+    high = np.add.reduceat(m >> _HALF_BITS, starts)
+    low = np.add.reduceat(m & ((1 << _HALF_BITS) - 1), starts)
+    for g, s, h, lo in zip(seg[starts].tolist(), shift[starts].tolist(), high.tolist(), low.tolist()):
+        out[g] += ((h << _HALF_BITS) + lo) << s
+    return out
+
+
+def exact_to_float(units: int) -> float:
+    """The float nearest to ``units * 2**-1127`` (an :func:`exact_sum`), correctly rounded."""
+    return units / (1 << _EXACT_SHIFT)  # int / int is correctly rounded in Python
+
+
+def _group_weights(sizes: np.ndarray, weighting: str) -> np.ndarray:
+    if weighting not in GROUP_WEIGHTINGS:
+        raise ValueError(f"weighting={weighting!r} is not one of {GROUP_WEIGHTINGS}")
+    return sizes if weighting == "examples" else np.ones(len(sizes))
+
+
+def grouped_auc_exact_terms(labels: Any, scores: Any, groups: Any, weighting: str = "examples") -> tuple[int, int]:
+    """:func:`grouped_auc_terms`' two sums held exactly (:func:`exact_sum`): the terms of disjoint parts
+    (e.g. shards of users) add up to the whole's, bit for bit, in any order."""
+    _group_weights(np.zeros(0), weighting)  # refuses an unknown weighting before any work
+    _, aucs, sizes = group_aucs(labels, scores, groups)
+    weights = _group_weights(sizes, weighting)
+    return exact_sum(aucs * weights), exact_sum(weights)
+
 
 def grouped_auc_terms(labels: Any, scores: Any, groups: Any, weighting: str = "examples") -> tuple[float, float]:
     """``(sum over groups of w_g * AUC_g, sum of w_g)`` over the groups holding both classes.
 
     ``weighting``: ``examples`` (``w_g = n_g``, the group's example count: GAUC) or ``uniform``
-    (``w_g = 1``: the plain mean of the groups' AUCs, e.g. over domains). The two sums of several parts
-    add up, so the mean can be computed in parts (e.g. one per shard of users) and combined:
-    ``sum(first) / sum(second)``.
+    (``w_g = 1``: the plain mean of the groups' AUCs, e.g. over domains). The sums are the correctly
+    rounded exact sums; to compute the mean in parts (e.g. one per shard of users) bit for bit, add the
+    parts' :func:`grouped_auc_exact_terms` and convert with :func:`exact_to_float`.
     """
-    if weighting not in GROUP_WEIGHTINGS:
-        raise ValueError(f"weighting={weighting!r} is not one of {GROUP_WEIGHTINGS}")
+    total, weight = grouped_auc_exact_terms(labels, scores, groups, weighting)
+    return exact_to_float(total), exact_to_float(weight)
+
+
+def group_aucs(labels: Any, scores: Any, groups: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each group holding both classes: ``(group [G], AUC [G], example count [G])``, groups sorted.
+
+    ``labels``, ``scores``, ``groups``: ``[n]``. A group's AUC depends on its own rows only: its ranks
+    are exact half-integers and its one division is the same whatever else is in the arrays, so a group
+    gives the same float in any part (shard, slice) that holds all of its rows.
+    """
     y = np.asarray(labels).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     g = np.asarray(groups).ravel()
     if not y.shape == s.shape == g.shape:
         raise ValueError(f"labels {y.shape}, scores {s.shape} and groups {g.shape} differ in shape")
     if len(y) == 0:
-        return 0.0, 0.0
-    _, group_id = np.unique(g, return_inverse=True)
+        return g[:0], np.zeros(0), np.zeros(0)
+    unique, group_id = np.unique(g, return_inverse=True)
     order = np.lexsort((s, group_id))
     gid, ys = group_id[order], y[order]
     start = np.ones(len(gid), dtype=bool)
@@ -100,9 +182,8 @@ def grouped_auc_terms(labels: Any, scores: Any, groups: Any, weighting: str = "e
     n_neg = sizes - n_pos
     rank_sum = np.bincount(gid, weights=ranks * ys)
     both = (n_pos > 0) & (n_neg > 0)
-    per_group = (rank_sum[both] - n_pos[both] * (n_pos[both] + 1) / 2.0) / (n_pos[both] * n_neg[both])
-    weights = sizes[both] if weighting == "examples" else np.ones(int(both.sum()))
-    return float(np.sum(per_group * weights)), float(np.sum(weights))
+    aucs = (rank_sum[both] - n_pos[both] * (n_pos[both] + 1) / 2.0) / (n_pos[both] * n_neg[both])
+    return unique[both], aucs, sizes[both]
 
 
 def grouped_auc(labels: Any, scores: Any, groups: Any) -> float:

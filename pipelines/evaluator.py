@@ -13,9 +13,14 @@ metrics on batches of 4,096 examples with NumPy:
 * add each batch to one :class:`~mvke_tf.metrics.ScoreHistogram` per (slice, model, output):
   ExampleCount, AUC (ROC and PR), Calibration, MeanLabel and MeanPrediction come out of it with
   TFMA's own formulas (equal to TFMA's values; ``tests/pipelines/test_evaluator.py``), in bounded memory;
-* GAUC (``pipelines.gauc``) is exact: the batches are split by a hash of the group (user) into
-  shards, each shard's compact columns (about 30 bytes per example, no Python object per example)
-  give their users' AUCs, and the shards' weighted sums are added.
+* GAUC (``pipelines.gauc``) is exact, in memory that does not grow with the eval set: each batch's
+  compact columns (group hash, labels, predictions and slice memberships: about 50 bytes per example
+  with the main job's slices, no Python object per example) are written, split by a hash of the group (user) into
+  ``GAUC_SHARDS`` shards, to files in a temporary directory (``tf.io.gfile``: local or ``gs://``,
+  readable by every worker process); Beam carries only the files' paths; one step per shard reads
+  its files and computes its users' AUCs; the shards' weighted sums are added exactly
+  (:func:`~mvke_tf.metrics.exact_sum`, the same float whatever the number of shards and their
+  order) and the directory is deleted.
 
 Supported metrics: ``ExampleCount``, ``AUC`` (``curve`` ROC or PR, the default 10,000 thresholds),
 ``Calibration``, ``MeanLabel``, ``MeanPrediction``, ``GAUC`` and ``MeanGroupAUC`` (the mean AUC over
@@ -27,9 +32,13 @@ stock TFMA Evaluator (``evaluator: tfma`` in the pipeline settings).
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import os
+import pickle
+import tempfile
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -39,6 +48,8 @@ import apache_beam as beam  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_analysis as tfma  # noqa: E402
+from apache_beam.transforms.window import GlobalWindows  # noqa: E402
+from apache_beam.utils.windowed_value import WindowedValue  # noqa: E402
 from tensorflow_model_analysis.evaluators import metrics_validator  # noqa: E402
 from tensorflow_model_analysis.metrics import metric_types  # noqa: E402
 from tfx import v1 as tfx  # noqa: E402
@@ -47,11 +58,16 @@ from tfx.dsl.components.base import base_beam_executor, executor_spec  # noqa: E
 from tfx.types import artifact_utils, standard_component_specs  # noqa: E402
 from tfx.utils import io_utils, path_utils, proto_utils  # noqa: E402
 
-from mvke_tf.metrics import ScoreHistogram, grouped_auc_terms  # noqa: E402
+from mvke_tf.metrics import ScoreHistogram, exact_sums, exact_to_float, group_aucs  # noqa: E402
 from pipelines.gauc import DEFAULT_GROUP_KEY  # noqa: E402
 
 BATCH_SIZE = 4096
-GAUC_SHARDS = 8  # user-hash shards of the exact GAUC (the unit of parallelism for that step)
+# Group-hash shards of the exact GAUC: the reduce holds one shard's columns at a time (2M eval rows:
+# about 8,000 rows, a few MB), and each bundle of the evaluation writes up to this many files.
+GAUC_SHARDS = 256
+# Rows a worker buffers before writing them to the shards' files: about 8 MB of columns (main job),
+# and records of about 500 rows per shard, so that a record's own overhead stays small.
+SPILL_ROWS = 1 << 17
 _HISTOGRAM_METRICS = {"ExampleCount", "AUC", "AUCPrecisionRecall", "Calibration", "MeanLabel", "MeanPrediction"}
 _GROUPED_METRICS = {"GAUC": "examples", "MeanGroupAUC": "uniform"}  # -> the groups' weighting
 SUPPORTED_METRICS = tuple(sorted(_HISTOGRAM_METRICS | set(_GROUPED_METRICS)))
@@ -382,87 +398,176 @@ class _HistogramsCombineFn(beam.CombineFn):
         return acc
 
 
-# ----------------------------------------------------------------------------- exact GAUC
+# ----------------------------------------------------------------------------- exact GAUC, spilled by shard
+#
+# Each batch's compact GAUC columns go to files, one per (bundle, shard of groups), as the batches are
+# evaluated; Beam carries only the files' paths. One step per shard then reads its files, computes its
+# groups' AUCs and frees them. What stays in memory at once: a worker's spill buffer (``spill_rows``
+# rows, fixed), one shard's columns in the reduce (about rows / shards, or the largest group if one
+# group is bigger: a group is never split) and the paths. On Beam's DirectRunner a grouped PCollection
+# is held whole, encoded, by the runner and again as the next stage's input: holding the columns there
+# (as a CombinePerKey over the columns did) made the peak grow with the eval rows.
 
 
-def _shard_batch(batch: EvalBatch, group_key: str, shards: int) -> Iterator[tuple[int, dict]]:
-    """Splits a batch's GAUC columns by user-hash shard: ``(shard, columns)``."""
-    groups = batch.groups[group_key]
-    shard_of = groups % shards
-    for shard in np.unique(shard_of):
-        mask = shard_of == shard
-        index = np.full(batch.size, -1, dtype=np.int64)
-        index[mask] = np.arange(int(mask.sum()))
-        slices = {}
-        for key, rows in batch.slices.items():
-            local = index[rows]
-            local = local[local >= 0]
-            if len(local):
-                slices[key] = local.astype(np.int32)
-        yield (
-            int(shard),
-            {
-                "groups": groups[mask],
-                "labels": {o: y[mask].astype(np.uint8) for o, y in batch.labels.items()},
-                "predictions": {mo: p[mask] for mo, p in batch.predictions.items()},
-                "slices": slices,
-            },
-        )
+def _spill_record_path(directory: str, bundle: str, shard: int) -> str:
+    return os.path.join(directory, f"shard-{shard:05d}-{bundle}.columns")
 
 
-class _GroupAUCCombineFn(beam.CombineFn):
-    """One shard's columns -> ``{(group key, weighting, slice key, model, output): (sum of w_g * AUC_g,
-    sum of w_g)}`` (:func:`~mvke_tf.metrics.grouped_auc_terms`).
+class _SpillShards(beam.DoFn):
+    """:class:`EvalBatch` es -> ``(shard, file path)``: the batches' GAUC columns by shard of ``group_key``.
 
-    The accumulator is a list of the batches' compact columns (NumPy arrays); the groups' AUCs are
-    computed once, in ``extract_output``.
+    A shard is ``group hash % shards``. The rows are buffered up to ``spill_rows``, then each shard's rows
+    are appended to its file of the bundle as one pickled record (:func:`_read_spilled`): ``groups`` int64
+    ``[n]``, ``labels`` ``{output: uint8 [n]}``, ``predictions`` ``{(model, output): float32 [n]}``, ``keys``
+    (the slice keys) and the slice memberships as pairs ``pair_rows`` int32 ``[p]`` (rows of the record)
+    and ``pair_keys`` int32 ``[p]`` (indices into ``keys``). The files are emitted when the bundle
+    finishes; a failed bundle's files are never read (the whole directory is deleted at the end).
     """
 
-    def __init__(self, group_key: str, weightings: Sequence[str]) -> None:
+    def __init__(self, directory: str, group_key: str, shards: int, spill_rows: int) -> None:
+        self._directory = directory
         self._group_key = group_key
-        self._weightings = tuple(weightings)
+        self._shards = int(shards)
+        self._spill_rows = int(spill_rows)
 
-    def create_accumulator(self) -> list[dict]:
-        return []
+    def setup(self) -> None:
+        tf.io.gfile.makedirs(self._directory)  # on a worker of its own, maybe another machine
 
-    def add_input(self, acc: list[dict], columns: dict) -> list[dict]:
-        acc.append(columns)
-        return acc
+    def start_bundle(self) -> None:
+        self._bundle = uuid.uuid4().hex  # files of a retried bundle never collide with the failed one's
+        self._files: dict[int, tuple[str, Any]] = {}
+        self._clear()
 
-    def merge_accumulators(self, accumulators: Iterable[list[dict]]) -> list[dict]:
-        return [c for acc in accumulators for c in acc]
+    def _clear(self) -> None:
+        self._keys: dict[tuple, int] = {}
+        self._parts: list[tuple] = []
+        self._rows = 0
 
-    def extract_output(self, acc: list[dict]) -> dict[tuple, tuple[float, float]]:
-        rows_by_key: dict[tuple, list[np.ndarray]] = {}
-        offset = 0
-        for columns in acc:
-            for key, rows in columns["slices"].items():
-                rows_by_key.setdefault(key, []).append(rows.astype(np.int64) + offset)
-            offset += len(columns["groups"])
-        if not acc:
-            return {}
-        groups = np.concatenate([c["groups"] for c in acc])
-        labels = {o: np.concatenate([c["labels"][o] for c in acc]) for o in acc[0]["labels"]}
-        predictions = {mo: np.concatenate([c["predictions"][mo] for c in acc]) for mo in acc[0]["predictions"]}
-        out = {}
-        for key, parts in rows_by_key.items():
-            rows = np.concatenate(parts)
-            for (model, output), scores in predictions.items():
-                for w in self._weightings:
-                    terms = grouped_auc_terms(labels[output][rows], scores[rows], groups[rows], w)
-                    out[(self._group_key, w, key, model, output)] = terms
-        return out
+    def process(self, batch: EvalBatch) -> None:
+        if not batch.size:
+            return
+        pair_rows, pair_keys = [], []
+        for key, rows in batch.slices.items():
+            pair_rows.append(np.asarray(rows, dtype=np.int32) + np.int32(self._rows))  # < spill_rows + a batch
+            pair_keys.append(np.full(len(rows), self._keys.setdefault(key, len(self._keys)), dtype=np.int32))
+        self._parts.append(
+            (
+                batch.groups[self._group_key],
+                {o: y.astype(np.uint8) for o, y in batch.labels.items()},
+                dict(batch.predictions),
+                np.concatenate(pair_rows) if pair_rows else np.zeros(0, np.int32),
+                np.concatenate(pair_keys) if pair_keys else np.zeros(0, np.int32),
+            )
+        )
+        self._rows += batch.size
+        if self._rows >= self._spill_rows:
+            self._spill()
+
+    def _spill(self) -> None:
+        """Appends each shard's buffered rows to its file of the bundle; empties the buffer."""
+        if not self._parts:
+            return
+        parts, keys = self._parts, list(self._keys)
+        groups = np.concatenate([p[0] for p in parts])
+        labels = {o: np.concatenate([p[1][o] for p in parts]) for o in parts[0][1]}
+        predictions = {mo: np.concatenate([p[2][mo] for p in parts]) for mo in parts[0][2]}
+        pair_rows = np.concatenate([p[3] for p in parts])
+        pair_keys = np.concatenate([p[4] for p in parts])
+        del parts  # the batches' own arrays are freed as they are copied out
+        self._clear()
+        shard_of = groups % self._shards  # the hashes are non-negative
+        order = np.argsort(shard_of, kind="stable")
+        bounds = np.searchsorted(shard_of[order], np.arange(self._shards + 1))
+        local = np.empty(len(groups), dtype=np.int64)  # a row's index within its shard's record
+        local[order] = np.arange(len(groups)) - np.repeat(bounds[:-1], np.diff(bounds))
+        pair_shard = shard_of[pair_rows]
+        pair_order = np.argsort(pair_shard, kind="stable")
+        pair_bounds = np.searchsorted(pair_shard[pair_order], np.arange(self._shards + 1))
+        for shard in np.flatnonzero(np.diff(bounds)).tolist():
+            rows = order[bounds[shard] : bounds[shard + 1]]
+            pairs = pair_order[pair_bounds[shard] : pair_bounds[shard + 1]]
+            record = {
+                "groups": groups[rows],
+                "labels": {o: y[rows] for o, y in labels.items()},
+                "predictions": {mo: p[rows] for mo, p in predictions.items()},
+                "keys": keys,
+                "pair_rows": local[pair_rows[pairs]].astype(np.int32),
+                "pair_keys": pair_keys[pairs],
+            }
+            if shard not in self._files:
+                path = _spill_record_path(self._directory, self._bundle, shard)
+                self._files[shard] = (path, tf.io.gfile.GFile(path, "wb"))
+            pickle.dump(record, self._files[shard][1], protocol=pickle.HIGHEST_PROTOCOL)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        self._spill()
+        files, self._files = self._files, {}
+        for shard, (path, f) in sorted(files.items()):
+            f.close()
+            yield GlobalWindows.windowed_value((shard, path))
+
+    def teardown(self) -> None:
+        for _, f in getattr(self, "_files", {}).values():  # a failed bundle's files: closed, never read
+            f.close()
+
+
+def _read_spilled(path: str) -> Iterator[dict]:
+    """The records :class:`_SpillShards` wrote to ``path`` (files this evaluation wrote itself)."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        data = io.BytesIO(f.read())  # one file of one shard: small
+    while data.tell() < len(data.getbuffer()):
+        yield pickle.load(data)
+
+
+def _shard_terms(shard_files: tuple[int, Iterable[str]], group_key: str, weightings: Sequence[str]) -> dict:
+    """One shard's files -> ``{(group key, weighting, slice key, model, output): (sum of w_g * AUC_g, sum of
+    w_g)}``, both held exactly (:func:`~mvke_tf.metrics.exact_sum`: the shards' terms add up bit for bit)."""
+    _, paths = shard_files
+    key_index: dict[tuple, int] = {}
+    groups, labels, predictions, pair_rows, pair_keys = [], {}, {}, [], []
+    offset = 0
+    for path in sorted(paths):
+        for record in _read_spilled(path):
+            ids = np.array([key_index.setdefault(k, len(key_index)) for k in record["keys"]], dtype=np.int64)
+            pair_rows.append(record["pair_rows"].astype(np.int64) + offset)
+            pair_keys.append(ids[record["pair_keys"]])
+            groups.append(record["groups"])
+            for o, y in record["labels"].items():
+                labels.setdefault(o, []).append(y)
+            for mo, p in record["predictions"].items():
+                predictions.setdefault(mo, []).append(p)
+            offset += len(record["groups"])
+    if not offset:
+        return {}
+    keys = list(key_index)
+    rows, key_of_pair = np.concatenate(pair_rows), np.concatenate(pair_keys)
+    _, group_index = np.unique(np.concatenate(groups), return_inverse=True)
+    n_groups = int(group_index.max()) + 1
+    # One pass over every (row, slice key) pair: a group of a slice is the pair (slice key, group).
+    slice_group = key_of_pair * n_groups + group_index[rows]
+    out = {}
+    for (model, output), scores in predictions.items():
+        label = np.concatenate(labels[output])[rows]
+        found, aucs, sizes = group_aucs(label, np.concatenate(scores)[rows], slice_group)
+        key_of_group = found // n_groups
+        for w in weightings:
+            weights = sizes if w == "examples" else np.ones(len(sizes))
+            totals, weight_sums = exact_sums(aucs * weights, key_of_group), exact_sums(weights, key_of_group)
+            for k, total in totals.items():
+                out[(group_key, w, keys[k], model, output)] = (total, weight_sums[k])
+    return out
 
 
 class _SumTermsCombineFn(beam.CombineFn):
-    """Adds the shards' grouped-AUC terms: ``{(group key, weighting, slice key, model, output): (sum, weight)}``."""
+    """Adds the shards' exact grouped-AUC terms: ``{(group key, weighting, slice key, model, output): (sum,
+    weight)}`` (integers: the sum is exact, whatever the order)."""
 
     def create_accumulator(self) -> dict:
         return {}
 
     def add_input(self, acc: dict, terms: dict) -> dict:
         for k, (total, weight) in terms.items():
-            t, w = acc.get(k, (0.0, 0.0))
+            t, w = acc.get(k, (0, 0))
             acc[k] = (t + total, w + weight)
         return acc
 
@@ -476,17 +581,24 @@ class _SumTermsCombineFn(beam.CombineFn):
         return acc
 
 
+def _delete_spilled(terms: dict, directory: str) -> dict:
+    """Deletes the evaluation's spilled columns (every shard's terms are in ``terms``); passes ``terms`` on."""
+    if tf.io.gfile.exists(directory):  # a retry may find it gone
+        tf.io.gfile.rmtree(directory)
+    return terms
+
+
 # ----------------------------------------------------------------------------- metrics per slice
 
 
-def _grouped_value(request: MetricRequest, terms: Mapping[tuple, tuple[float, float]], key: tuple, model: str) -> float:
-    """The (weighted) mean of the groups' AUCs, over every output the request reads."""
+def _grouped_value(request: MetricRequest, terms: Mapping[tuple, tuple[int, int]], key: tuple, model: str) -> float:
+    """The (weighted) mean of the groups' AUCs, over every output the request reads (``terms``: exact sums)."""
     weighting = _GROUPED_METRICS[request.class_name]
-    total = weight = 0.0
+    total = weight = 0
     for output in request.label_outputs:
-        t, w = terms.get((request.group_key, weighting, key, model, output), (0.0, 0.0))
+        t, w = terms.get((request.group_key, weighting, key, model, output), (0, 0))
         total, weight = total + t, weight + w
-    return total / weight if weight else math.nan
+    return exact_to_float(total) / exact_to_float(weight) if weight else math.nan
 
 
 def _metric_value(request: MetricRequest, hist: ScoreHistogram | None) -> float:
@@ -506,14 +618,15 @@ def _metric_value(request: MetricRequest, hist: ScoreHistogram | None) -> float:
 
 def sliced_metrics(
     histograms: Mapping[tuple, Mapping[tuple[str, str], ScoreHistogram]],
-    group_terms: Mapping[tuple, tuple[float, float]],
+    group_terms: Mapping[tuple, tuple[int, int]],
     requests: Sequence[MetricRequest],
     models: Sequence[str],
     baseline: str | None,
 ) -> list[tuple[tuple, dict]]:
     """TFMA's ``(slice key, {MetricKey: value})`` pairs, with candidate-minus-baseline diffs.
 
-    ``group_terms``: the grouped metrics' sums, keyed ``(group key, weighting, slice key, model, output)``.
+    ``group_terms``: the grouped metrics' exact sums (:func:`~mvke_tf.metrics.exact_sum`), keyed
+    ``(group key, weighting, slice key, model, output)``.
     """
     out = []
     for key in sorted(histograms, key=lambda k: (len(k), str(k))):
@@ -542,6 +655,9 @@ def BatchedEvaluation(  # noqa: N802 - Beam PTransform naming
     model_paths: Mapping[str, str],
     feature_spec: Mapping[str, Any],
     batch_size: int = BATCH_SIZE,
+    temp_dir: str | None = None,
+    gauc_shards: int = GAUC_SHARDS,
+    spill_rows: int = SPILL_ROWS,
 ) -> dict[str, beam.PCollection]:
     """``files`` of serialized ``tf.Example`` -> TFMA's ``Evaluation`` (metrics, plots, validations).
 
@@ -552,7 +668,18 @@ def BatchedEvaluation(  # noqa: N802 - Beam PTransform naming
       feature_spec: the raw data's ``tf.io`` feature spec (from the schema): labels, slicing features
         and GAUC groups are parsed with it.
       batch_size: examples per model call.
+      temp_dir: where the grouped metrics' columns are spilled, in a directory of this evaluation's own
+        that the pipeline deletes when done; every worker must reach it (the Executor: its output
+        artifact). Default: the pipeline's ``--temp_location``, else the local temporary directory
+        (enough for workers on this machine only).
+      gauc_shards: shards of the groups (users): the GAUC step holds one shard's columns at a time.
+      spill_rows: rows a worker buffers before writing them to the shards' files.
     """
+    if gauc_shards < 1 or spill_rows < 1:
+        raise ValueError(
+            f"batched evaluator: gauc_shards={gauc_shards}, spill_rows={spill_rows}; "
+            "fix: give both as positive integers"
+        )
     requests = metric_requests(eval_config)
     slice_specs = [SliceSpec.from_proto(s) for s in eval_config.slicing_specs] or [SliceSpec(())]
     for spec in eval_config.cross_slicing_specs:
@@ -606,15 +733,18 @@ def BatchedEvaluation(  # noqa: N802 - Beam PTransform naming
     )
     histograms = batches | "Histograms" >> beam.CombineGlobally(_HistogramsCombineFn())
     shard_terms = [pipeline | "NoGroups" >> beam.Create([{}])]
-    for group_key in group_keys:  # e.g. users (GAUC) and domains (MeanGroupAUC), each sharded apart
+    spill_dir = os.path.join(temp_dir or _default_temp_dir(pipeline), f"batched-evaluator-{uuid.uuid4().hex}")
+    for i, group_key in enumerate(group_keys):  # e.g. users (GAUC) and domains (MeanGroupAUC), each sharded apart
+        spill = _SpillShards(os.path.join(spill_dir, f"group-{i}"), group_key, gauc_shards, spill_rows)
         shard_terms.append(
             batches
-            | f"ShardBy[{group_key}]" >> beam.FlatMap(_shard_batch, group_key, GAUC_SHARDS)
-            | f"GroupAUCPerShard[{group_key}]"
-            >> beam.CombinePerKey(_GroupAUCCombineFn(group_key, sorted(weightings[group_key])))
-            | f"DropShard[{group_key}]" >> beam.Values()
+            | f"SpillShards[{group_key}]" >> beam.ParDo(spill)
+            | f"FilesPerShard[{group_key}]" >> beam.GroupByKey()
+            | f"GroupAUCPerShard[{group_key}]" >> beam.Map(_shard_terms, group_key, sorted(weightings[group_key]))
         )
     gauc_terms = shard_terms | "AllShards" >> beam.Flatten() | "SumShards" >> beam.CombineGlobally(_SumTermsCombineFn())
+    if group_keys:
+        gauc_terms = gauc_terms | "DeleteSpilled" >> beam.Map(_delete_spilled, spill_dir)
     models = [m.name for m in model_specs]
     metrics = histograms | "SlicedMetrics" >> beam.FlatMap(
         lambda h, g: sliced_metrics(h, g, requests, models, baseline), beam.pvalue.AsSingleton(gauc_terms)
@@ -626,7 +756,15 @@ def BatchedEvaluation(  # noqa: N802 - Beam PTransform naming
     }
 
 
+def _default_temp_dir(pipeline: beam.pvalue.PBegin) -> str:
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    return pipeline.pipeline.options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
+
+
 # ----------------------------------------------------------------------------- the TFX component
+
+_SPILL_DIR = "batched_evaluator_tmp"  # in the output artifact while the evaluation runs, then deleted
 
 
 def _feature_spec(schema_artifacts: list) -> dict[str, Any]:
@@ -666,13 +804,23 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         if not files:
             raise ValueError(f"batched evaluator: no files in the example split(s) {splits}")
         output_uri = artifact_utils.get_single_uri(output_dict[standard_component_specs.EVALUATION_KEY])
-        with self._make_beam_pipeline() as pipeline:
-            evaluation = pipeline | "Evaluate" >> BatchedEvaluation(
-                files, eval_config, model_paths, _feature_spec(input_dict[standard_component_specs.SCHEMA_KEY])
-            )
-            _ = evaluation | "Write" >> tfma.WriteResults(
-                writers=tfma.default_writers(output_uri, eval_config=eval_config)
-            )
+        # Every worker reaches the output artifact (a gs:// path on a remote runner).
+        spill_dir = os.path.join(output_uri, _SPILL_DIR)
+        try:
+            with self._make_beam_pipeline() as pipeline:
+                evaluation = pipeline | "Evaluate" >> BatchedEvaluation(
+                    files,
+                    eval_config,
+                    model_paths,
+                    _feature_spec(input_dict[standard_component_specs.SCHEMA_KEY]),
+                    temp_dir=spill_dir,
+                )
+                _ = evaluation | "Write" >> tfma.WriteResults(
+                    writers=tfma.default_writers(output_uri, eval_config=eval_config)
+                )
+        finally:  # the pipeline deletes its own spill; this also catches a failed run's
+            if tf.io.gfile.exists(spill_dir):
+                tf.io.gfile.rmtree(spill_dir)
         self._bless(input_dict, output_dict, output_uri, exec_properties)
 
     @staticmethod

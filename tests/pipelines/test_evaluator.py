@@ -244,3 +244,149 @@ def test_unsupported_configs_are_refused_with_the_fix():
         metric_requests(weighted)
     names = {(r.class_name, r.name, r.output_name) for r in metric_requests(_eval_config())}
     assert ("AUC", "auc_pr", "click") in names and ("GAUC", "gauc", "conversion") in names
+
+
+def _random_batches(rng, sizes, outputs=OUTPUTS, models=("", "baseline")):
+    """EvalBatches with ties, users spread over batches, a multi-valued slice and keys missing from some batches."""
+    from pipelines.evaluator import EvalBatch
+
+    batches = []
+    for n in sizes:
+        users = rng.integers(0, 500, n) * 7919 + 3  # non-negative "hashes", many users in several batches
+        slices = {(): np.arange(n)}
+        gender = rng.integers(0, 3, n)
+        for g in np.unique(gender):
+            slices[(("gender", f"g{g}"),)] = np.flatnonzero(gender == g)
+        topic = rng.random(n)
+        slices[(("topics", "a"),)] = np.flatnonzero(topic < 0.7)  # a row can be in both topics
+        if rng.random() < 0.5:
+            slices[(("topics", "b"),)] = np.flatnonzero(topic > 0.4)
+        batches.append(
+            EvalBatch(
+                labels={o: (rng.random(n) < 0.3).astype(np.float64) for o in outputs},
+                predictions={(m, o): rng.integers(0, 20, n).astype(np.float32) / 20 for m in models for o in outputs},
+                groups={"user_id": users},
+                slices=slices,
+            )
+        )
+    return batches
+
+
+def test_spilled_shards_give_the_direct_grouped_auc_bit_for_bit(tmp_path):
+    # The GAUC path on its own: batches spilled to files in 64 shards (several records per file), one shard
+    # reduced at a time, the shards' exact sums added in a shuffled order == all rows at once.
+    from mvke_tf.metrics import exact_to_float, grouped_auc_exact_terms, grouped_auc_terms
+    from pipelines.evaluator import _delete_spilled, _read_spilled, _shard_terms, _SpillShards, _SumTermsCombineFn
+
+    rng = np.random.default_rng(7)
+    batches = _random_batches(rng, [700, 1, 950, 300, 700, 333])
+    spill = _SpillShards(str(tmp_path / "run" / "group-0"), "user_id", shards=64, spill_rows=600)
+    spill.setup()
+    files: dict[int, list[str]] = {}
+    for bundle in (batches[:4], batches[4:]):  # two bundles: two files per shard
+        spill.start_bundle()
+        for batch in bundle:
+            assert spill.process(batch) is None  # nothing is emitted before the bundle's files are complete
+        for value in spill.finish_bundle():
+            shard, path = value.value
+            files.setdefault(shard, []).append(path)
+    assert len(files) == 64 and all(len(paths) == 2 for paths in files.values())
+    # The first bundle spills at 700 rows, at 951, and the last 300 when it finishes: three records a file.
+    assert max(len(list(_read_spilled(p))) for paths in files.values() for p in paths) == 3
+
+    combine = _SumTermsCombineFn()
+    order = rng.permutation(sorted(files))
+    terms = combine.extract_output(
+        combine.merge_accumulators(
+            [
+                combine.add_input(
+                    combine.create_accumulator(), _shard_terms((s, files[s]), "user_id", ["examples", "uniform"])
+                )
+                for s in order
+            ]
+        )
+    )
+
+    groups = np.concatenate([b.groups["user_id"] for b in batches])
+    offsets = np.cumsum([0] + [b.size for b in batches])
+    keys = {k for b in batches for k in b.slices}
+    for key in keys:
+        rows = np.concatenate([b.slices[key] + o for b, o in zip(batches, offsets) if key in b.slices])
+        for model, output in batches[0].predictions:
+            labels = np.concatenate([b.labels[output] for b in batches])[rows]
+            scores = np.concatenate([b.predictions[(model, output)] for b in batches])[rows]
+            for weighting in ("examples", "uniform"):
+                want = grouped_auc_exact_terms(labels, scores, groups[rows], weighting)
+                got = terms[("user_id", weighting, key, model, output)]
+                assert got == want, (key, model, output, weighting)
+                total, weight = grouped_auc_terms(labels, scores, groups[rows], weighting)
+                assert exact_to_float(got[0]) / exact_to_float(got[1]) == total / weight
+    assert len(terms) == len(keys) * 4 * 2
+
+    assert _delete_spilled(terms, str(tmp_path / "run")) is terms
+    assert not (tmp_path / "run").exists()
+    _delete_spilled(terms, str(tmp_path / "run"))  # a retried step finds nothing to delete
+
+
+def test_gauc_in_many_shards_equals_a_direct_computation_and_leaves_no_files(setup):
+    from mvke_tf.metrics import exact_to_float, grouped_auc_exact_terms, grouped_auc_terms
+
+    tmp, spec, candidate, _ = setup
+    config = _named(_eval_config(), has_baseline=False)
+    data, out, spill = tmp / "eval.tfrecord.gz", tmp / "sharded", tmp / "spill"
+    with beam.Pipeline() as p:
+        evaluation = p | BatchedEvaluation(
+            [str(data)],
+            config,
+            {"": candidate},
+            spec,
+            batch_size=700,
+            temp_dir=str(spill),
+            gauc_shards=97,
+            spill_rows=900,
+        )
+        _ = evaluation | tfma.WriteResults(writers=tfma.default_writers(str(out), eval_config=config))
+    assert spill.is_dir() and not list(spill.iterdir())  # the evaluation's own directory is deleted
+    got = _metrics(out)
+
+    serialized = [r.numpy() for r in tf.data.TFRecordDataset(str(data), compression_type="GZIP")]
+    parse = {k: tf.io.FixedLenFeature([], tf.int64) for k in ("domain", *OUTPUTS)}
+    parse.update(user_id=tf.io.FixedLenFeature([], tf.string), gender=tf.io.FixedLenFeature([], tf.string, ""))
+    parse["topics"] = tf.io.VarLenFeature(tf.string)
+    parsed = tf.io.parse_example(serialized, parse)
+    topics = tf.sparse.to_dense(parsed.pop("topics"), "").numpy()
+    cols = {k: v.numpy() for k, v in parsed.items()}
+    result = tf.saved_model.load(candidate).signatures["serving_default"](examples=tf.constant(serialized))
+    scores = {o: np.asarray(result[o].numpy(), dtype=np.float32) for o in OUTPUTS}
+    slices = {(): np.ones(len(serialized), bool), (("topics", "b"),): (topics == b"b").any(axis=1)}
+    slices.update({(("gender", g),): cols["gender"] == g.encode() for g in ("g0", "g1", "g2")})
+    for key, rows in slices.items():
+        for o in OUTPUTS:
+            total, weight = grouped_auc_terms(cols[o][rows], scores[o][rows], cols["user_id"][rows])
+            assert got[key][(o, "gauc")] == total / weight, (key, o)  # bit for bit, 97 shards or not
+        # MeanGroupAUC: every (domain, task) pair with both classes counts once (domains hash to few shards).
+        parts = [
+            grouped_auc_exact_terms(cols[o][rows], scores[o][rows], cols["domain"][rows], "uniform") for o in OUTPUTS
+        ]
+        mean = exact_to_float(sum(t for t, _ in parts)) / exact_to_float(sum(w for _, w in parts))
+        assert got[key][("", "mean_domain_task_auc")] == mean, key
+
+
+def test_exact_sums_add_up_whatever_the_split():
+    # The shards' GAUC terms are added as exact sums: any split and order gives the same, correctly rounded float.
+    from fractions import Fraction
+
+    from mvke_tf.metrics import exact_sum, exact_sums, exact_to_float
+
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=400) * 10.0 ** rng.integers(-300, 300, size=400)
+    values = np.r_[values, 5e-324, -5e-324, 1e308, -1e308, 0.0, 0.1, 0.2]
+    total = exact_sum(values)
+    assert Fraction(total, 2**1127) == sum(map(Fraction, values.tolist()))
+    assert exact_to_float(total) == math.fsum(values.tolist())
+    segments = rng.integers(0, 9, len(values))
+    parts = exact_sums(values, segments)
+    assert parts == {int(s): exact_sum(values[segments == s]) for s in np.unique(segments)}
+    assert sum(parts[s] for s in rng.permutation(list(parts))) == total
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        exact_sum([1.0, math.inf])
