@@ -19,7 +19,7 @@ CORE = [
 EXTRAS = {
     "pipeline": ["tfx[kfp]==1.16.0", "dill==0.3.1.1", "apache-beam==2.74.0"],
     "serving": ["grpcio>=1.60"],
-    # mvke-tf tag-users --runner beam (mvke_tf.tagging_beam); the pipeline runs its components on Beam too.
+    # mvke-tf tag-users --runner beam (mvke_tf.tagging.beam); the pipeline runs its components on Beam too.
     "beam": ["apache-beam==2.74.0"],
     "notebooks": ["matplotlib>=3.7", "nbclient>=0.9", "nbformat>=5.9", "ipykernel>=6"],
     # cryptography: the TLS tests make a CA and certificates at run time.
@@ -36,7 +36,7 @@ setup(
         include=[f"{pkg}{sub}" for pkg in ("mvke_tf", "pipelines", "serving", "benchmarks") for sub in ("", ".*")]
     ),
     package_data={
-        "pipelines": ["configs/*.yaml", "schemas/*.pbtxt", "Dockerfile"],
+        "pipelines": ["configs/*.yaml", "configs/beam/*.yaml", "schemas/*.pbtxt", "Dockerfile"],
         "serving": ["deploy/*", "native/*.c"],
     },
     install_requires=CORE,

@@ -14,6 +14,7 @@ tables and writes them to docs/benchmarks.md (section ``pipeline``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -240,6 +241,9 @@ def main_job_config(rows: int, data: Path, run_dir: Path, args: argparse.Namespa
     return config_from_settings(settings_from_args(_parser().parse_args(argv)))
 
 
+RUNNERS = ("direct", "portable")  # the config's beam_pipeline_args, or a PortableCluster started for the run
+
+
 def run_in_subprocess(rows: int, args: argparse.Namespace) -> RunResult:
     """:func:`run_one` in a fresh Python process (its own memory high-water mark); the result as JSON."""
     import subprocess
@@ -249,6 +253,7 @@ def run_in_subprocess(rows: int, args: argparse.Namespace) -> RunResult:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "benchmarks.pipeline", "--rows", str(rows), "--users", str(args.users)]
         cmd += ["--config", args.config, "--train-steps", str(args.train_steps), "--out", args.out]
+        cmd += ["--runner", getattr(args, "runner", "direct"), "--workers", str(getattr(args, "workers", 2))]
         cmd += ["--result-json", str(out)]
         subprocess.run(cmd, check=True)
         data = json.loads(out.read_text())
@@ -265,13 +270,19 @@ def run_one(rows: int, args: argparse.Namespace) -> RunResult:
     label = f"{rows:,} rows"
     out = Path(args.out).resolve()
     data, generate_s = _data(rows, args.users, out, label)
-    run_dir = out / f"run-{rows}"
+    runner = getattr(args, "runner", "direct")
+    run_dir = out / (f"run-{rows}" if runner == "direct" else f"run-{rows}-{runner}")
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh pipeline root and ML Metadata per run
     config = main_job_config(rows, data, run_dir, args)
-    print(f"[{label}] running the pipeline ...", file=sys.stderr, flush=True)
-    with _Heartbeat(f"{label} pipeline"), ProgressReporter(
-        config.metadata_path, config.pipeline_name, out=sys.stderr
-    ) as progress:
+    print(f"[{label}] running the pipeline ({runner} runner) ...", file=sys.stderr, flush=True)
+    with contextlib.ExitStack() as stack:
+        if runner == "portable":
+            from pipelines.portable import PortableCluster
+
+            cluster = stack.enter_context(PortableCluster(workers=getattr(args, "workers", 2)))
+            config = dataclasses.replace(config, beam_pipeline_args=tuple(cluster.beam_pipeline_args))
+        stack.enter_context(_Heartbeat(f"{label} pipeline"))
+        progress = stack.enter_context(ProgressReporter(config.metadata_path, config.pipeline_name, out=sys.stderr))
         start = time.perf_counter()
         run_local(config)
         total = time.perf_counter() - start
@@ -319,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-steps", type=int, default=0, help="override the settings' epochs with a step count")
     p.add_argument("--out", default="runs/bench_pipeline", help="data and pipeline roots")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    p.add_argument("--runner", choices=RUNNERS, default="direct", help="Beam: the settings' runner, or portable")
+    p.add_argument("--workers", type=int, default=2, help="worker processes per job with --runner portable")
     p.add_argument("--result-json", help=argparse.SUPPRESS)  # one size in this process (run_in_subprocess)
     args = p.parse_args(argv)
     if args.result_json:

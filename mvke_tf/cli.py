@@ -358,7 +358,7 @@ def cmd_tag_users(args: argparse.Namespace) -> int:
     if args.runner == "beam":
         if args.format != "parquet":
             raise CLIError("--runner beam writes Parquet only; use --format parquet")
-        from mvke_tf.tagging_beam import run_beam
+        from mvke_tf.tagging.beam import run_beam
 
         manifest = run_beam(
             args.model, args.users, tags, args.out, beam_args=shlex.split(args.beam_args or ""), **common
@@ -569,6 +569,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _attach_option_values(argv: list[str], flags: Sequence[str]) -> list[str]:
+    """``--beam-args '--runner=X ...'`` -> ``--beam-args=--runner=X ...``: argparse would read a value that
+    starts like one of the command's own flags (``--runner``) as that flag and report a missing value."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in flags and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -581,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(argv[:cut])
             setattr(args, passthrough[first], argv[cut:])
         else:
-            args = parser.parse_args(argv)
+            args = parser.parse_args(_attach_option_values(argv, ("--beam-args",)))
     except CLIError as e:
         print(f"mvke-tf: error: {e}", file=sys.stderr)
         return 2

@@ -1,8 +1,9 @@
 """``mvke-tf pipeline {run,compile}``: run the TFX pipeline locally, or compile it for Kubeflow Pipelines v2.
 
-Settings come from the flags, from a YAML file (``--config``; its keys are the flags' names with
+Settings come from the flags, from YAML files (``--config``; their keys are the flags' names with
 ``_`` for ``-``, plus any other :class:`~pipelines.config.PipelineConfig` field), or both: a flag
-given on the command line wins over the file, the file wins over the defaults.
+given on the command line wins over the files, a later file over an earlier one (a job's settings,
+then a runner profile from ``pipelines/configs/beam/``), the files over the defaults.
 """
 
 from __future__ import annotations
@@ -78,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     compile_ = sub.add_parser("compile", help="compile the pipeline for an orchestrator (--target kubeflow)")
     S = argparse.SUPPRESS  # noqa: N806 - defaults stay out of the namespace: only flags given on the command line are in it
     for q in (run, compile_):
-        q.add_argument("--config", help="YAML file of settings (keys: these flags' names, or PipelineConfig fields)")
+        q.add_argument(
+            "--config",
+            action="append",
+            help="YAML file of settings (keys: these flags' names, or PipelineConfig fields); repeat it to layer "
+            "files, the later wins (e.g. a runner profile from pipelines/configs/beam/)",
+        )
         q.add_argument("--name", default=S, help="pipeline name (default mvke-tf)")
         q.add_argument("--root", default=S, help="pipeline root: artifacts/, metadata.db, serving/ (default runs/tfx)")
         q.add_argument("--data-root", default=S, help="directory of the input files (default runs/data)")
@@ -158,9 +164,11 @@ def _load_settings(path: str) -> dict[str, Any]:
 
 
 def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults, then the --config file, then the flags given on the command line."""
+    """Defaults, then each --config file in order, then the flags given on the command line."""
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-    file_settings = _load_settings(args.config) if getattr(args, "config", None) else {}
+    file_settings: dict[str, Any] = {}
+    for path in getattr(args, "config", None) or ():
+        file_settings.update(_load_settings(path))
     settings = {**DEFAULTS, **file_settings, **given}
     if isinstance(settings["model_overrides"], str):
         try:

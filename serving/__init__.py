@@ -3,7 +3,9 @@
 * :mod:`serving.server`: ``PredictionService`` (``Predict``, ``GetModelMetadata``) and
   ``ModelService`` (``GetModelStatus``) over the real ``tensorflow_serving.apis`` protos, serving
   SavedModels from TF Serving's ``<base_path>/<version>/`` layout (the TFX Pusher's output), newest
-  version wins, new versions picked up by a poller. Run with ``python -m serving``.
+  version wins, new versions picked up by a poller. Run with ``python -m serving``. Its parts are
+  modules beside it (``registry``, ``servables``, ``tensors``, ``predict``, ``servicers``, ``tls``,
+  ``status``); ``serving.server`` re-exports their public names.
 * :mod:`serving.client`: :class:`~serving.client.ServingClient`, numpy in/out, timeouts, retries,
   request batching; works unchanged against ``tensorflow_model_server``.
 * ``serving/deploy/``: configs to run the real ``tensorflow/serving`` image (docker compose, Kubernetes).

@@ -223,7 +223,7 @@ def test_direction_options_are_checked(env, tmp_path, capsys):
 
 
 def test_beam_by_tag_equals_the_local_job(env, tmp_path):
-    from mvke_tf.tagging_beam import run_beam
+    from mvke_tf.tagging.beam import run_beam
 
     tags = synthetic.all_tags(CFG)
     features = env["root"] / "data" / "features.yaml"

@@ -198,3 +198,20 @@ def test_data_describe_then_convert_a_parquet_table(tmp_path, capsys):
         "train/part-00000.tfrecord.gz",
     ]
     assert (tmp_path / "typed" / "features.yaml").is_file() and (tmp_path / "typed" / "schema.pbtxt").is_file()
+
+
+def test_beam_args_value_may_start_with_a_flag_of_the_command(tmp_path, capsys):
+    """`--beam-args '--runner=DirectRunner'` is the Beam options, not tag-users' own --runner flag."""
+    from mvke_tf.cli import _attach_option_values, build_parser
+
+    argv = ["tag-users", "--model", "m", "--users", "u", "--out", "o", "--runner", "beam"]
+    args = build_parser().parse_args(
+        _attach_option_values([*argv, "--beam-args", "--runner=DirectRunner"], ["--beam-args"])
+    )
+    assert args.runner == "beam" and args.beam_args == "--runner=DirectRunner"
+    tags = tmp_path / "tags.txt"
+    tags.write_text("a\n")
+    argv = ["tag-users", "--model", str(tmp_path / "nope"), "--users", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main([*argv, "--tags", str(tags), "--runner", "beam", "--beam-args", "--runner=DirectRunner"]) == 2
+    err = capsys.readouterr().err
+    assert "expected one argument" not in err and "no data files match" in err, err  # it got past the flags

@@ -7,6 +7,7 @@ here a tiny model and a handful of CSV users keep every run cheap.
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import tensorflow as tf
@@ -16,6 +17,7 @@ from mvke_tf.cli import main
 from mvke_tf.data import synthetic
 from mvke_tf.export import export_saved_model
 from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.tagging.resume import _process_start
 
 CFG = synthetic.SyntheticConfig(num_rows=100, num_users=20, num_ads=20, taxonomy=(2, 2, 2), seed=1)
 
@@ -128,7 +130,7 @@ def test_a_rerun_removes_its_stale_temporary_files(env, tmp_path, capsys):
     dead = subprocess.Popen(["true"])
     dead.wait()  # its pid names no running process: its temporary file is left over from a killed run
     parent = os.getppid()
-    started = tagging._process_start(parent)
+    started = _process_start(parent)
     assert started  # Linux: a process's start time from /proc
     stale = out / f".part-00000.parquet.tmp-{dead.pid}-12345"
     stale.write_bytes(b"half a parquet file")
@@ -285,3 +287,43 @@ def test_the_user_id_column_defaults_to_the_feature_configs(tmp_path):
     assert default_user_id_column(str(data / "eval")) == "member"
     assert default_user_id_column(str(data / "eval"), data / "features.yaml") == "member"
     assert default_user_id_column(str(tmp_path / "nowhere")) == "user_id"  # the job itself reports the bad path
+
+
+def test_one_request_checks_the_settings_of_both_runners(env, tmp_path):
+    """tag_users and run_beam check their settings with one TagRequest: the same messages, in the same order,
+    before anything is read (the model directory here does not exist)."""
+    from mvke_tf.tagging.beam import run_beam
+
+    missing = tmp_path / "no_model"
+    bad = [
+        (dict(min_score=1.5), "--min-score: a probability in [0, 1], got 1.5"),
+        (dict(top_k=0), "--top-k: must be at least 1, got 0"),
+        (dict(batch_size=0), "--batch-size: must be at least 1, got 0"),
+        (dict(by="tag", top_n=0), "--top-n: must be at least 1, got 0"),
+        (dict(by="nope"), "--by: 'nope' not supported"),
+    ]
+    for kwargs, message in bad:
+        for run in (tagging.tag_users, run_beam):
+            with pytest.raises(tagging.TaggingError) as e:
+                run(missing, str(env["root"] / "data"), ["a"], tmp_path / "out", **kwargs)
+            assert str(e.value).startswith(message), (run.__name__, str(e.value))
+        with pytest.raises(tagging.TaggingError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            tagging.TagRequest(missing, "users", ["a"], tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+    request = tagging.TagRequest(missing, "users", ["a", "b", "a"], tmp_path / "out", by="tag")
+    assert request.top_n == tagging.DEFAULT_TOP_N and request.direction() == {"by": "tag", "top_n": 100}
+    assert tagging.TagRequest(missing, "users", ["a"], tmp_path / "out", top_k=3).direction() == {"top_k": 3}
+
+
+def test_the_export_reads_a_vocabulary_without_the_batch_job(env):
+    """export.top_tags uses the readers and the shared tag tables, not the whole tagging job."""
+    code = (
+        "import sys\n"
+        "from mvke_tf.export import top_tags\n"
+        "from mvke_tf.models import exported_tags\n"
+        f"tags = top_tags.resolve_tag_vocabulary({str(env['root'] / 'tags.txt')!r})\n"
+        "assert tags and top_tags.tag_tables is exported_tags.tag_tables\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('mvke_tf.tagging'))\n"
+        "assert loaded == ['mvke_tf.tagging', 'mvke_tf.tagging.errors', 'mvke_tf.tagging.readers'], loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

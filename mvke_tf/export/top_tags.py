@@ -5,7 +5,8 @@
 :class:`mvke_tf.tagging.TopKTagger`) inside the graph, with the same numbers and the same order:
 
 * the tag side is computed once, at export, by the export's own ``tag_tower`` signature over the
-  vocabulary (in the batches ``tag-users`` uses), and packed as :mod:`mvke_tf.models.fast` packs it:
+  vocabulary, by the code ``tag-users`` runs (:func:`mvke_tf.models.exported_tags.tag_tables`, the same
+  batches), and packed as :mod:`mvke_tf.models.fast` packs it:
   ``vec(w (x) e) [T, S*d]`` per task. Any gate (softmax or cosine VKG) is fine: only its weights ``w``
   per tag are read;
 * per request the user tower runs once, then per task one ``[B, S*d] x [S*d, T]`` product, the
@@ -38,12 +39,12 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from mvke_tf.config import FeatureConfig
-from mvke_tf.models.fast import FastScorer, TaskTagTable, pack_tags, pack_users
+from mvke_tf.models.exported_tags import tag_tables
+from mvke_tf.models.fast import FastScorer, TaskTagTable, pack_users
 
 TOP_TAGS = "top_tags"
 K_INPUT = "k"  # top_tags: int32 scalar, how many tags per user
 DEFAULT_TOP_TAGS_MAX_K = 100
-TAG_BATCH = 4096  # tags per tag_tower call, as mvke_tf.tagging.TaggingModel.scorer runs them
 
 # A list of tags, a file of one tag per line, or a data directory whose tag column is read.
 TagVocabulary = Sequence[str] | str | os.PathLike
@@ -53,42 +54,17 @@ def resolve_tag_vocabulary(source: TagVocabulary, feature_config: FeatureConfig 
     """The tags of ``source`` as ``mvke-tf tag-users`` reads them: a file (``--tags``: one per line) or a
     data directory (``--tags-from-data``: every tag of its tag column, sorted); a list as it is.
     Duplicates are dropped, the first occurrence kept (``tag-users`` does the same)."""
-    from mvke_tf import tagging
+    from mvke_tf.tagging.readers import read_tags, tags_from_data  # the readers alone, not the batch job
 
     if isinstance(source, str | os.PathLike):
         path = os.fspath(source)
-        tags = tagging.tags_from_data(path, feature_config) if tf.io.gfile.isdir(path) else tagging.read_tags(path)
+        tags = tags_from_data(path, feature_config) if tf.io.gfile.isdir(path) else read_tags(path)
     else:
         tags = [t.decode() if isinstance(t, bytes) else str(t) for t in source]
     tags = list(dict.fromkeys(tags))
     if not tags:
         raise ValueError("tags: the top_tags vocabulary is empty; fix: give at least one tag")
     return tags
-
-
-def tag_tables(
-    tag_tower: Callable[..., Mapping[str, tf.Tensor]], tags: Sequence[str], tasks: Sequence[str]
-) -> dict[str, TaskTagTable]:
-    """Runs ``tag_tower`` (the export's signature function) over ``tags`` and packs each task's table, as
-    :meth:`mvke_tf.tagging.TaggingModel.scorer` does from the exported signature."""
-    embeddings: dict[str, list[tf.Tensor]] = {t: [] for t in tasks}
-    gates: dict[str, list[tf.Tensor]] = {t: [] for t in tasks}
-    bias: dict[str, float] = {}
-    scale: dict[str, float] = {}
-    for start in range(0, len(tags), TAG_BATCH):
-        out = tag_tower(tags=tf.constant(list(tags[start : start + TAG_BATCH])))
-        for t in tasks:
-            embeddings[t].append(out[f"{t}_embedding"])
-            gates[t].append(out[f"{t}_gate"])
-            bias[t] = float(out[f"{t}_bias"][0])  # constant over tags
-            if f"{t}_scale" in out:
-                scale[t] = float(out[f"{t}_scale"][0])
-    tables = {}
-    for t in tasks:
-        e, w = tf.concat(embeddings[t], axis=0), tf.concat(gates[t], axis=0)
-        outer = tf.reshape(w[:, :, None] * w[:, None, :], [tf.shape(w)[0], -1])
-        tables[t] = TaskTagTable(pack_tags(e, w), outer, tf.norm(e, axis=-1), bias[t], scale.get(t))
-    return tables
 
 
 class BiasedBruteForce(tfrs.layers.factorized_top_k.BruteForce):

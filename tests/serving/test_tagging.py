@@ -124,7 +124,7 @@ def test_resume_recomputes_only_missing_shards(setup, tmp_path):
 
 
 def test_beam_gives_the_same_rows_as_local(setup, tmp_path):
-    from mvke_tf.tagging_beam import run_beam
+    from mvke_tf.tagging.beam import run_beam
 
     tags = synthetic.all_tags(CFG)
     tagging.tag_users(setup / "model", _users(setup), tags, tmp_path / "local", top_k=6, batch_size=8)

@@ -30,9 +30,14 @@ import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mvke_tf import tagging
 from mvke_tf.config import FeatureConfig
-from mvke_tf.data.dataset import resolve_files
+from mvke_tf.tagging.audiences import AudienceScorer, AudienceState, combine_audiences
+from mvke_tf.tagging.errors import TaggingError
+from mvke_tf.tagging.readers import iter_user_records, resolve_user_fields
+from mvke_tf.tagging.request import TagRequest
+from mvke_tf.tagging.resume import MANIFEST
+from mvke_tf.tagging.scoring import TaggingModel, TopKTagger
+from mvke_tf.tagging.writers import audience_rows, audience_schema, parquet_schema
 
 # A user's position (the order of the local job's users, used to break ties): its file index and row.
 _ROW_BITS = 40
@@ -40,7 +45,7 @@ _ROW_BITS = 40
 
 def _read_file(item: tuple[int, str], user_fields, user_id_column: str) -> Iterator[tuple[str, tuple]]:
     index, path = item
-    for row, (uid, example) in enumerate(tagging.iter_user_records(path, user_fields, user_id_column)):
+    for row, (uid, example) in enumerate(iter_user_records(path, user_fields, user_id_column)):
         yield uid, (index, row, example)
 
 
@@ -82,18 +87,18 @@ class TaggingModelHandler(ModelHandler):
         self.by, self.top_k, self.top_n, self.min_score = by, top_k, top_n, min_score
         self.batch_size = batch_size
 
-    def load_model(self) -> tagging.TopKTagger | tagging.AudienceScorer:
+    def load_model(self) -> TopKTagger | AudienceScorer:
         import mvke_tf  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads on the worker)
 
-        model = tagging.TaggingModel(self.model_dir, self.tasks)
+        model = TaggingModel(self.model_dir, self.tasks)
         if self.by == "tag":
-            return tagging.AudienceScorer(model, self.tags, self.top_n)
-        return tagging.TopKTagger(model, self.tags, self.top_k)
+            return AudienceScorer(model, self.tags, self.top_n)
+        return TopKTagger(model, self.tags, self.top_k)
 
     def run_inference(
         self,
         batch: Sequence[tuple[str, int, bytes]],
-        model: tagging.TopKTagger | tagging.AudienceScorer,
+        model: TopKTagger | AudienceScorer,
         inference_args: Mapping[str, Any] | None = None,
     ) -> Iterable[Any]:
         if self.by == "tag":
@@ -122,35 +127,35 @@ class TaggingModelHandler(ModelHandler):
 
 
 class TopNCombineFn(beam.CombineFn):
-    """Partial :class:`~mvke_tf.tagging.AudienceState` s -> their exact top-N (any order of merging)."""
+    """Partial :class:`~mvke_tf.AudienceState` s -> their exact top-N (any order of merging)."""
 
     def __init__(self, top_n: int) -> None:
         self.top_n = top_n
 
-    def create_accumulator(self) -> tagging.AudienceState | None:
+    def create_accumulator(self) -> AudienceState | None:
         return None
 
-    def add_input(self, acc: tagging.AudienceState | None, state: tagging.AudienceState) -> tagging.AudienceState:
-        return state if acc is None else tagging.combine_audiences(acc, state, self.top_n)
+    def add_input(self, acc: AudienceState | None, state: AudienceState) -> AudienceState:
+        return state if acc is None else combine_audiences(acc, state, self.top_n)
 
-    def merge_accumulators(self, accs: Iterable[tagging.AudienceState | None]) -> tagging.AudienceState | None:
+    def merge_accumulators(self, accs: Iterable[AudienceState | None]) -> AudienceState | None:
         states = [a for a in accs if a is not None]
         if not states:
             return None
-        return functools.reduce(lambda a, b: tagging.combine_audiences(a, b, self.top_n), states)
+        return functools.reduce(lambda a, b: combine_audiences(a, b, self.top_n), states)
 
-    def extract_output(self, acc: tagging.AudienceState | None) -> tagging.AudienceState | None:
+    def extract_output(self, acc: AudienceState | None) -> AudienceState | None:
         return acc
 
 
 def _audience_rows(
-    kv: tuple[str, tagging.AudienceState | None], tags: Sequence[str], min_score: float
+    kv: tuple[str, AudienceState | None], tags: Sequence[str], min_score: float
 ) -> Iterator[dict[str, Any]]:
     task, state = kv
     if state is None:
         return
-    one = tagging.AudienceState(state.logits[None], state.positions[None], state.user_ids[None])
-    for _, cols in tagging.audience_rows(one, [task], tags, min_score):
+    one = AudienceState(state.logits[None], state.positions[None], state.user_ids[None])
+    for _, cols in audience_rows(one, [task], tags, min_score):
         for tag, rank, uid, score in zip(cols["tag"], cols["rank"], cols["user_id"], cols["score"]):
             yield {"tag": tag, "task": task, "rank": int(rank), "user_id": uid, "score": float(score)}
 
@@ -176,33 +181,47 @@ def run_beam(
     Arguments as :func:`mvke_tf.tagging.tag_users` (Parquet output only); ``beam_args`` are Beam
     pipeline options (default ``--runner=DirectRunner``), ``num_shards`` 0 lets the runner choose.
     """
-    top_n = tagging.check_direction(by, top_n)
-    if top_k < 1:
-        raise tagging.TaggingError(f"--top-k: must be at least 1, got {top_k}")
-    if batch_size < 1:
-        raise tagging.TaggingError(f"--batch-size: must be at least 1, got {batch_size}")
-    files = resolve_files(users)
-    tags = list(dict.fromkeys(tags))
-    if not tags:
-        raise tagging.TaggingError("no tags to score against")
+    request = TagRequest(
+        model,
+        users,
+        tags,
+        out,
+        top_k=top_k,
+        min_score=min_score,
+        batch_size=batch_size,
+        tasks=tasks,
+        features=features,
+        user_id_column=user_id_column,
+        by=by,
+        top_n=top_n,
+    )
+    return run_pipeline(request, beam_args, num_shards)
+
+
+def run_pipeline(request: TagRequest, beam_args: Sequence[str] = (), num_shards: int = 0) -> dict[str, Any]:
+    """Runs the job of ``request`` (Parquet output only) as a Beam pipeline (what :func:`run_beam` does)."""
+    if request.fmt != "parquet":
+        raise TaggingError(f"--format: the Beam runner writes Parquet only, not {request.fmt!r}; use --format parquet")
+    files, tags = request.inputs()
+    by, top_k, top_n, min_score = request.by, request.top_k, request.top_n, request.min_score
     start = time.perf_counter()
     # Validate here (model dir, signatures, tasks, CSV field types) rather than fail on a worker.
-    tm = tagging.TaggingModel(model, tasks)
-    user_fields = tagging.resolve_user_fields(files, tm, features)
+    tm = TaggingModel(request.model, request.tasks)
+    user_fields = resolve_user_fields(files, tm, request.features)
     model_dir, task_list = tm.dir, tm.tasks
     del tm
-    out = str(out)
+    out = str(request.out)
     os.makedirs(out, exist_ok=True)
     args = list(beam_args)
     if not any(a.startswith("--runner") for a in args):
         args.append("--runner=DirectRunner")
     options = PipelineOptions(args)
-    handler = TaggingModelHandler(model_dir, tags, task_list, by, top_k, top_n, min_score, batch_size)
+    handler = TaggingModelHandler(model_dir, tags, task_list, by, top_k, top_n, min_score, request.batch_size)
     with beam.Pipeline(options=options) as p:
         scored = (
             p
             | "Files" >> beam.Create(list(enumerate(files)))
-            | "Read" >> beam.FlatMap(_read_file, user_fields, user_id_column)
+            | "Read" >> beam.FlatMap(_read_file, user_fields, request.user_id_column)
             | "FirstRowPerUser" >> beam.CombinePerKey(_first)
             | "Position" >> beam.Map(_user_element)
             | "Score" >> RunInference(handler)
@@ -213,10 +232,10 @@ def run_beam(
                 | "TopNPerTask" >> beam.CombinePerKey(TopNCombineFn(top_n))
                 | "Rows" >> beam.FlatMap(_audience_rows, tags, min_score)
             )
-            schema = tagging.audience_schema()
+            schema = audience_schema()
         else:
             rows = scored | "Rows" >> beam.FlatMap(lambda result: result.inference)
-            schema = tagging.parquet_schema()
+            schema = parquet_schema()
         _ = rows | "Write" >> beam.io.WriteToParquet(
             os.path.join(out, "part"), schema, file_name_suffix=".parquet", num_shards=num_shards
         )
@@ -228,12 +247,12 @@ def run_beam(
         "input_files": files,
         "num_tags": len(tags),
         "tasks": task_list,
-        **({"top_k": top_k} if by == "user" else {"by": by, "top_n": top_n}),
+        **request.direction(),
         "min_score": min_score,
         "format": "parquet",
         "outputs": outputs,
         "seconds": round(time.perf_counter() - start, 3),
     }
-    with open(os.path.join(out, tagging.MANIFEST), "w") as f:
+    with open(os.path.join(out, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=2)
     return manifest
