@@ -31,13 +31,9 @@ import numpy as np
 import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from benchmarks.report import machine, section, write_section
 from mvke_tf.data import multidomain as md
-from mvke_tf.models.multidomain import (
-    MultiDomainModel,
-    mdmt_metrics,
-    predict_multidomain,
-    preset,
-    train_multidomain,
-)
+from mvke_tf.models.multidomain import MultiDomainModel, preset
+from mvke_tf.models.multidomain_metrics import mdmt_metrics, predict_multidomain
+from mvke_tf.models.multidomain_training import train_multidomain
 
 MODELS = ("m3oe", "mmoe", "ple", "star")
 LABELS = {"m3oe": "M3oE", "mmoe": "MMoE", "ple": "PLE (CGC)", "star": "STAR"}

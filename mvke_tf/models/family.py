@@ -30,12 +30,8 @@ import tensorflow as tf
 from mvke_tf.config import STRATEGIES, ConfigError, FeatureConfig, FieldSpec
 from mvke_tf.models.compiling import build_training_state, compile_per_task
 from mvke_tf.models.config import MODEL_TYPES, ModelConfig
-from mvke_tf.models.multidomain import (
-    MULTIDOMAIN_MODEL_TYPES,
-    MultiDomainConfig,
-    MultiDomainModel,
-    train_multidomain,
-)
+from mvke_tf.models.multidomain import MULTIDOMAIN_MODEL_TYPES, MultiDomainConfig, MultiDomainModel
+from mvke_tf.models.multidomain_training import train_multidomain
 from mvke_tf.models.ranking import (
     ITEM_ID,
     RANKING_MODEL_NAMES,
@@ -269,7 +265,7 @@ class MultiDomainFamily(ModelFamily):
     config_class = MultiDomainConfig
     model_class = MultiDomainModel
     model_names = tuple(t if t in ("m3oe", "star") else MULTIDOMAIN_PREFIX + t for t in MULTIDOMAIN_MODEL_TYPES)
-    # The bi-level loop (mvke_tf.models.multidomain.train_multidomain) runs on one device.
+    # The bi-level loop (mvke_tf.models.multidomain_training.train_multidomain) runs on one device.
     strategies = ("default",)
 
     def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
@@ -329,7 +325,7 @@ class MultiDomainFamily(ModelFamily):
         callbacks: Sequence[tf.keras.callbacks.Callback] = (),
         verbose: int = 1,
     ) -> dict[str, list[float]]:
-        """The model's fusion schedule (:func:`~mvke_tf.models.multidomain.train_multidomain`); the history
+        """The model's fusion schedule (:func:`~mvke_tf.models.multidomain_training.train_multidomain`); the history
         adds ``fusion_loss`` and the fusion weights after each epoch (``alpha_domain``, ...).
 
         A custom loop (two optimisers, two data streams): Keras ``callbacks`` are not run.

@@ -20,21 +20,26 @@ model parameters by the main optimiser on training batches, the raw alpha / beta
 second optimiser on held-out validation batches, alternating. ``fusion="code"`` is the
 official code's schedule (alpha / beta in the main optimiser too, plus one extra
 fusion step per epoch on a training batch); ``fusion="fixed"`` pins alpha = beta = 0.5.
-See :func:`train_multidomain`.
 
-Besides the MDMT setting (one model for every domain and task), the paper's table has two
-cheaper ones, run by :func:`fit_predict_in_setting`: ``mtl_per_domain`` (a separate
-multi-task model per domain, trained on that domain's samples only) and ``mdl_per_task``
-(a separate multi-domain model per task, trained on that task's loss only).
+This module's one job: the model, its config and the named presets. The rest lives apart:
+
+* :mod:`mvke_tf.models.multidomain_training`: the bi-level training schedule
+  (:func:`~mvke_tf.models.multidomain_training.train_multidomain`);
+* :mod:`mvke_tf.models.multidomain_metrics`: predictions and the per (domain, task) AUCs
+  (``predict_multidomain``, ``mdmt_metrics``);
+* :mod:`mvke_tf.models.multidomain_settings`: the paper's comparison settings
+  (``fit_predict_in_setting``, ``SETTINGS``).
+
+Those names are still importable from here (resolved lazily: they import this module).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+import importlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from mvke_tf.config import ConfigError, FieldSpec, SerializableConfig
@@ -44,7 +49,6 @@ from mvke_tf.layers.multidomain import FusedExperts, GroupedMLP, StarDomainLayer
 
 MULTIDOMAIN_MODEL_TYPES = ("m3oe", "mlp", "shared_bottom", "mmoe", "ple", "star")
 FUSION_MODES = ("bilevel", "code", "fixed")
-SETTINGS = ("mdmt", "mtl_per_domain", "mdl_per_task")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +142,8 @@ class MultiDomainConfig(SerializableConfig):
 
 @dataclasses.dataclass(frozen=True)
 class TrainingSchedule:
-    """How an MDMT model is trained (:func:`train_multidomain`'s settings as one value).
+    """How an MDMT model is trained (:func:`~mvke_tf.models.multidomain_training.train_multidomain`'s settings
+    as one value).
 
     Attributes:
       learning_rate: Adam learning rate of the model parameters.
@@ -179,7 +184,8 @@ class TrainingSchedule:
             )
 
     def train_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`train_multidomain` this schedule sets."""
+        """The keyword arguments of :func:`~mvke_tf.models.multidomain_training.train_multidomain` this schedule
+        sets."""
         return {
             "epochs": self.epochs,
             "learning_rate": self.learning_rate,
@@ -451,342 +457,29 @@ class MultiDomainModel(tf.keras.Model):
         return cls(config["config"], config["fields"], name=config.get("name"))
 
 
-def train_multidomain(
-    model: MultiDomainModel,
-    train: tf.data.Dataset,
-    val: tf.data.Dataset | None = None,
-    epochs: int = 1,
-    learning_rate: float = 1e-3,
-    fusion_learning_rate: float = 1e-3,
-    seed: int | None = None,
-    *,
-    steps_per_epoch: int | None = None,
-    validation: tf.data.Dataset | None = None,
-    validation_steps: int | None = None,
-    weight_decay: float = 0.0,
-    lr_decay: float = 1.0,
-    lr_decay_every: int = 0,
-    patience: int | None = None,
-    trace_fusion: bool = False,
-    verbose: int = 0,
-) -> dict[str, Any]:
-    """Trains ``model`` with its fusion schedule; returns per-epoch values.
-
-    * bilevel (m3oe): after every ``fusion_every`` training steps, one fusion step on the
-      next validation batch (``val`` is cycled; required).
-    * code (m3oe): main steps on everything, then one fusion step per epoch on the
-      epoch's first training batch (the official trainer's schedule).
-    * fixed, and every baseline: main steps only.
-
-    Args:
-      model: the model (compiled here with Adam if it is not compiled yet).
-      train: batches of ``(features, labels)``: one pass per epoch, or ``steps_per_epoch`` batches
-        per epoch of a dataset read on across epochs (e.g. a repeated one).
-      val: held-out batches of ``(features, labels)`` for the fusion steps (the upper level).
-      epochs: most epochs of training.
-      learning_rate: Adam learning rate of the model parameters.
-      fusion_learning_rate: Adam learning rate of the fusion weights.
-      seed: if given, ``tf.keras.utils.set_random_seed(seed)`` before building: Python's, NumPy's
-        and TensorFlow's seeds. Not ``tf.random.set_seed`` alone: Keras draws the seeds of its
-        unseeded initialisers from Python's ``random``, so that left the weights unseeded.
-      steps_per_epoch: training steps per epoch (None: one pass over ``train``).
-      validation: batches scored after every epoch (``val_loss``, ``val_<task>_auc`` and
-        ``val_mean_auc``, the mean AUC over (domain, task)), at most ``validation_steps`` of them.
-      weight_decay: Adam weight decay of both optimisers (used when compiling here).
-      lr_decay, lr_decay_every: multiply the main learning rate by ``lr_decay`` after every
-        ``lr_decay_every`` epochs (0: never), like torch's StepLR.
-      patience: with ``validation``: stop after ``patience`` epochs without a better
-        ``val_mean_auc`` and restore the best epoch's weights (the official trainer's early stop).
-      trace_fusion: m3oe: also record every fusion step (``history["trace"]``: the upper-level
-        loss, the gradient of that loss w.r.t. the four raw fusion weights, and their values after
-        the step) to diagnose the upper level.
-      verbose: > 0 prints one line per epoch.
-
-    Returns:
-      ``{"loss", "fusion_loss"}`` (per-epoch means), the ``val_*`` values with ``validation``, and
-      for m3oe the fusion weights after each epoch (``alpha_domain``, ``alpha_task``, ...);
-      with early stopping ``best_epoch`` (1-based, a one-element list); with ``trace_fusion``
-      ``trace``.
-    """
-    if seed is not None:
-        tf.keras.utils.set_random_seed(seed)
-    if getattr(model, "optimizer", None) is None:
-        decay = {"weight_decay": weight_decay} if weight_decay else {}
-        model.compile(
-            optimizer=tf.keras.optimizers.Adam(learning_rate, **decay),
-            fusion_optimizer=tf.keras.optimizers.Adam(fusion_learning_rate, **decay),
-        )
-    c = model.config
-    fusing = bool(model.fusion_variables)
-    if fusing and c.fusion == "bilevel" and val is None:
-        raise ValueError("bilevel fusion needs validation batches; fix: pass val=...")
-    if patience is not None and validation is None:
-        raise ValueError("early stopping (patience) scores the validation batches; fix: pass validation=...")
-    # Build the model and both optimisers eagerly: variables created inside a traced
-    # step would be created again on the retrace tf.function does after a first call.
-    first_batch = next(iter(train))
-    model.logits(first_batch[0])
-    model.optimizer.build(model.main_variables)
-    if fusing:
-        model.fusion_optimizer.build(model.fusion_variables)
-    # Traced once per model and kept on it, so training the same model again (a new seed's
-    # weights assigned into it, as benchmarks do) skips tracing, which costs seconds for M3oE on
-    # a CPU; reduce_retracing lets an epoch's shorter last batch reuse a shape-relaxed trace.
-    steps = model.__dict__.get("_traced_steps")
-    if steps is None:
-        steps = (
-            tf.function(model.train_step, reduce_retracing=True),
-            tf.function(model.fusion_step, reduce_retracing=True),
-        )
-        model.__dict__["_traced_steps"] = steps
-    main_step, fusion_step = steps
-    val_batches = iter(val.repeat()) if fusing and c.fusion == "bilevel" else None
-    batches = iter(train) if steps_per_epoch is not None else None  # read on across epochs
-    history: dict[str, Any] = {"loss": [], "fusion_loss": []}
-    trace: dict[str, list[Any]] = {"step": [], "fusion_loss": [], "fusion_grad": [], "fusion_raw": []}
-    best_auc, best_weights, best_epoch, stale = -np.inf, None, 0, 0
-    main_steps = 0
-
-    def run_fusion(batch: Any) -> float:
-        out = fusion_step(batch)
-        if trace_fusion:
-            trace["step"].append(main_steps)
-            trace["fusion_loss"].append(float(out["fusion_loss"]))
-            trace["fusion_grad"].append([float(g) for g in out["fusion_grad"].numpy()])
-            trace["fusion_raw"].append([float(v.numpy()) for v in model.fusion_variables])
-        return float(out["fusion_loss"])
-
-    for epoch in range(epochs):
-        losses, fusion_losses, first = [], [], None
-        epoch_batches = iter(train) if batches is None else (next(batches) for _ in range(steps_per_epoch))
-        for step, batch in enumerate(epoch_batches):
-            first = batch if first is None else first
-            losses.append(float(main_step(batch)["loss"]))
-            main_steps += 1
-            if val_batches is not None and (step + 1) % c.fusion_every == 0:
-                fusion_losses.append(run_fusion(next(val_batches)))
-        if fusing and c.fusion == "code" and first is not None:
-            fusion_losses.append(run_fusion(first))
-        if lr_decay_every and (epoch + 1) % lr_decay_every == 0 and lr_decay != 1.0:
-            model.optimizer.learning_rate = float(model.optimizer.learning_rate) * lr_decay
-        values = {
-            "loss": float(np.mean(losses)) if losses else float("nan"),
-            "fusion_loss": float(np.mean(fusion_losses)) if fusion_losses else float("nan"),
-        }
-        if validation is not None:
-            values.update(_validate(model, validation, validation_steps))
-        values.update(model.fusion_values())
-        for name, value in values.items():
-            history.setdefault(name, []).append(value)
-        if verbose:
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
-            print(f"epoch {epoch + 1}/{epochs}: {len(losses)} steps; {shown}", flush=True)
-        if patience is not None:
-            score = values["val_mean_auc"]
-            if score > best_auc:
-                best_auc, best_weights, best_epoch, stale = score, model.get_weights(), epoch + 1, 0
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
-    if patience is not None and best_weights is not None:
-        model.set_weights(best_weights)
-        history["best_epoch"] = [best_epoch]
-    if trace_fusion:
-        history["trace"] = trace
-    return history
+# Moved to their own modules (issue 29); ``from mvke_tf.models.multidomain import X`` still works for them.
+# Resolved on first use, since those modules import this one.
+_MOVED = {
+    "SETTINGS": "mvke_tf.models.multidomain_settings",
+    "fit_predict_in_setting": "mvke_tf.models.multidomain_settings",
+    "mdmt_metrics": "mvke_tf.models.multidomain_metrics",
+    "predict_multidomain": "mvke_tf.models.multidomain_metrics",
+    "train_multidomain": "mvke_tf.models.multidomain_training",
+}
 
 
-def _validate(model: MultiDomainModel, batches: tf.data.Dataset, steps: int | None) -> dict[str, float]:
-    """``val_loss`` (the mean batch loss), ``val_<task>_auc`` and ``val_mean_auc`` over at most
-    ``steps`` batches (``val_mean_auc``: the mean AUC over the (domain, task) pairs with both classes)."""
-    from mvke_tf.metrics import auc_or_nan
-
-    if steps is not None:
-        batches = batches.take(steps)
-    dom = model.config.domain_feature
-    losses, domains = [], []
-    labels, probs = {t: [] for t in model.tasks}, {t: [] for t in model.tasks}
-    scored = model.__dict__.get("_traced_scoring")
-    if scored is None:  # traced once per model: eager M3oE costs more than the epoch's validation
-
-        def scoring(features: Any, y: Any) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
-            return model.mdmt_loss(features, y, training=False), model(features, training=False)
-
-        scored = model.__dict__["_traced_scoring"] = tf.function(scoring, reduce_retracing=True)
-    for features, y in batches:
-        loss, out = scored(features, y)
-        losses.append(float(loss))
-        domains.append(np.asarray(features[dom]).reshape(-1))
-        for t in model.tasks:
-            labels[t].append(np.asarray(y[t]).reshape(-1))
-            probs[t].append(out[t].numpy())
-    values = {"val_loss": float(np.mean(losses)) if losses else float("nan")}
-    if not losses:
-        return {**values, **{f"val_{t}_auc": float("nan") for t in model.tasks}, "val_mean_auc": float("nan")}
-    y_all = {t: np.concatenate(labels[t]) for t in model.tasks}
-    p_all = {t: np.concatenate(probs[t]) for t in model.tasks}
-    m = mdmt_metrics(y_all, p_all, np.concatenate(domains), model.config.domains)
-    for t in model.tasks:
-        values[f"val_{t}_auc"] = auc_or_nan(y_all[t], p_all[t])
-    values["val_mean_auc"] = m["mean_auc"]
-    return values
-
-
-def _rows(
-    features: Mapping[str, np.ndarray], labels: Mapping[str, np.ndarray], mask: np.ndarray
-) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    return {k: np.asarray(v)[mask] for k, v in features.items()}, {k: np.asarray(v)[mask] for k, v in labels.items()}
-
-
-def fit_predict_in_setting(
-    setting: str,
-    config: MultiDomainConfig,
-    fields: Sequence[FieldSpec | Mapping[str, Any]],
-    train: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
-    val: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]],
-    test_features: Mapping[str, np.ndarray],
-    *,
-    epochs: int = 1,
-    batch_size: int = 512,
-    learning_rate: float = 1e-3,
-    fusion_learning_rate: float = 1e-3,
-    seed: int = 0,
-    schedule: TrainingSchedule | None = None,
-) -> tuple[dict[str, np.ndarray], list[MultiDomainModel]]:
-    """Trains ``config``'s model in one of ``SETTINGS`` and scores the test rows.
-
-    * ``mdmt``: one model on every domain and task.
-    * ``mtl_per_domain``: one model per domain (``domains=1``), trained and scored on that
-      domain's rows only; each domain's predictions come from its own model.
-    * ``mdl_per_task``: one model per task (``tasks=(task,)``) over every domain; each
-      task's predictions come from its own model.
-
-    Args:
-      setting: one of ``SETTINGS``.
-      config: the model's config (its ``domains`` and ``tasks`` describe the data).
-      fields: the embedded fields.
-      train, val: ``(features, labels)`` numpy dicts (:func:`mvke_tf.data.multidomain.to_features`).
-      test_features: the test rows' features.
-      epochs, batch_size, learning_rate, fusion_learning_rate, seed: as in :func:`train_multidomain`.
-      schedule: if given, replaces ``epochs``, ``batch_size`` and the learning rates, and adds its
-        weight decay, StepLR and early stopping (scored on ``val``).
-
-    Returns:
-      ``({task: [N_test] probabilities}, the trained models)``.
-    """
-    from mvke_tf.data.multidomain import make_dataset
-
-    if setting not in SETTINGS:
-        raise ConfigError(f"setting={setting!r} is not one of {', '.join(SETTINGS)}; fix: pick one of them")
-    if setting != "mdmt" and config.model_type == "m3oe":
-        raise ConfigError(
-            f"setting={setting!r} leaves one domain or one task per model, which m3oe cannot fuse; "
-            "fix: run m3oe in the mdmt setting"
-        )
-    dom = config.domain_feature
-    n_test = len(np.asarray(test_features[dom]))
-
-    if schedule is not None:
-        batch_size = schedule.batch_size
-        train_kwargs = schedule.train_kwargs()
-    else:
-        train_kwargs = dict(epochs=epochs, learning_rate=learning_rate, fusion_learning_rate=fusion_learning_rate)
-
-    def fit_predict(cfg: MultiDomainConfig, tr: Any, va: Any, te: Mapping[str, np.ndarray]) -> Any:
-        model = MultiDomainModel(cfg, fields)
-        va_ds = make_dataset(*va, batch_size=batch_size, seed=seed)
-        scored = {}
-        if train_kwargs.get("patience"):  # early stopping scores the validation rows in order
-            scored["validation"] = make_dataset(*va, batch_size=4096, shuffle=False)
-        model.history_ = train_multidomain(
-            model, make_dataset(*tr, batch_size=batch_size, seed=seed), va_ds, seed=seed, **train_kwargs, **scored
-        )
-        dummy = {t: np.zeros(len(np.asarray(te[dom])), np.float32) for t in cfg.tasks}
-        return model, predict_multidomain(model, make_dataset(dict(te), dummy, batch_size=4096, shuffle=False))
-
-    if setting == "mdmt":
-        model, probs = fit_predict(config, train, val, test_features)
-        return probs, [model]
-
-    out = {t: np.full(n_test, np.nan, np.float32) for t in config.tasks}
-    models: list[MultiDomainModel] = []
-    if setting == "mtl_per_domain":
-        single = dataclasses.replace(config, domains=1)
-        test_domain = np.asarray(test_features[dom])
-        for d in range(config.domains):
-            parts = []
-            for feats, labs in (train, val):
-                f, lab = _rows(feats, labs, np.asarray(feats[dom]) == d)
-                f[dom] = np.zeros_like(f[dom])  # the only domain of this model
-                parts.append((f, lab))
-            mask = test_domain == d
-            if not mask.any():
-                continue
-            if not len(parts[0][1][config.tasks[0]]):
-                raise ValueError(f"domain {d} has test rows but no training rows; fix: give every domain training data")
-            te = {k: np.asarray(v)[mask] for k, v in test_features.items()}
-            te[dom] = np.zeros_like(te[dom])
-            model, probs = fit_predict(single, parts[0], parts[1], te)
-            models.append(model)
-            for t in config.tasks:
-                out[t][mask] = probs[t]
-        return out, models
-
-    for t in config.tasks:  # mdl_per_task
-        one = dataclasses.replace(config, tasks=(t,))
-        tr = (train[0], {t: train[1][t]})
-        va = (val[0], {t: val[1][t]})
-        model, probs = fit_predict(one, tr, va, test_features)
-        models.append(model)
-        out[t] = probs[t]
-    return out, models
-
-
-def predict_multidomain(model: MultiDomainModel, batches: Iterable[Any]) -> dict[str, np.ndarray]:
-    """``{task: [N] probabilities}`` over ``(features, ...)`` batches, in order."""
-    step = model.__dict__.get("_traced_call")
-    if step is None:
-        step = model.__dict__["_traced_call"] = tf.function(model.call, reduce_retracing=True)
-    out: dict[str, list[np.ndarray]] = {t: [] for t in model.config.tasks}
-    for batch in batches:
-        features = batch[0] if isinstance(batch, tuple) else batch
-        for t, p in step(features).items():
-            out[t].append(p.numpy())
-    return {t: np.concatenate(v) for t, v in out.items()}
-
-
-def mdmt_metrics(
-    labels: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], domain: np.ndarray, num_domains: int
-) -> dict[str, Any]:
-    """AUC per (domain, task), their mean, and the macro AUC over tasks pooled across domains.
-
-    Returns ``{"auc": {domain: {task: auc}}, "mean_auc": float, "total_auc": float}``;
-    ``total_auc`` is the official code's "total AUC" (per task over all samples, then the
-    mean over tasks). A (domain, task) with one class only gets NaN and is left out of means.
-    """
-    from mvke_tf.metrics import auc_or_nan as safe_auc
-
-    per: dict[int, dict[str, float]] = {}
-    for d in range(num_domains):
-        m = domain == d
-        per[d] = {t: safe_auc(np.asarray(labels[t])[m], np.asarray(probs[t])[m]) for t in probs}
-    values = [v for row in per.values() for v in row.values() if not np.isnan(v)]
-    pooled = [safe_auc(np.asarray(labels[t]), np.asarray(probs[t])) for t in probs]
-    return {"auc": per, "mean_auc": float(np.mean(values)), "total_auc": float(np.nanmean(pooled))}
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "FUSION_MODES",
     "MULTIDOMAIN_MODEL_TYPES",
-    "SETTINGS",
     "MultiDomainConfig",
     "MultiDomainModel",
     "PRESETS",
     "TrainingSchedule",
-    "fit_predict_in_setting",
-    "mdmt_metrics",
-    "predict_multidomain",
     "preset",
-    "train_multidomain",
 ]

@@ -10,15 +10,10 @@ from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, ConfigError, Fiel
 from mvke_tf.data import multidomain as md
 from mvke_tf.data import synthetic
 from mvke_tf.layers.multidomain import FusedExperts, fuse_own_and_others
-from mvke_tf.models.multidomain import (
-    MULTIDOMAIN_MODEL_TYPES,
-    MultiDomainConfig,
-    MultiDomainModel,
-    fit_predict_in_setting,
-    mdmt_metrics,
-    predict_multidomain,
-    train_multidomain,
-)
+from mvke_tf.models.multidomain import MULTIDOMAIN_MODEL_TYPES, MultiDomainConfig, MultiDomainModel
+from mvke_tf.models.multidomain_metrics import mdmt_metrics, predict_multidomain
+from mvke_tf.models.multidomain_settings import fit_predict_in_setting
+from mvke_tf.models.multidomain_training import train_multidomain
 
 SPECS = (
     FieldSpec("cat", CATEGORICAL, hash_buckets=16),
@@ -365,3 +360,19 @@ def test_trains_above_chance(md_data):
     assert m["total_auc"] > 0.55
     assert m["mean_auc"] > 0.55
     assert m["auc"][1]["click"] > 0.55  # the big domain, on its own
+
+
+def test_moved_names_still_import_from_the_model_module():
+    """The training loop, the scoring and the settings harness live in their own modules (issue 29); the old
+    ``from mvke_tf.models.multidomain import X`` still gives the same objects."""
+    from mvke_tf.models import multidomain, multidomain_metrics, multidomain_settings, multidomain_training
+    from mvke_tf.models.multidomain import SETTINGS
+    from mvke_tf.models.multidomain import fit_predict_in_setting as old_fit
+
+    assert old_fit is fit_predict_in_setting is multidomain_settings.fit_predict_in_setting
+    assert SETTINGS == ("mdmt", "mtl_per_domain", "mdl_per_task")
+    assert multidomain.train_multidomain is train_multidomain is multidomain_training.train_multidomain
+    assert multidomain.mdmt_metrics is multidomain_metrics.mdmt_metrics
+    assert multidomain.predict_multidomain is multidomain_metrics.predict_multidomain
+    with pytest.raises(AttributeError, match="no_such_name"):
+        multidomain.no_such_name  # noqa: B018

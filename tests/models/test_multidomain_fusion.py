@@ -7,14 +7,8 @@ import tensorflow as tf
 
 from mvke_tf.config import ConfigError
 from mvke_tf.data import multidomain as md
-from mvke_tf.models.multidomain import (
-    PRESETS,
-    MultiDomainConfig,
-    MultiDomainModel,
-    TrainingSchedule,
-    preset,
-    train_multidomain,
-)
+from mvke_tf.models.multidomain import PRESETS, MultiDomainConfig, MultiDomainModel, TrainingSchedule, preset
+from mvke_tf.models.multidomain_training import train_multidomain
 
 TINY = dict(
     embedding_dim=4, bottom_units=(16, 8), skip_units=(8,), expert_units=(8, 8), num_shared_experts=2, tower_units=4
@@ -127,7 +121,7 @@ def test_early_stopping_restores_the_best_epoch_and_step_decay(data):
     # Stopped one epoch after the last improvement (or ran all 4).
     assert len(scores) == 4 or (len(scores) == best + 1)
     # The restored weights score the best epoch's AUC again.
-    from mvke_tf.models.multidomain import _validate
+    from mvke_tf.models.multidomain_training import _validate
 
     again = _validate(model, md.make_dataset(*val, batch_size=4096, shuffle=False), None)["val_mean_auc"]
     assert again == pytest.approx(max(scores), abs=1e-6)
