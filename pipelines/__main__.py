@@ -15,9 +15,7 @@ import sys
 import time
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from mvke_tf.config import STRATEGIES, ConfigError  # noqa: E402
+from mvke_tf.config import STRATEGIES, ConfigError
 
 EXIT_BLOCKED = 3  # the run finished or stopped without a (new) blessed model: anomalies or no blessing
 

@@ -42,24 +42,22 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
+from tensorflow_model_analysis.evaluators import metrics_validator
+from tensorflow_model_analysis.metrics import metric_types
+from tfx import v1 as tfx
+from tfx.components.evaluator import constants
+from tfx.dsl.components.base import base_beam_executor, executor_spec
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, path_utils, proto_utils
 
-import apache_beam as beam  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tensorflow_model_analysis as tfma  # noqa: E402
-from apache_beam.transforms.window import GlobalWindows  # noqa: E402
-from apache_beam.utils.windowed_value import WindowedValue  # noqa: E402
-from tensorflow_model_analysis.evaluators import metrics_validator  # noqa: E402
-from tensorflow_model_analysis.metrics import metric_types  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.components.evaluator import constants  # noqa: E402
-from tfx.dsl.components.base import base_beam_executor, executor_spec  # noqa: E402
-from tfx.types import artifact_utils, standard_component_specs  # noqa: E402
-from tfx.utils import io_utils, path_utils, proto_utils  # noqa: E402
-
-from mvke_tf.metrics import ScoreHistogram, exact_sums, exact_to_float, group_aucs  # noqa: E402
-from pipelines.gauc import DEFAULT_GROUP_KEY  # noqa: E402
+from mvke_tf.metrics import ScoreHistogram, exact_sums, exact_to_float, group_aucs
+from pipelines.gauc import DEFAULT_GROUP_KEY
 
 BATCH_SIZE = 4096
 # Group-hash shards of the exact GAUC: the reduce holds one shard's columns at a time (2M eval rows:

@@ -17,17 +17,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.components.example_gen.import_example_gen import executor as import_executor  # noqa: E402
-from tfx.components.util import examples_utils  # noqa: E402
-from tfx.dsl.components.base import executor_spec  # noqa: E402
-from tfx.proto import example_gen_pb2  # noqa: E402
-from tfx.types import artifact_utils, standard_component_specs  # noqa: E402
-from tfx.utils import proto_utils  # noqa: E402
+import tensorflow as tf
+from absl import logging
+from tfx import v1 as tfx
+from tfx.components.example_gen.import_example_gen import executor as import_executor
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import proto_utils
 
 SPECS = standard_component_specs
 

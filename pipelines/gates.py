@@ -5,14 +5,11 @@ Transform (hence before the Trainer, the Evaluator and the Pusher), and raises w
 anomalies artifact is not empty, so bad data never trains or pushes a model.
 """
 
-import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact
 
-from tfx import v1 as tfx  # noqa: E402
-from tfx.dsl.component.experimental.annotations import InputArtifact  # noqa: E402
-
-from pipelines.report import read_anomalies  # noqa: E402
+from pipelines.report import read_anomalies
 
 
 class DataAnomaliesError(RuntimeError):

@@ -13,12 +13,10 @@ the artifact's ``reason`` property and in the run's report.
 
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact  # noqa: E402
-from tfx.utils import io_utils, path_utils  # noqa: E402
+from absl import logging
+from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
+from tfx.utils import io_utils, path_utils
 
 BLESSED_FILE = "INFRA_BLESSED"  # the names TFX's InfraValidator writes
 NOT_BLESSED_FILE = "INFRA_NOT_BLESSED"

@@ -17,25 +17,21 @@
 from __future__ import annotations
 
 import json
-import os
+from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow_data_validation as tfdv
+import tensorflow_model_analysis as tfma
+from tfx import v1 as tfx
+from tfx.components.example_gen.component import FileBasedExampleGen
+from tfx.components.example_gen.custom_executors import parquet_executor
+from tfx.dsl.components.base import executor_spec
 
-from pathlib import Path  # noqa: E402
-
-import tensorflow_data_validation as tfdv  # noqa: E402
-import tensorflow_model_analysis as tfma  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-from tfx.components.example_gen.component import FileBasedExampleGen  # noqa: E402
-from tfx.components.example_gen.custom_executors import parquet_executor  # noqa: E402
-from tfx.dsl.components.base import executor_spec  # noqa: E402
-
-from pipelines.config import PipelineConfig  # noqa: E402
-from pipelines.evaluator import BatchedEvaluator  # noqa: E402
-from pipelines.example_gen import ImportExampleGen  # noqa: E402
-from pipelines.gates import AnomaliesGate  # noqa: E402
-from pipelines.infra_validation import CppInfraValidator  # noqa: E402
-from pipelines.split_rows import SplitRows  # noqa: E402
+from pipelines.config import PipelineConfig
+from pipelines.evaluator import BatchedEvaluator
+from pipelines.example_gen import ImportExampleGen
+from pipelines.gates import AnomaliesGate
+from pipelines.infra_validation import CppInfraValidator
+from pipelines.split_rows import SplitRows
 
 PREPROCESSING_FN = "pipelines.preprocessing.preprocessing_fn"
 RUN_FN = "pipelines.trainer.run_fn"

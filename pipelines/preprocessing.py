@@ -23,20 +23,16 @@ This file is also TFX's ``module_file``, so it sets the Keras environment first.
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
+from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tensorflow_transform as tft
 
-from collections.abc import Mapping  # noqa: E402
-from typing import Any  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-
-from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig  # noqa: E402
-from mvke_tf.data import transform as T  # noqa: E402
-from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS  # noqa: E402
-from mvke_tf.models.family import family_of  # noqa: E402
+from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig
+from mvke_tf.data import transform as T
+from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS
+from mvke_tf.models.family import family_of
 
 
 def load_feature_config(custom_config: Mapping[str, Any] | None = None) -> FeatureConfig:

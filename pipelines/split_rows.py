@@ -10,13 +10,10 @@ No data is read again.
 """
 
 import json
-import os
 from pathlib import Path
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-from tfx import v1 as tfx  # noqa: E402
-from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact  # noqa: E402
+from tfx import v1 as tfx
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact
 
 STATS_FILE = "FeatureStats.pb"
 HYPERPARAMETERS_FILE = "split_rows.json"

@@ -32,33 +32,30 @@ This file is TFX's ``module_file``; it imports only the library, TFX's public AP
 
 from __future__ import annotations
 
+import json
+import math
 import os
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import tensorflow as tf
+import tensorflow_transform as tft
+from absl import logging
+from tfx import v1 as tfx
 
-import json  # noqa: E402
-import math  # noqa: E402
-from collections.abc import Mapping, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
-from absl import logging  # noqa: E402
-from tfx import v1 as tfx  # noqa: E402
-
-from mvke_tf import distribute  # noqa: E402
+from mvke_tf import distribute
 from mvke_tf.config import (
-    MULTI_VALUED,  # noqa: E402
-    FeatureConfig,  # noqa: E402
-    FieldSpec,  # noqa: E402
+    MULTI_VALUED,
+    FeatureConfig,
+    FieldSpec,
 )
-from mvke_tf.data import transform as T  # noqa: E402
-from mvke_tf.export.input_types import spec_input_types  # noqa: E402
-from mvke_tf.export.saved_model import RawInputs, export_saved_model  # noqa: E402
-from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, resolve_tag_vocabulary  # noqa: E402
-from mvke_tf.models.family import family_of  # noqa: E402
-from pipelines.preprocessing import load_feature_config, num_buckets  # noqa: E402
-from pipelines.split_rows import KEY as SPLIT_ROWS_KEY  # noqa: E402
+from mvke_tf.data import transform as T
+from mvke_tf.export.input_types import spec_input_types
+from mvke_tf.export.saved_model import RawInputs, export_saved_model
+from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, resolve_tag_vocabulary
+from mvke_tf.models.family import family_of
+from pipelines.preprocessing import load_feature_config, num_buckets
+from pipelines.split_rows import KEY as SPLIT_ROWS_KEY
 
 SHUFFLE_BUFFER = 20_000  # examples shuffled across (on top of the files' order)
 TRAINING_SUMMARY = "training.json"  # in the Trainer's model_run_dir: epochs, steps, final loss and AUC

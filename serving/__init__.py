@@ -15,7 +15,12 @@ The submodules are imported lazily so ``import serving`` stays cheap (the server
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Keras 2 (tf_keras), as in the models the server loads: set before TensorFlow's first import, here
+# because every serving.* module is imported after this package's __init__ (as pipelines/ does it).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 __all__ = ["ModelServer", "ServingClient", "ServingError"]
 

@@ -34,12 +34,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first import (see mvke_tf._env)
-
-import grpc  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,

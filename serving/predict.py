@@ -7,18 +7,15 @@ reported ``AVAILABLE``. Errors are :class:`~serving.status.ServingStatusError` w
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first import (see mvke_tf._env)
+import grpc
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-import grpc  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # noqa: E402
-
-from serving.servables import LoadedVersion, Signature  # noqa: E402
-from serving.status import ServingStatusError, echo, echo_names, invalid, one_line  # noqa: E402
-from serving.tensors import RequestLimits, tensors_from_request  # noqa: E402
+from serving.servables import LoadedVersion, Signature
+from serving.status import ServingStatusError, echo, echo_names, invalid, one_line
+from serving.tensors import RequestLimits, tensors_from_request
 
 # The server's one logger, whichever module logs: operators and log filters know its records by this name.
 log = logging.getLogger("serving.server")

@@ -19,14 +19,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first import (see mvke_tf._env)
+import grpc
+from tensorflow_serving.apis import get_model_status_pb2
 
-import grpc  # noqa: E402
-from tensorflow_serving.apis import get_model_status_pb2  # noqa: E402
-
-from serving.predict import warm_up  # noqa: E402
-from serving.servables import LoadedVersion  # noqa: E402
-from serving.status import echo, invalid, not_found  # noqa: E402
+from serving.predict import warm_up
+from serving.servables import LoadedVersion
+from serving.status import echo, invalid, not_found
 
 # The server's one logger, whichever module logs: operators and log filters know its records by this name.
 log = logging.getLogger("serving.server")

@@ -44,7 +44,6 @@ Every part logs to the ``serving.server`` logger.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from collections.abc import Iterable, Mapping
@@ -52,18 +51,16 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first import (see mvke_tf._env)
-
-import grpc  # noqa: E402
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc  # noqa: E402
+import grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 # Re-exported: ``from serving.server import X`` keeps working for every name this module used to define.
-from serving.predict import DEFAULT_SIGNATURE, MAX_WARMUP_RECORDS, WARMUP_PATH, predict, warm_up  # noqa: E402
-from serving.registry import ModelRegistry, ServedModel, list_versions  # noqa: E402
-from serving.servables import LoadedVersion, Signature, read_signature_defs  # noqa: E402
-from serving.servicers import ModelServicer, PredictionServicer  # noqa: E402
-from serving.status import ServingStatusError  # noqa: E402
-from serving.tensors import (  # noqa: E402
+from serving.predict import DEFAULT_SIGNATURE, MAX_WARMUP_RECORDS, WARMUP_PATH, predict, warm_up
+from serving.registry import ModelRegistry, ServedModel, list_versions
+from serving.servables import LoadedVersion, Signature, read_signature_defs
+from serving.servicers import ModelServicer, PredictionServicer
+from serving.status import ServingStatusError
+from serving.tensors import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -72,7 +69,7 @@ from serving.tensors import (  # noqa: E402
     tensor_from_proto,
     tensors_from_request,
 )
-from serving.tls import (  # noqa: E402
+from serving.tls import (
     SSLConfig,
     check_ssl_config,
     is_loopback,

@@ -8,14 +8,11 @@ aborted with its :class:`~serving.status.ServingStatusError` code and logged on 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first import (see mvke_tf._env)
-
-import grpc  # noqa: E402
-from tensorflow_serving.apis import (  # noqa: E402
+import grpc
+from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -23,10 +20,10 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
-from serving.predict import predict  # noqa: E402
-from serving.registry import ModelRegistry  # noqa: E402
-from serving.status import ServingStatusError, echo, invalid, not_found, one_line  # noqa: E402
-from serving.tensors import RequestLimits  # noqa: E402
+from serving.predict import predict
+from serving.registry import ModelRegistry
+from serving.status import ServingStatusError, echo, invalid, not_found, one_line
+from serving.tensors import RequestLimits
 
 # The server's one logger, whichever module logs: operators and log filters know its records by this name.
 log = logging.getLogger("serving.server")

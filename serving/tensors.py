@@ -5,18 +5,15 @@ the input and the problem. (Responses go the other way with ``tf.make_tensor_pro
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # before TensorFlow's first import (see mvke_tf._env)
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
 
-import tensorflow as tf  # noqa: E402
-from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
-
-from serving.servables import Signature  # noqa: E402
-from serving.status import echo_names, exhausted, invalid, one_line  # noqa: E402
+from serving.servables import Signature
+from serving.status import echo_names, exhausted, invalid, one_line
 
 # gRPC's message size limit both ways (ModelServer's max_message_bytes); request limits derive from it.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
