@@ -254,7 +254,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = base / str(version)
     if target.exists():
         raise CLIError(f"{target} already exists; TF Serving versions are immutable: pick another --version")
-    if args.tags and "tag_tower" not in family_of(model).signatures:
+    family = family_of(model)
+    if args.tags and not family.has_tag_tower:
         raise CLIError(f"--tags: a top_tags signature needs a user-tagging model, not {model.config.model_type}")
     if args.top_tags_max_k < 1:
         raise CLIError(f"--top-tags-max-k: must be at least 1, got {args.top_tags_max_k}")
@@ -264,7 +265,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         )
     except (FileNotFoundError, ValueError) as e:  # the tag vocabulary: no such file, no tags in it
         raise CLIError(str(e)) from e
-    signatures = ", ".join([*family_of(model).signatures, *(["top_tags"] if args.tags else [])])
+    signatures = ", ".join([*family.signatures, *(["top_tags"] if args.tags else [])])
     print(f"exported {model.config.model_type} to {target} (signatures {signatures})")
     print(f"serve it with: mvke-tf serve --model {args.name}={base}")
     return 0

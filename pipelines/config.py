@@ -222,7 +222,7 @@ class PipelineConfig:
             fail("train_eval_split", "give two positive hash-bucket counts, e.g. (4, 1)")
         if not isinstance(self.top_tags_vocabulary, str):
             fail("top_tags_vocabulary", "give the path of a tag file or of a raw data directory, or '' for none")
-        if self.top_tags_vocabulary and "tag_tower" not in self.family.signatures:
+        if self.top_tags_vocabulary and not self.family.has_tag_tower:
             fail("top_tags_vocabulary", f"{self.model_type} has no tag tower: use a two-tower model, or '' for none")
         max_k = self.top_tags_max_k
         if not isinstance(max_k, int) or isinstance(max_k, bool) or max_k < 1:

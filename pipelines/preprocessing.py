@@ -17,7 +17,8 @@ Outputs (see :mod:`mvke_tf.data.transform` for the id conventions):
   e.g. a multi-domain model's domain id as ``int64 [B]`` (a missing one as -1, which the model rejects).
 
 The feature config comes from ``custom_config["features_yaml"]`` (the Trainer gets the
-same path), else the synthetic generator's :func:`~mvke_tf.data.synthetic.feature_config`.
+same path), the model family from ``custom_config["model_family"]`` (:func:`family_of_custom_config`, the
+Trainer's too), else the synthetic generator's :func:`~mvke_tf.data.synthetic.feature_config`.
 This file is also TFX's ``module_file``, so it sets the Keras environment first.
 """
 
@@ -32,7 +33,7 @@ import tensorflow_transform as tft
 from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, FeatureConfig
 from mvke_tf.data import transform as T
 from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS
-from mvke_tf.models.family import family_of
+from mvke_tf.models.family import ModelFamily, family_of
 
 
 def load_feature_config(custom_config: Mapping[str, Any] | None = None) -> FeatureConfig:
@@ -43,6 +44,12 @@ def load_feature_config(custom_config: Mapping[str, Any] | None = None) -> Featu
     from mvke_tf.data import synthetic
 
     return synthetic.feature_config()
+
+
+def family_of_custom_config(custom_config: Mapping[str, Any] | None = None) -> ModelFamily:
+    """The model family (:mod:`mvke_tf.models.family`) of a TFX ``custom_config``: its ``model_family``
+    (as :meth:`pipelines.config.PipelineConfig.custom_config` writes it), ``user_tag`` where it has none."""
+    return family_of(str((custom_config or {}).get("model_family", "user_tag")))
 
 
 def num_buckets(custom_config: Mapping[str, Any] | None = None) -> int:
@@ -61,7 +68,7 @@ def preprocessing_fn(inputs: Mapping[str, Any], custom_config: Mapping[str, Any]
     config = load_feature_config(custom_config)
     buckets = num_buckets(custom_config)
     custom = dict(custom_config or {})
-    family = family_of(str(custom.get("model_family", "user_tag")))
+    family = family_of_custom_config(custom)
     model_config = family.config_from_dict(custom.get("model_config", {}))
     outputs: dict[str, Any] = {}
     for spec in family.input_fields(config, model_config, columns=set(inputs)):

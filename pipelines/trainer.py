@@ -10,9 +10,10 @@ carries the Transform graph, so clients send raw ``tf.Example`` records:
 * ``user_tower``: serialized raw ``tf.Example`` ``[B]`` -> ``<task>_experts [B, S_task, d]``;
 * ``tag_tower``: raw tags ``[B]`` (one tag each) -> ``<task>_embedding``, ``<task>_gate``.
 
-The model family (:mod:`mvke_tf.models.family`, from ``custom_config["model_family"]``) decides the
-fields, the training loop and the signatures. A multi-domain model reads the domain id too (Transform
-passes it through) and trains with its own schedule: M3oE's upper level (alpha / beta) reads the
+The model family (:mod:`mvke_tf.models.family`, from ``custom_config["model_family"]``:
+:func:`~pipelines.preprocessing.family_of_custom_config`) decides the fields, the training loop and
+the signatures. A multi-domain model reads the domain id too (Transform passes it through) and trains
+with its own schedule: M3oE's upper level (alpha / beta) reads the
 validation split (``fn_args.eval_files``: the ``val`` split held out of the training data, never the
 eval split the Evaluator blesses on), and the learned alpha / beta go to the log and ``training.json``.
 For the other families: a pair-ranking model reads the user fields, the ad's tags and (when the
@@ -53,8 +54,7 @@ from mvke_tf.data import transform as T
 from mvke_tf.export.input_types import spec_input_types
 from mvke_tf.export.saved_model import RawInputs, export_saved_model
 from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, resolve_tag_vocabulary
-from mvke_tf.models.family import family_of
-from pipelines.preprocessing import load_feature_config, num_buckets
+from pipelines.preprocessing import family_of_custom_config, load_feature_config, num_buckets
 from pipelines.split_rows import KEY as SPLIT_ROWS_KEY
 
 SHUFFLE_BUFFER = 20_000  # examples shuffled across (on top of the files' order)
@@ -285,7 +285,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
     custom = dict(fn_args.custom_config or {})
     raw_config = load_feature_config(custom)
     config = T.transformed_feature_config(raw_config, num_buckets(custom))
-    family = family_of(str(custom.get("model_family", "user_tag")))
+    family = family_of_custom_config(custom)
     model_config = family.config_from_dict(custom.get("model_config", {}))
     batch_size = int(custom.get("batch_size", 256))
     epochs, steps_per_epoch, budget = training_steps(fn_args, batch_size, int(custom.get("epochs", 1)))
@@ -371,10 +371,7 @@ def run_fn(fn_args: tfx.components.FnArgs) -> None:
         # top_tags: the tag vocabulary (a tag file or a raw data directory, read with the raw feature config;
         # Transform hashes tags, so it keeps no vocabulary of its own). None: the export has no top_tags.
         top_tags = custom.get("top_tags_vocabulary")
-        if top_tags and "tag_tower" in family.signatures:
-            top_tags = resolve_tag_vocabulary(top_tags, raw_config)
-        else:
-            top_tags = None
+        top_tags = resolve_tag_vocabulary(top_tags, raw_config) if top_tags and family.has_tag_tower else None
         export_saved_model(
             model,
             serving_dir,

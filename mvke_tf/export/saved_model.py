@@ -1,18 +1,21 @@
-"""SavedModel export: one signature builder for every model family, the library's and the pipeline's.
+"""SavedModel export of every model family, the library's and the pipeline's.
 
-The input step is the builder's parameter, as in the TFX examples' ``make_serving_signatures``:
-:class:`RawInputs` (the library: raw ``tf.Example`` parsed as the model's fields, which the model
-hashes in its graph) or the pipeline's Transform step (:class:`pipelines.trainer.TransformInputs`:
-the same parsing, then the Transform graph). The family (:mod:`mvke_tf.models.family`) says which
-signatures a model has. The contract:
+Each family builds its own signatures and their warm-up requests
+(:meth:`~mvke_tf.models.family.ModelFamily.serving_signatures` and
+:meth:`~mvke_tf.models.family.ModelFamily.warmup_inputs`, the TFX examples' ``make_serving_signatures``
+once per family); this module saves them, the input step's own signatures and the warm-up file, and
+branches on no family or signature name. The input step is the builders' parameter: :class:`RawInputs`
+(the library: raw ``tf.Example`` parsed as the model's fields, which the model hashes in its graph) or
+the pipeline's Transform step (:class:`pipelines.trainer.TransformInputs`: the same parsing, then the
+Transform graph). The contract:
 
 * ``serving_default`` (every family): ``examples: string [batch]`` (serialized raw ``tf.Example``) ->
   the model's outputs ``[batch]`` named by task (``click``, ``conversion``; ranking models with ESMM add
   ``cvr`` and ``rank_score``). Features the client leaves out count as missing; labels and other
   columns are ignored. A multi-domain model reads the domain id as one of the features.
-* ``user_tower`` (user tagging): ``examples: string [batch]`` (the user fields) -> per task
-  ``<task>_experts [batch, S_task, d_out]`` (MVKE: the VKE outputs after the value projection; other
-  models: the user embedding, ``S_task = 1``).
+* ``user_tower`` (families with a tag tower, ``has_tag_tower``: user tagging): ``examples: string
+  [batch]`` (the user fields) -> per task ``<task>_experts [batch, S_task, d_out]`` (MVKE: the VKE
+  outputs after the value projection; other models: the user embedding, ``S_task = 1``).
 * ``tag_tower`` (user tagging): ``tags: string [batch]`` (one raw tag each) -> per task
   ``<task>_embedding [batch, d_out]``, ``<task>_gate [batch, S_task]`` (the VKG weights; 1 for non-MVKE
   models) and ``<task>_bias [batch]`` (cosine-score models add ``<task>_scale [batch]``).
@@ -39,22 +42,13 @@ import tensorflow as tf
 
 from mvke_tf.config import FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import parse_fields
-from mvke_tf.export.examples import dummy_rows, dummy_tags, examples_from_rows
+from mvke_tf.export.examples import dummy_rows, examples_from_rows
 from mvke_tf.export.input_types import library_input_types, write_input_types
-from mvke_tf.export.top_tags import (
-    DEFAULT_TOP_TAGS_MAX_K,
-    K_INPUT,
-    TOP_TAGS,
-    TagVocabulary,
-    resolve_tag_vocabulary,
-    top_tags_function,
-)
+from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, TOP_TAGS, TagVocabulary
 from mvke_tf.export.warmup import DEFAULT_MODEL_NAME, write_warmup_requests
-from mvke_tf.models.family import family_of
+from mvke_tf.models.family import EXAMPLES_INPUT, family_of
 
-SIGNATURES = ("serving_default", "user_tower", "tag_tower")
-EXAMPLES_INPUT = "examples"  # serving_default, user_tower: serialized tf.Example [batch]
-TAGS_INPUT = "tags"  # tag_tower: one raw tag per row [batch]
+SIGNATURES = ("serving_default", "user_tower", "tag_tower")  # the most any family has (besides top_tags)
 
 
 class RawInputs:
@@ -109,40 +103,8 @@ def serving_functions(
     """
     inputs = inputs or RawInputs()
     inputs.attach(model)
-    family = family_of(model)
-    extra = family.extra_inputs(model)
-    examples = tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
-
-    @tf.function(input_signature=[examples])
-    def serving_default(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        return family.serve(model, inputs.features(examples, model.fields, extra))
-
-    @tf.function(input_signature=[examples])
-    def user_tower(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-        return family.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TAGS_INPUT)])
-    def tag_tower(tags: tf.Tensor) -> dict[str, tf.Tensor]:
-        return family.tag_tower_outputs(model, inputs.tags(tags, model.feature_config.tag_field))
-
-    builders = {"serving_default": serving_default, "user_tower": user_tower, "tag_tower": tag_tower}
-    functions = {name: builders[name] for name in family.signatures}
-    functions.update(inputs.signatures())
-    concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
-    if tags is not None:
-        if "tag_tower" not in concrete:
-            raise ValueError(
-                f"tags: a top_tags signature needs a two-tower (user tagging) model; {family.name} models have "
-                f"{list(family.signatures)}; fix: export without a tag vocabulary"
-            )
-        vocabulary = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
-
-        def user_experts(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-            return family.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
-
-        concrete[TOP_TAGS] = top_tags_function(
-            model, user_experts, concrete["tag_tower"], vocabulary, top_tags_max_k, list(model.tasks)
-        )
+    concrete = family_of(model).serving_signatures(model, inputs, tags=tags, top_tags_max_k=top_tags_max_k)
+    concrete.update({name: fn.get_concrete_function() for name, fn in inputs.signatures().items()})
     return concrete
 
 
@@ -174,17 +136,7 @@ def warmup_requests(
         rows.update(family.made_up_columns(model, 2))
         examples = examples_from_rows(rows, fc, dtypes) if rows else [tf.train.Example().SerializeToString()] * 2
     batch = np.array(list(examples), dtype=object)
-    requests: dict[str, dict[str, Any]] = {}
-    for name in family.signatures:
-        if name == "tag_tower":
-            raw = tags if tags is not None else dummy_tags(fc, 2)
-            encoded = [t.encode() if isinstance(t, str) else t for t in raw]
-            requests[name] = {TAGS_INPUT: np.array(encoded, dtype=object)}
-        else:
-            requests[name] = {EXAMPLES_INPUT: batch}
-    if top_tags_k is not None:
-        requests[TOP_TAGS] = {EXAMPLES_INPUT: batch, K_INPUT: np.array(top_tags_k, dtype=np.int32)}
-    return requests
+    return family.warmup_inputs(model, batch, tags, fc, top_tags_k)
 
 
 def export_saved_model(

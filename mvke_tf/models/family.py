@@ -13,9 +13,17 @@ Three families share the interface of :class:`ModelFamily`:
   being one of the features.
 
 Each family names the models a user picks (``--model``), its config class, the fields its models
-read from a dataset's :class:`~mvke_tf.config.FeatureConfig`, how a model is built and compiled and
-which signatures its export has. Every model has the attributes ``config``, ``fields`` and ``tasks``.
-Code outside this package dispatches through :func:`family_of` and never tests a model's class.
+read from a dataset's :class:`~mvke_tf.config.FeatureConfig`, how a model is built and compiled, and
+builds its export's serving signatures and their warm-up requests (:meth:`ModelFamily.serving_signatures`,
+:meth:`ModelFamily.warmup_inputs`; the TFX examples' ``make_serving_signatures``, once per family). What
+a family can do is declared as attributes (:attr:`ModelFamily.has_tag_tower`,
+:attr:`ModelFamily.has_domains`), never read off its signature names. Every model has the attributes
+``config``, ``fields`` and ``tasks``. Code outside this package dispatches through :func:`family_of` and
+never tests a model's class.
+
+Families are registered (:func:`register_family`, also a class decorator): :data:`FAMILIES` and
+:data:`MODEL_NAMES` hold what is registered, the three above at import; a family defined elsewhere
+(e.g. in a test) is registered the same way and then works with every entry point.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import tensorflow as tf
 
@@ -49,8 +57,17 @@ MULTIDOMAIN_PREFIX = "md_"
 (``md_mmoe``, ``md_ple``, ``md_shared_bottom``, ``md_mlp``); ``m3oe`` and ``star`` keep their names."""
 
 
+EXAMPLES_INPUT = "examples"  # serving_default, user_tower, top_tags: serialized tf.Example [batch]
+TAGS_INPUT = "tags"  # tag_tower: one raw tag per row [batch]
+
+
+def examples_spec() -> tf.TensorSpec:
+    """The input of every signature on serialized ``tf.Example``: ``examples: string [batch]``."""
+    return tf.TensorSpec([None], tf.string, name=EXAMPLES_INPUT)
+
+
 class ModelFamily(abc.ABC):
-    """One family of models: its names, config, fields, builder, compile step and signatures."""
+    """One family of models: its names, config, fields, builder, compile step, capabilities and signatures."""
 
     name: ClassVar[str]
     config_class: ClassVar[type]
@@ -58,7 +75,14 @@ class ModelFamily(abc.ABC):
     model_names: ClassVar[tuple[str, ...]]
     """The names a user picks on the command line and in pipeline configs."""
     signatures: ClassVar[tuple[str, ...]] = ("serving_default",)
-    """The export's serving signatures (see :mod:`mvke_tf.export.saved_model`)."""
+    """The names of the signatures :meth:`serving_signatures` builds (see :mod:`mvke_tf.export.saved_model`),
+    besides ``top_tags``."""
+    has_tag_tower: ClassVar[bool] = False
+    """Whether the models score users against tags through a tag tower: the export has ``user_tower`` and
+    ``tag_tower`` and, given a tag vocabulary, ``top_tags``."""
+    has_domains: ClassVar[bool] = False
+    """Whether each example names its domain (a feature, :meth:`domain_feature`) and the model scores each
+    domain apart."""
     strategies: ClassVar[tuple[str, ...]] = STRATEGIES
     """The ``tf.distribute`` strategies its training runs under (:data:`mvke_tf.config.STRATEGIES`)."""
 
@@ -157,6 +181,50 @@ class ModelFamily(abc.ABC):
         """``serving_default``'s outputs for parsed (and, in a pipeline, transformed) ``features``."""
         return model(dict(features), training=False)
 
+    def serving_signatures(
+        self,
+        model: tf.keras.Model,
+        inputs: Any,
+        *,
+        tags: Any = None,
+        top_tags_max_k: int | None = None,
+    ) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        """The traced serving signatures of ``model`` (the names of :attr:`signatures`) over the input step
+        ``inputs`` (:class:`mvke_tf.export.saved_model.RawInputs` or the pipeline's Transform step).
+
+        This one: ``serving_default`` (:meth:`serve` on the examples parsed as ``model.fields`` and
+        :meth:`extra_inputs`). ``tags``, ``top_tags_max_k``: the ``top_tags`` signature, for families with
+        a tag tower (:attr:`has_tag_tower`); any other family raises ValueError given ``tags``.
+        """
+        if tags is not None:
+            raise ValueError(
+                f"tags: a top_tags signature needs a two-tower (user tagging) model; {self.name} models have "
+                f"{list(self.signatures)}; fix: export without a tag vocabulary"
+            )
+        extra = self.extra_inputs(model)
+
+        @tf.function(input_signature=[examples_spec()])
+        def serving_default(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+            return self.serve(model, inputs.features(examples, model.fields, extra))
+
+        return {"serving_default": serving_default.get_concrete_function()}
+
+    def warmup_inputs(
+        self,
+        model: tf.keras.Model,
+        examples: Any,
+        tags: Sequence[str | bytes] | None = None,
+        feature_config: FeatureConfig | None = None,
+        top_tags_k: int | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """One warm-up request (``{input name: batch}``) per signature of :meth:`serving_signatures`, in
+        the order of :attr:`signatures`, given made-up serialized ``examples`` (a numpy object array).
+
+        ``tags``, ``feature_config``: raw tags for a tag tower (default: made up from ``feature_config``);
+        ``top_tags_k``: the ``k`` of a ``top_tags`` request (None: the export has no ``top_tags``).
+        """
+        return {"serving_default": {EXAMPLES_INPUT: examples}}
+
     def owns(self, thing: Any) -> bool:
         """Whether ``thing`` (a model name, a config or a model) belongs to this family."""
         if isinstance(thing, str):
@@ -164,12 +232,73 @@ class ModelFamily(abc.ABC):
         return isinstance(thing, (self.config_class, self.model_class))
 
 
+FAMILIES: dict[str, ModelFamily] = {}
+"""The registered families by name, in registration order (:func:`register_family`)."""
+
+
+class _ModelNames(Sequence):
+    """Every registered model name, in family order: a live view of :data:`FAMILIES`."""
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(n for f in FAMILIES.values() for n in f.model_names)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._names()[i]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+MODEL_NAMES: Sequence[str] = _ModelNames()
+"""Every model name, in family order (of the families registered now)."""
+
+_F = TypeVar("_F", ModelFamily, type)
+
+
+def register_family(family: _F) -> _F:
+    """Registers a model family (an instance, or a :class:`ModelFamily` subclass, which is instantiated:
+    ``@register_family`` decorates a family class); returns its argument.
+
+    Raises:
+      ConfigError: when its name or one of its model names is taken (by a family or a model name).
+      TypeError: when ``family`` is no :class:`ModelFamily`.
+    """
+    instance = family() if isinstance(family, type) else family
+    if not isinstance(instance, ModelFamily):
+        raise TypeError(f"register_family: {family!r} is no ModelFamily; fix: subclass {ModelFamily.__qualname__}")
+    name = instance.name
+    if name in FAMILIES or name in MODEL_NAMES:
+        raise ConfigError(
+            f"model family {name!r}: name is taken; fix: pick another name, or unregister_family({name!r}) first"
+        )
+    taken = sorted(n for n in instance.model_names if n in MODEL_NAMES or n in FAMILIES or n == name)
+    if taken or len(set(instance.model_names)) != len(instance.model_names):
+        raise ConfigError(
+            f"model family {name!r}: model_names {taken or list(instance.model_names)} are taken or repeated; "
+            "fix: give each model a name no registered family uses"
+        )
+    FAMILIES[name] = instance
+    return family
+
+
+def unregister_family(name: str) -> ModelFamily:
+    """Removes the family ``name`` from the registry; returns it."""
+    if name not in FAMILIES:
+        raise ConfigError(f"model family {name!r} is not registered; fix: use one of {', '.join(FAMILIES)}")
+    return FAMILIES.pop(name)
+
+
+@register_family
 class UserTagFamily(ModelFamily):
     name = "user_tag"
     config_class = ModelConfig
     model_class = UserTagModel
     model_names = MODEL_TYPES
     signatures = ("serving_default", "user_tower", "tag_tower")
+    has_tag_tower = True
 
     def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
         config = ModelConfig.from_dict({**ModelConfig(model_type=model_name).to_dict(), **dict(overrides or {})})
@@ -200,7 +329,70 @@ class UserTagFamily(ModelFamily):
                 out[f"{t}_scale"] = ones * tf.cast(model.cosine_scale[t], e.dtype)
         return out
 
+    def serving_signatures(
+        self,
+        model: tf.keras.Model,
+        inputs: Any,
+        *,
+        tags: Any = None,
+        top_tags_max_k: int | None = None,
+    ) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        """``serving_default``, ``user_tower`` (the user fields -> :meth:`user_tower_outputs`), ``tag_tower``
+        (raw tags -> :meth:`tag_tower_outputs`) and, given ``tags`` (a tag vocabulary, as
+        :func:`~mvke_tf.export.top_tags.resolve_tag_vocabulary` takes it), ``top_tags`` with ``k`` up to
+        ``top_tags_max_k`` (default :data:`~mvke_tf.export.top_tags.DEFAULT_TOP_TAGS_MAX_K`)."""
+        from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, TOP_TAGS, resolve_tag_vocabulary, top_tags_function
 
+        concrete = super().serving_signatures(model, inputs)
+
+        @tf.function(input_signature=[examples_spec()])
+        def user_tower(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+            return self.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TAGS_INPUT)])
+        def tag_tower(tags: tf.Tensor) -> dict[str, tf.Tensor]:
+            return self.tag_tower_outputs(model, inputs.tags(tags, model.feature_config.tag_field))
+
+        concrete["user_tower"] = user_tower.get_concrete_function()
+        concrete["tag_tower"] = tag_tower.get_concrete_function()
+        if tags is not None:
+            vocabulary = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
+
+            def user_experts(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+                return self.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
+
+            max_k = DEFAULT_TOP_TAGS_MAX_K if top_tags_max_k is None else top_tags_max_k
+            concrete[TOP_TAGS] = top_tags_function(
+                model, user_experts, concrete["tag_tower"], vocabulary, max_k, list(model.tasks)
+            )
+        return concrete
+
+    def warmup_inputs(
+        self,
+        model: tf.keras.Model,
+        examples: Any,
+        tags: Sequence[str | bytes] | None = None,
+        feature_config: FeatureConfig | None = None,
+        top_tags_k: int | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """``serving_default`` and ``user_tower`` on ``examples``, ``tag_tower`` on ``tags`` (default: two
+        made-up tags of ``feature_config``), ``top_tags`` on ``examples`` and ``k = top_tags_k``."""
+        import numpy as np
+
+        from mvke_tf.export.examples import dummy_tags
+        from mvke_tf.export.top_tags import K_INPUT, TOP_TAGS
+
+        raw = tags if tags is not None else dummy_tags(feature_config, 2)
+        encoded = [t.encode() if isinstance(t, str) else t for t in raw]
+        requests = super().warmup_inputs(model, examples)
+        requests["user_tower"] = {EXAMPLES_INPUT: examples}
+        requests["tag_tower"] = {TAGS_INPUT: np.array(encoded, dtype=object)}
+        if top_tags_k is not None:
+            requests[TOP_TAGS] = {EXAMPLES_INPUT: examples, K_INPUT: np.array(top_tags_k, dtype=np.int32)}
+        return requests
+
+
+@register_family
 class RankingFamily(ModelFamily):
     name = "ranking"
     config_class = RankingConfig
@@ -260,11 +452,13 @@ class RankingFamily(ModelFamily):
         }
 
 
+@register_family
 class MultiDomainFamily(ModelFamily):
     name = "multi_domain"
     config_class = MultiDomainConfig
     model_class = MultiDomainModel
     model_names = tuple(t if t in ("m3oe", "star") else MULTIDOMAIN_PREFIX + t for t in MULTIDOMAIN_MODEL_TYPES)
+    has_domains = True
     # The bi-level loop (mvke_tf.models.multidomain_training.train_multidomain) runs on one device.
     strategies = ("default",)
 
@@ -350,11 +544,6 @@ class MultiDomainFamily(ModelFamily):
         """The learned fusion weights alpha / beta (after the sigmoid), for M3oE."""
         values = model.fusion_values()
         return {"fusion_weights": values} if values else {}
-
-
-FAMILIES: dict[str, ModelFamily] = {f.name: f for f in (UserTagFamily(), RankingFamily(), MultiDomainFamily())}
-MODEL_NAMES: tuple[str, ...] = tuple(n for f in FAMILIES.values() for n in f.model_names)
-"""Every model name, in family order."""
 
 
 def family_of(thing: Any) -> ModelFamily:

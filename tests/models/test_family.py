@@ -1,4 +1,5 @@
-"""One model-family interface: names, configs, fields, builders, one export path, model directories."""
+"""One model-family interface: names, configs, fields, builders, capabilities, each family's export
+signatures, a registry (a family defined here works everywhere), model directories."""
 
 import ast
 from pathlib import Path
@@ -13,7 +14,15 @@ from mvke_tf.data.dataset import parse_fields
 from mvke_tf.export import export_saved_model
 from mvke_tf.export.examples import dummy_rows, examples_from_rows
 from mvke_tf.export.warmup import read_warmup_requests
-from mvke_tf.models.family import FAMILIES, MODEL_NAMES, family_of
+from mvke_tf.models.family import (
+    FAMILIES,
+    MODEL_NAMES,
+    ModelFamily,
+    config_for_data,
+    family_of,
+    register_family,
+    unregister_family,
+)
 from mvke_tf.models.model_dir import load_model_dir, save_model_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,9 +100,67 @@ def test_every_model_has_config_fields_tasks_and_the_family_signatures(exported)
     assert sorted(logged) == sorted(family.signatures)
 
 
+def test_capabilities_are_attributes_of_the_family():
+    assert {n: (f.has_tag_tower, f.has_domains) for n, f in FAMILIES.items()} == {
+        "user_tag": (True, False),
+        "ranking": (False, False),
+        "multi_domain": (False, True),
+    }
+    for family in FAMILIES.values():
+        assert ("tag_tower" in family.signatures) == family.has_tag_tower
+        assert (family.domain_feature(family.config_for(family.model_names[0], TINY[family.name])) is not None) == (
+            family.has_domains
+        )
+
+
+# The exported signatures of the tiny models of TINY, as they were before each family built its own
+# (checked once by hand against an export by the earlier saved_model.py: same names, specs, warm-up
+# requests and bit-identical outputs): {signature: ({input: (shape, dtype)}, {output: (shape, dtype)})}.
+_S, _F = tf.string, tf.float32
+SIGNATURE_SPECS = {
+    "user_tag": {
+        "serving_default": ({"examples": ([None], _S)}, {"click": ([None], _F), "conversion": ([None], _F)}),
+        "user_tower": (
+            {"examples": ([None], _S)},
+            {"click_experts": ([None, 3, 4], _F), "conversion_experts": ([None, 4, 4], _F)},
+        ),
+        "tag_tower": (
+            {"tags": ([None], _S)},
+            {
+                **{f"{t}_embedding": ([None, 4], _F) for t in ("click", "conversion")},
+                **{f"{t}_bias": ([None], _F) for t in ("click", "conversion")},
+                "click_gate": ([None, 3], _F),
+                "conversion_gate": ([None, 4], _F),
+            },
+        ),
+    },
+    "ranking": {
+        "serving_default": (
+            {"examples": ([None], _S)},
+            {k: ([None], _F) for k in ("click", "conversion", "cvr", "rank_score")},
+        ),
+    },
+    "multi_domain": {
+        "serving_default": ({"examples": ([None], _S)}, {"click": ([None], _F), "conversion": ([None], _F)}),
+    },
+}
+
+
+def _specs(fn):
+    return (
+        {k: (v.shape.as_list(), v.dtype) for k, v in fn.structured_input_signature[1].items()},
+        {k: (v.shape.as_list(), v.dtype) for k, v in fn.structured_outputs.items()},
+    )
+
+
+def test_each_family_exports_the_signatures_it_always_had(exported):
+    family, _, _, loaded = exported
+    assert {name: _specs(fn) for name, fn in loaded.signatures.items()} == SIGNATURE_SPECS[family.name]
+
+
 def test_serving_default_returns_what_the_model_returns(exported):
     family, model, _, loaded = exported
-    domains = [0, 1, 2, 1, 0, 2] if family.name == "multi_domain" else None
+    domains = [0, 1, 2, 1, 0, 2] if family.has_domains else None
     examples = tf.constant(_examples(6, domains))
     got = loaded.signatures["serving_default"](examples=examples)
     features = parse_fields(examples, model.fields, family.extra_inputs(model))
@@ -134,16 +201,137 @@ def test_model_dir_round_trip(name, tmp_path):
         load_model_dir(tmp_path / "m")
 
 
+# ---------------------------------------------------------------- a family registered from outside the library
+class ToyConfig:
+    """A toy family's config: its tasks and nothing to tune."""
+
+    def __init__(self, tasks=("click",)):
+        self.tasks = tuple(tasks)
+        self.loss_weights = {t: 1.0 for t in self.tasks}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)
+
+
+class ToyModel(tf.keras.Model):
+    """Logistic regression on one hashed categorical field."""
+
+    def __init__(self, config, fields):
+        super().__init__(name="toy_lr")
+        self.config, self.fields, self.tasks = config, tuple(fields), config.tasks
+        self.embedding = tf.keras.layers.Embedding(8, len(self.tasks))
+
+    def logits(self, features):
+        return self.embedding(tf.strings.to_hash_bucket_fast(features[self.fields[0].name], 8))
+
+    def call(self, features, training=False):
+        return {t: tf.sigmoid(self.logits(features)[:, i]) for i, t in enumerate(self.tasks)}
+
+
+class ToyFamily(ModelFamily):
+    """A family of one model with a signature of its own (``toy_logit``), registered by the test only."""
+
+    name = "toy"
+    config_class = ToyConfig
+    model_class = ToyModel
+    model_names = ("toy_lr",)
+    signatures = ("serving_default", "toy_logit")
+
+    def config_for(self, model_name, overrides=None, scale=1.0):
+        return ToyConfig(**dict(overrides or {}))
+
+    def input_fields(self, feature_config, config, columns=None):
+        return (feature_config.user_fields[0],)
+
+    def build(self, feature_config, config, fields=None):
+        model = ToyModel(config, fields or self.input_fields(feature_config, config))
+        model(parse_fields(tf.constant(_examples(1)), model.fields))
+        return model
+
+    def serving_signatures(self, model, inputs, *, tags=None, top_tags_max_k=None):
+        concrete = super().serving_signatures(model, inputs, tags=tags, top_tags_max_k=top_tags_max_k)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def toy_logit(examples):
+            return {"logit": model.logits(inputs.features(examples, model.fields))}
+
+        concrete["toy_logit"] = toy_logit.get_concrete_function()
+        return concrete
+
+    def warmup_inputs(self, model, examples, tags=None, feature_config=None, top_tags_k=None):
+        return {**super().warmup_inputs(model, examples), "toy_logit": {"examples": examples}}
+
+
+@pytest.fixture
+def toy():
+    family = register_family(ToyFamily())
+    try:
+        yield family
+    finally:
+        unregister_family("toy")
+
+
+def test_a_registered_family_works_with_the_lookups_and_the_export(toy, tmp_path):
+    assert FAMILIES["toy"] is toy and "toy_lr" in MODEL_NAMES and MODEL_NAMES[-1] == "toy_lr"
+    config = config_for_data("toy_lr", FC)
+    assert family_of("toy_lr") is family_of("toy") is family_of(config) is toy
+    assert config.tasks == FC.labels
+    model = toy.build(FC, config)
+    assert family_of(model) is toy and not toy.has_tag_tower and not toy.has_domains
+    _randomize(model)
+    path = export_saved_model(model, tmp_path / "1", feature_config=FC)
+    loaded = tf.saved_model.load(str(path))
+    assert set(loaded.signatures) == set(toy.signatures)
+    logged = [r.predict_log.request.model_spec.signature_name for r in read_warmup_requests(path)]
+    assert logged == list(toy.signatures)
+    examples = tf.constant(_examples(4))
+    want = model(parse_fields(examples, model.fields))
+    got = loaded.signatures["serving_default"](examples=examples)
+    for t in FC.labels:
+        np.testing.assert_allclose(got[t].numpy(), want[t].numpy(), rtol=1e-6)
+    assert loaded.signatures["toy_logit"](examples=examples)["logit"].shape == (4, len(FC.labels))
+    with pytest.raises(ValueError, match="tags: a top_tags signature needs a two-tower.*fix: export without"):
+        export_saved_model(model, tmp_path / "2", feature_config=FC, tags=["t1"])
+
+
+def test_the_registry_refuses_taken_names_and_forgets_unregistered_families(toy):
+    with pytest.raises(ConfigError, match="model family 'toy': name is taken; fix: .*unregister_family"):
+        register_family(ToyFamily)
+
+    class Clash(ToyFamily):
+        name = "clash"
+        model_names = ("mvke_mt",)
+
+    with pytest.raises(ConfigError, match=r"model family 'clash': model_names \['mvke_mt'\] .*fix:"):
+        register_family(Clash)
+    assert "clash" not in FAMILIES
+    unregister_family("toy")
+    with pytest.raises(ConfigError, match="'toy_lr' is in no model family"):
+        family_of("toy_lr")
+    assert "toy_lr" not in MODEL_NAMES
+    register_family(toy)  # for the fixture to unregister
+
+
+def test_the_family_of_a_tfx_custom_config():
+    from pipelines.preprocessing import family_of_custom_config
+
+    assert family_of_custom_config(None) is FAMILIES["user_tag"]
+    assert family_of_custom_config({"model_family": "multi_domain"}) is FAMILIES["multi_domain"]
+
+
 # ---------------------------------------------------------------- no family branch outside the family module
 MODEL_CLASSES = {"UserTagModel", "RankingModel", "MultiDomainModel", "ModelConfig", "RankingConfig"} | {
     "MultiDomainConfig"
 }
 FAMILY_CONSTANTS = {"RANKING_MODEL_NAMES", "MODEL_TYPES", "MULTIDOMAIN_MODEL_TYPES", "RANKING_TYPES"}
+SIGNATURE_NAMES = {"serving_default", "user_tower", "tag_tower", "top_tags"}
 
 
 def family_branches(tree: ast.AST) -> list[str]:
-    """``isinstance(x, <a model or config class>)``, comparisons with a family's name, and membership
-    tests against a family's list of model names."""
+    """``isinstance(x, <a model or config class>)``, comparisons with a family's name, membership tests
+    against a family's list of model names, and tests of a signature name (a capability is an attribute
+    of the family: ``has_tag_tower``, not ``"tag_tower" in family.signatures``)."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
@@ -159,6 +347,8 @@ def family_branches(tree: ast.AST) -> list[str]:
                     found.append(f"line {node.lineno}: compares with a family name")
                 if isinstance(op, (ast.In, ast.NotIn)) and getattr(right, "id", None) in FAMILY_CONSTANTS:
                     found.append(f"line {node.lineno}: membership in a family's model names")
+                if any(isinstance(o, ast.Constant) and o.value in SIGNATURE_NAMES for o in operands):
+                    found.append(f"line {node.lineno}: tests a signature name")
     return found
 
 
@@ -168,8 +358,11 @@ def test_the_branch_finder_finds_what_it_looks_for():
         "if custom.get('model_family') == 'ranking': pass\n"
         "if name in RANKING_MODEL_NAMES: pass\n"
         "if isinstance(x, dict) and name == 'other': pass\n"
+        "if 'tag_tower' not in family.signatures: pass\n"
+        "if name == 'top_tags': pass\n"
     )
-    assert [f.split(":")[0] for f in family_branches(ast.parse(code))] == ["line 1", "line 2", "line 3"]
+    found = [f.split(":")[0] for f in family_branches(ast.parse(code))]
+    assert found == ["line 1", "line 2", "line 3", "line 5", "line 6"]
 
 
 def test_no_family_specific_branch_outside_the_models_package():

@@ -34,7 +34,7 @@ def test_every_signature_of_every_family_runs_in_the_cpp_runtime_like_python(nam
     model = family.build(FC, family.config_for(name, MODELS[name]))
     randomize_weights(model, seed=1)
     # Two-tower models also get top_tags (a tag vocabulary given): TFRS BruteForce, the k check, string outputs.
-    tags = TAGS if "tag_tower" in family.signatures else None
+    tags = TAGS if family.has_tag_tower else None
     export_saved_model(model, tmp_path / "1", feature_config=FC, tags=tags, top_tags_max_k=3)
     report = check_export(tmp_path / "1")
     want = set(family.signatures) | ({"top_tags"} if tags else set())
