@@ -253,7 +253,7 @@ def run_in_subprocess(rows: int, args: argparse.Namespace) -> RunResult:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, "-m", "benchmarks.pipeline", "--rows", str(rows), "--users", str(args.users)]
         cmd += ["--config", args.config, "--train-steps", str(args.train_steps), "--out", args.out]
-        cmd += ["--runner", getattr(args, "runner", "direct"), "--workers", str(getattr(args, "workers", 2))]
+        cmd += ["--runner", args.runner, "--workers", str(args.workers)]
         cmd += ["--result-json", str(out)]
         subprocess.run(cmd, check=True)
         data = json.loads(out.read_text())
@@ -270,7 +270,7 @@ def run_one(rows: int, args: argparse.Namespace) -> RunResult:
     label = f"{rows:,} rows"
     out = Path(args.out).resolve()
     data, generate_s = _data(rows, args.users, out, label)
-    runner = getattr(args, "runner", "direct")
+    runner = args.runner
     run_dir = out / (f"run-{rows}" if runner == "direct" else f"run-{rows}-{runner}")
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh pipeline root and ML Metadata per run
     config = main_job_config(rows, data, run_dir, args)
@@ -279,7 +279,7 @@ def run_one(rows: int, args: argparse.Namespace) -> RunResult:
         if runner == "portable":
             from pipelines.portable import PortableCluster
 
-            cluster = stack.enter_context(PortableCluster(workers=getattr(args, "workers", 2)))
+            cluster = stack.enter_context(PortableCluster(workers=args.workers))
             config = dataclasses.replace(config, beam_pipeline_args=tuple(cluster.beam_pipeline_args))
         stack.enter_context(_Heartbeat(f"{label} pipeline"))
         progress = stack.enter_context(ProgressReporter(config.metadata_path, config.pipeline_name, out=sys.stderr))

@@ -345,9 +345,11 @@ class UserTagFamily(ModelFamily):
 
         concrete = super().serving_signatures(model, inputs)
 
-        @tf.function(input_signature=[examples_spec()])
-        def user_tower(examples: tf.Tensor) -> dict[str, tf.Tensor]:
+        def user_experts(examples: tf.Tensor) -> dict[str, tf.Tensor]:
             return self.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
+
+        # The same function serves user_tower and, traced inside it, top_tags' user side.
+        user_tower = tf.function(user_experts, input_signature=[examples_spec()])
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TAGS_INPUT)])
         def tag_tower(tags: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -357,10 +359,6 @@ class UserTagFamily(ModelFamily):
         concrete["tag_tower"] = tag_tower.get_concrete_function()
         if tags is not None:
             vocabulary = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
-
-            def user_experts(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-                return self.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
-
             max_k = DEFAULT_TOP_TAGS_MAX_K if top_tags_max_k is None else top_tags_max_k
             concrete[TOP_TAGS] = top_tags_function(
                 model, user_experts, concrete["tag_tower"], vocabulary, max_k, list(model.tasks)
