@@ -25,6 +25,8 @@ EXTRAS = {
     # cryptography: the TLS tests make a CA and certificates at run time.
     "dev": ["pytest>=8", "pytest-xdist>=3.6", "ruff>=0.6", "cryptography>=42"],
 }
+NAMESPACED = ("pipelines", "serving")  # repository folders installed as mvke_tf.<name>
+
 EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
 
 setup(
@@ -32,12 +34,14 @@ setup(
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.10,<3.11",
-    packages=find_packages(
-        include=[f"{pkg}{sub}" for pkg in ("mvke_tf", "pipelines", "serving", "benchmarks") for sub in ("", ".*")]
-    ),
+    # Everything installs under the project's namespace: the library, and the repository's pipelines/ and
+    # serving/ folders as mvke_tf.pipelines and mvke_tf.serving. benchmarks/ is not installed (it runs from a
+    # source checkout: python -m benchmarks.<name>, mvke-tf bench).
+    packages=find_packages(include=["mvke_tf", "mvke_tf.*"]) + [f"mvke_tf.{pkg}" for pkg in NAMESPACED],
+    package_dir={f"mvke_tf.{pkg}": pkg for pkg in NAMESPACED},
     package_data={
-        "pipelines": ["configs/*.yaml", "configs/beam/*.yaml", "schemas/*.pbtxt", "Dockerfile"],
-        "serving": ["deploy/*", "native/*.c"],
+        "mvke_tf.pipelines": ["configs/*.yaml", "configs/beam/*.yaml", "schemas/*.pbtxt", "Dockerfile"],
+        "mvke_tf.serving": ["deploy/*", "native/*.c"],
     },
     install_requires=CORE,
     extras_require=EXTRAS,

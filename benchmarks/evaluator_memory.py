@@ -5,7 +5,7 @@
 ``--before REV``: the ``pipelines/evaluator.py`` of the git revision ``REV`` runs side by side with the
 working tree's (``git show REV:pipelines/evaluator.py``, imported from a copy in ``--out``).
 
-Runs only the Evaluator's Beam evaluation: :func:`pipelines.evaluator.BatchedEvaluation` and TFMA's
+Runs only the Evaluator's Beam evaluation: :func:`mvke_tf.pipelines.evaluator.BatchedEvaluation` and TFMA's
 ``WriteResults``, as the Executor runs them, with the main job's eval config
 (``pipelines/configs/synthetic.yaml``: per task ExampleCount, AUC, AUC-PR, Calibration, MeanLabel,
 MeanPrediction, GAUC by user; the overall slice and three slice features), the main job's Beam options
@@ -55,7 +55,7 @@ def _status_kib(field: str) -> float:
 
 def _main_job(data: Path, root: Path) -> Any:
     """The main job's ``PipelineConfig`` on ``data``."""
-    from pipelines.__main__ import _parser, config_from_settings, settings_from_args
+    from mvke_tf.pipelines.__main__ import _parser, config_from_settings, settings_from_args
 
     argv = ["run", "--config", MAIN_JOB, "--root", str(root), "--data-root", str(data)]
     return config_from_settings(settings_from_args(_parser().parse_args(argv)))
@@ -92,11 +92,11 @@ def prepare(out: Path, eval_rows: int, users: int) -> tuple[Path, Path]:
 
 
 def _load_evaluator(path: str | None) -> Any:
-    """``pipelines.evaluator``, or the module in the file ``path`` (an older version of it)."""
+    """``mvke_tf.pipelines.evaluator``, or the module in the file ``path`` (an older version of it)."""
     if not path:
-        import pipelines.evaluator
+        import mvke_tf.pipelines.evaluator
 
-        return pipelines.evaluator
+        return mvke_tf.pipelines.evaluator
     spec = importlib.util.spec_from_file_location("evaluator_before", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # Beam pickles the module's functions by reference
@@ -111,11 +111,10 @@ def run_one(data: Path, model: Path, eval_rows: int, module_path: str | None, wo
     import tensorflow as tf
     import tensorflow_model_analysis as tfma
     from apache_beam.options.pipeline_options import PipelineOptions
+    from mvke_tf.pipelines.pipeline import eval_config
     from tensorflow_metadata.proto.v0 import schema_pb2
     from tensorflow_transform.tf_metadata import schema_utils
     from tfx.utils import io_utils
-
-    from pipelines.pipeline import eval_config
 
     evaluator = _load_evaluator(module_path)
     config = _main_job(data, work / "root")

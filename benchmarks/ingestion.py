@@ -64,11 +64,10 @@ def write_table(root: Path, rows: int) -> None:
 def run_format(fmt: str, data_root: Path, work: Path) -> tuple[dict[str, float], str]:
     """ExampleGen + StatisticsGen on one format: ``{component: seconds}`` from ML Metadata, and the rows per
     split StatisticsGen counted."""
+    from mvke_tf.pipelines.config import PipelineConfig
+    from mvke_tf.pipelines.pipeline import _example_gen, _statistics_options
+    from mvke_tf.pipelines.progress import ProgressReporter
     from tfx import v1 as tfx
-
-    from pipelines.config import PipelineConfig
-    from pipelines.pipeline import _example_gen, _statistics_options
-    from pipelines.progress import ProgressReporter
 
     config = PipelineConfig(
         pipeline_name=f"ingest-{fmt}",

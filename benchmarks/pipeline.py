@@ -4,9 +4,9 @@
 
 For each row count: generate the synthetic data as gzipped TFRecord (reused when ``metadata.json``
 shows the same generator config), then run the main job's pipeline on it in a fresh Python process
-(``pipelines.pipeline.run_local``, a fresh pipeline root and ML Metadata; a fresh process so that no
+(``mvke_tf.pipelines.pipeline.run_local``, a fresh pipeline root and ML Metadata; a fresh process so that no
 size inherits another's memory) and record, per component
-(:class:`pipelines.progress.ProgressReporter`): wall seconds (from ML Metadata), CPU seconds of the
+(:class:`mvke_tf.pipelines.progress.ProgressReporter`): wall seconds (from ML Metadata), CPU seconds of the
 process and its Beam workers, and the process's peak resident memory while it ran. Prints the
 tables and writes them to docs/benchmarks.md (section ``pipeline``).
 """
@@ -77,7 +77,7 @@ def evaluation_auc(evaluation_uri: str | None, tasks: Sequence[str] = TASKS) -> 
     """Overall-slice AUC per task from the Evaluator's output directory (None where missing)."""
     if not evaluation_uri:
         return {t: None for t in tasks}
-    from pipelines.evaluation import slice_metrics
+    from mvke_tf.pipelines.evaluation import slice_metrics
 
     overall = next((r for r in slice_metrics(evaluation_uri) if r.slice == "overall"), None)
     return {t: (overall.metrics.get(t, {}).get("auc") if overall else None) for t in tasks}
@@ -232,7 +232,7 @@ MAIN_JOB = "pipelines/configs/synthetic.yaml"
 
 def main_job_config(rows: int, data: Path, run_dir: Path, args: argparse.Namespace):
     """The main job's PipelineConfig (``MAIN_JOB``) on ``data``, rooted in ``run_dir``."""
-    from pipelines.__main__ import _parser, config_from_settings, settings_from_args
+    from mvke_tf.pipelines.__main__ import _parser, config_from_settings, settings_from_args
 
     argv = ["run", "--config", args.config, "--name", f"mvke-bench-{rows}", "--root", str(run_dir)]
     argv += ["--data-root", str(data)]  # its features.yaml is used when it exists
@@ -262,10 +262,10 @@ def run_in_subprocess(rows: int, args: argparse.Namespace) -> RunResult:
 
 
 def run_one(rows: int, args: argparse.Namespace) -> RunResult:
-    from pipelines.pipeline import run_local
-    from pipelines.progress import ProgressReporter
-    from pipelines.report import run_report
-    from pipelines.split_rows import rows_per_split
+    from mvke_tf.pipelines.pipeline import run_local
+    from mvke_tf.pipelines.progress import ProgressReporter
+    from mvke_tf.pipelines.report import run_report
+    from mvke_tf.pipelines.split_rows import rows_per_split
 
     label = f"{rows:,} rows"
     out = Path(args.out).resolve()
@@ -277,7 +277,7 @@ def run_one(rows: int, args: argparse.Namespace) -> RunResult:
     print(f"[{label}] running the pipeline ({runner} runner) ...", file=sys.stderr, flush=True)
     with contextlib.ExitStack() as stack:
         if runner == "portable":
-            from pipelines.portable import PortableCluster
+            from mvke_tf.pipelines.portable import PortableCluster
 
             cluster = stack.enter_context(PortableCluster(workers=args.workers))
             config = dataclasses.replace(config, beam_pipeline_args=tuple(cluster.beam_pipeline_args))
@@ -308,13 +308,13 @@ def markdown(tables: str, cfg: Any, args: argparse.Namespace, cmd: str, facts: s
         f"What runs: the main job (`{args.config}`) with the data size changed: synthetic generator defaults "
         f"({args.users:,} users, 2 days) as gzipped TFRecord; ExampleGen takes `{cfg.input_pattern}` as train and "
         f"`{cfg.eval_pattern}` (the last day, half the rows) as eval; the AUCs are the Evaluator's on the eval day.  \n"
-        "Pipeline: `pipelines.pipeline.run_local` (LocalDagRunner, SQLite ML Metadata, Beam DirectRunner "
+        "Pipeline: `mvke_tf.pipelines.pipeline.run_local` (LocalDagRunner, SQLite ML Metadata, Beam DirectRunner "
         f"{' '.join(cfg.beam_pipeline_args)}), fresh pipeline root per run; {cfg.model_type} "
         f"(dnn {list(mc.dnn_units)}, top {list(mc.top_units)}, tag {list(mc.tag_units)}), batch {cfg.batch_size}, "
         + (f"{cfg.train_steps} train steps" if cfg.train_steps else f"{cfg.epochs} epoch(s) over the train split")
         + ".  \n"
-        "Per component (`pipelines.progress.ProgressReporter`): wall time from ML Metadata (execution create to "
-        "last update), CPU seconds of the process and its finished child processes between two component "
+        "Per component (`mvke_tf.pipelines.progress.ProgressReporter`): wall time from ML Metadata (execution "
+        "create to last update), CPU seconds of the process and its finished child processes between two component "
         "completions, and the process's peak resident memory while the component ran (VmHWM, reset at each "
         "completion); each size runs in a fresh process; the whole run: `time.perf_counter` around "
         "`run_local`.  \n"

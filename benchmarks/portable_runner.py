@@ -4,7 +4,7 @@
 
 For each size, the main job's pipeline runs once per runner, alternately, each in a fresh process
 (``benchmarks.pipeline``'s runs): the settings' DirectRunner in memory, then a
-:class:`~pipelines.portable.PortableCluster` started for the run (a job service and an external
+:class:`~mvke_tf.pipelines.portable.PortableCluster` started for the run (a job service and an external
 worker pool, ``--workers`` SDK worker processes per job). The Trainer is not a Beam component; a
 small step count keeps it short. Writes the ``portable_runner`` section of docs/benchmarks.md.
 """
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             "## Portable vs direct runner, the main job's Beam components\n\n"
             f"Command: `{cmd.strip()}`  \n"
             f"What runs: the main job (`{args.config}`) on synthetic data of that many rows, once with its "
-            "DirectRunner (in memory, one worker) and once on `pipelines.portable.PortableCluster` "
+            "DirectRunner (in memory, one worker) and once on `mvke_tf.pipelines.portable.PortableCluster` "
             f"(`--runner=PortableRunner`, a job service in the pipeline's process, an external worker pool, "
             f"{args.workers} SDK worker processes per job), alternately, each run in a fresh process; "
             f"{args.train_steps} Trainer steps. Seconds per component from ML Metadata; CPU-s: the pipeline "

@@ -5,10 +5,10 @@
 All in one run, on one SavedModel of the main job's size (MVKE-mt, hidden layers x0.25; untrained
 weights: speed does not depend on them), exported to ``<work-dir>/model/1/`` (reused if present):
 
-* the in-repo server (``python -m serving``) runs in a subprocess on a free localhost port, so client
+* the in-repo server (``python -m mvke_tf.serving``) runs in a subprocess on a free localhost port, so client
   and server do not share a GIL; the benchmark waits until the model is ``AVAILABLE``;
 * per batch size: serialized user ``tf.Example`` rows from synthetic data, a warm-up, then
-  ``--requests`` sequential ``user_tower`` requests through :class:`serving.client.ServingClient`
+  ``--requests`` sequential ``user_tower`` requests through :class:`mvke_tf.serving.client.ServingClient`
   (one RPC each) interleaved with as many in-process calls of
   ``tf.saved_model.load(dir).signatures["user_tower"](examples=...)`` (outputs fetched as numpy), and
   the same for ``top_tags`` (``k = --k`` of the synthetic world's tags, frozen at export); p50 / p99
@@ -118,7 +118,7 @@ def _stats(seconds: list[float], batch: int) -> dict[str, float]:
 
 
 class ServerProcess:
-    """``python -m serving`` in a subprocess; SIGTERM (then SIGKILL) on ``stop``."""
+    """``python -m mvke_tf.serving`` in a subprocess; SIGTERM (then SIGKILL) on ``stop``."""
 
     def __init__(self, base: Path, port: int, log_path: Path) -> None:
         self.base, self.port, self.log_path = base, port, log_path
@@ -157,7 +157,7 @@ class ServerProcess:
             return ""
 
     def wait_available(self, client, timeout: float) -> None:
-        from serving.client import ServingError
+        from mvke_tf.serving.client import ServingError
 
         deadline = time.monotonic() + timeout
         while True:
@@ -187,7 +187,7 @@ class ServerProcess:
 
 def _concurrent(target: str, batches: list[list[bytes]], threads: int, seconds: float) -> dict[str, float]:
     """``threads`` clients (one channel each) sending ``batches`` round robin for ``seconds``."""
-    from serving.client import ServingClient
+    from mvke_tf.serving.client import ServingClient
 
     clients = [ServingClient(target, MODEL_NAME, timeout=60.0, retries=0) for _ in range(threads)]
     for c in clients:  # metadata cached and channel connected before the clock starts
@@ -260,8 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     version_dir, reused = _export(base, args.scale)
 
     import tensorflow as tf
-
-    from serving.client import ServingClient
+    from mvke_tf.serving.client import ServingClient
 
     server = ServerProcess(base, _free_port(), work / "server.log")
     rows: list[tuple[int, dict, dict]] = []
@@ -362,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     cmd = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
     sizes = ", ".join(f"batch {b}: {n / 1024:,.1f} KiB" for b, n in out_bytes.items())
-    server_cmd = f"python -m serving --model {MODEL_NAME}=<work-dir>/model --port <free> --poll_seconds 0"
+    server_cmd = f"python -m mvke_tf.serving --model {MODEL_NAME}=<work-dir>/model --port <free> --poll_seconds 0"
     note = (
         "The real TF Serving (`tensorflow_model_server`) is not installable here: the server is the in-repo "
         f"Python gRPC server (`{server_cmd}`, `serving/server.py`) speaking TF Serving's protocol, in its own "

@@ -5,26 +5,25 @@ Errors are one line on stderr with exit status 2 (no traceback unless ``--debug`
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
 import sys
+import time
 import warnings
+from collections.abc import Sequence
+from pathlib import Path
 
+# mvke_tf's __init__ has set the environment (Keras 2); the command line also quiets start-up unless
+# --debug: TensorFlow's C++ logs (CUDA probing on CPU machines) and a Python-version notice from
+# google-api-core that TFX's dependencies print at import. Nothing above or below imports TensorFlow.
 from mvke_tf import _env
+from mvke_tf.config import STRATEGIES, ConfigError, load_yaml
 
-# Quiet start-up unless --debug: TensorFlow's C++ logs (CUDA probing on CPU machines) and
-# a Python-version notice from google-api-core that TFX's dependencies print at import.
 _DEBUG = "--debug" in sys.argv
 _env.configure(quiet=not _DEBUG)
 if not _DEBUG:
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from mvke_tf.config import STRATEGIES, ConfigError, load_yaml  # noqa: E402
 
 
 class CLIError(Exception):
@@ -272,9 +271,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Delegates to the gRPC model server (``python -m serving``), with its own flags."""
+    """Delegates to the gRPC model server (``python -m mvke_tf.serving``), with its own flags."""
     try:
-        from serving.__main__ import main as serving_main
+        from mvke_tf.serving.__main__ import main as serving_main
     except ImportError as e:
         raise CLIError(f"the serving package is not importable ({e}); install with: pip install -e '.[serving]'") from e
     return serving_main(args.rest)
@@ -308,6 +307,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     name, rest = args.rest[0], args.rest[1:]
     if name not in BENCHMARKS:
         raise CLIError(f"bench: unknown benchmark {name!r}; pick one of {', '.join(BENCHMARKS)}")
+    # benchmarks/ is not installed: it is found beside the package's folder in a source checkout.
+    checkout = Path(__file__).resolve().parents[1]
+    if (checkout / "benchmarks" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
     try:
         module = importlib.import_module(f"benchmarks.{name}")
     except ImportError as e:
@@ -318,7 +321,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_pipeline(args: argparse.Namespace) -> int:
     """Delegates to the TFX pipeline's command line (kept out of the library: it imports TFX)."""
     try:
-        from pipelines.__main__ import main as pipeline_main
+        from mvke_tf.pipelines.__main__ import main as pipeline_main
     except ImportError as e:
         raise CLIError(f"the TFX pipeline is not importable ({e}); install with: pip install -e '.[pipeline]'") from e
     try:

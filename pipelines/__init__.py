@@ -1,9 +1,6 @@
 """TFX 1.16 pipeline for mvke-tf: ExampleGen -> Transform -> Trainer -> Evaluator -> Pusher.
 
-The library (:mod:`mvke_tf`) never imports TFX; everything TFX-specific lives here.
+Installed as ``mvke_tf.pipelines`` from the repository's ``pipelines/`` folder. The library's own
+modules never import it (nor TFX); the environment TFX needs (Keras 2) is set by ``mvke_tf``'s
+``__init__``, which Python runs before any module here.
 """
-
-import os
-
-# Keras 2 (tf_keras) for TFX 1.16; must be set before TensorFlow is imported.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")

@@ -1,7 +1,7 @@
 """``mvke-tf pipeline {run,compile}``: run the TFX pipeline locally, or compile it for Kubeflow Pipelines v2.
 
 Settings come from the flags, from YAML files (``--config``; their keys are the flags' names with
-``_`` for ``-``, plus any other :class:`~pipelines.config.PipelineConfig` field), or both: a flag
+``_`` for ``-``, plus any other :class:`~mvke_tf.pipelines.config.PipelineConfig` field), or both: a flag
 given on the command line wins over the files, a later file over an earlier one (a job's settings,
 then a runner profile from ``pipelines/configs/beam/``), the files over the defaults.
 """
@@ -181,7 +181,7 @@ def settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def config_from_settings(settings: dict[str, Any], for_run: bool = True):
     """The :class:`PipelineConfig` the settings describe."""
-    from pipelines.config import PipelineConfig
+    from mvke_tf.pipelines.config import PipelineConfig
 
     root, data_root = settings["root"], settings["data_root"]
     features = settings["features_yaml"] or os.path.join(data_root, "features.yaml")
@@ -258,7 +258,7 @@ def check_data(config) -> list[str]:
         for p in problems
     ]
     if config.schema_path:
-        from pipelines.schema import load_schema
+        from mvke_tf.pipelines.schema import load_schema
 
         in_schema = {f.name for f in load_schema(config.schema_path).feature}
         wanted = (*features.feature_names, *features.labels, *([features.user_id] if features.user_id else []))
@@ -277,8 +277,8 @@ def _run(config, log_dir: str, verbose: bool = False, data_check: bool = True) -
     Everything TFX, Beam, absl and TensorFlow print goes to a log file under ``log_dir`` (``verbose``:
     also to the terminal as it happens).
     """
-    from pipelines.progress import ProgressReporter, console_output
-    from pipelines.report import run_report
+    from mvke_tf.pipelines.progress import ProgressReporter, console_output
+    from mvke_tf.pipelines.report import run_report
 
     if not os.path.isdir(config.data_root):
         raise FileNotFoundError(
@@ -297,7 +297,7 @@ def _run(config, log_dir: str, verbose: bool = False, data_check: bool = True) -
     start = time.perf_counter()
     error: BaseException | None = None
     with console_output(log_path, verbose=verbose) as console:
-        from pipelines.pipeline import run_local
+        from mvke_tf.pipelines.pipeline import run_local
 
         try:
             with ProgressReporter(config.metadata_path, config.pipeline_name, out=console):
@@ -320,7 +320,7 @@ def _run(config, log_dir: str, verbose: bool = False, data_check: bool = True) -
         )
         return EXIT_BLOCKED
     if report.evaluation_uri:
-        from pipelines.evaluation import format_auc_table, slice_metrics
+        from mvke_tf.pipelines.evaluation import format_auc_table, slice_metrics
 
         print("\nevaluation (eval split, per slice):")
         print("\n".join(format_auc_table(slice_metrics(report.evaluation_uri), config.model_config().tasks)))
@@ -337,7 +337,7 @@ def _run(config, log_dir: str, verbose: bool = False, data_check: bool = True) -
         )
         return EXIT_BLOCKED
     if report.blessed is not True:
-        from pipelines.pipeline import blessing_metric
+        from mvke_tf.pipelines.pipeline import blessing_metric
 
         print("\n".join(report.lines()))
         print(
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         logs = os.path.join(settings["root"], "logs")
         return _run(config, logs, verbose=bool(args.verbose), data_check=not args.no_data_check)
-    from pipelines.pipeline import compile_kubeflow
+    from mvke_tf.pipelines.pipeline import compile_kubeflow
 
     path = compile_kubeflow(config, settings["output"], image=settings["image"])
     print(f"wrote {path} (Kubeflow Pipelines v2 spec; components run in {settings['image']})")

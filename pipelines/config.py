@@ -104,7 +104,7 @@ class PipelineConfig:
         slice; a multi-domain model's domain id is added first). None (the default): derived from the
         feature config (:func:`default_slice_keys`): its low-cardinality categorical user fields.
       evaluator: ``batched`` (the default: TFMA's config, output and blessing, metrics computed on
-        batches, :mod:`pipelines.evaluator`) or ``tfma`` (TFX's stock Evaluator, one example at a time,
+        batches, :mod:`mvke_tf.pipelines.evaluator`) or ``tfma`` (TFX's stock Evaluator, one example at a time,
         for metrics the batched one does not have).
     """
 

@@ -13,7 +13,7 @@ metrics on batches of 4,096 examples with NumPy:
 * add each batch to one :class:`~mvke_tf.metrics.ScoreHistogram` per (slice, model, output):
   ExampleCount, AUC (ROC and PR), Calibration, MeanLabel and MeanPrediction come out of it with
   TFMA's own formulas (equal to TFMA's values; ``tests/pipelines/test_evaluator.py``), in bounded memory;
-* GAUC (``pipelines.gauc``) is exact, in memory that does not grow with the eval set: each batch's
+* GAUC (``mvke_tf.pipelines.gauc``) is exact, in memory that does not grow with the eval set: each batch's
   compact columns (group hash, labels, predictions and slice memberships: about 50 bytes per example
   with the main job's slices, no Python object per example) are written, split by a hash of the group (user) into
   ``GAUC_SHARDS`` shards, to files in a temporary directory (``tf.io.gfile``: local or ``gs://``,
@@ -48,6 +48,7 @@ import tensorflow as tf
 import tensorflow_model_analysis as tfma
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
+from mvke_tf.pipelines.gauc import DEFAULT_GROUP_KEY
 from tensorflow_model_analysis.evaluators import metrics_validator
 from tensorflow_model_analysis.metrics import metric_types
 from tfx import v1 as tfx
@@ -57,7 +58,6 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, path_utils, proto_utils
 
 from mvke_tf.metrics import ScoreHistogram, exact_sums, exact_to_float, group_aucs
-from pipelines.gauc import DEFAULT_GROUP_KEY
 
 BATCH_SIZE = 4096
 # Group-hash shards of the exact GAUC: the reduce holds one shard's columns at a time (2M eval rows:

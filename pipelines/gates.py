@@ -6,10 +6,9 @@ anomalies artifact is not empty, so bad data never trains or pushes a model.
 """
 
 
+from mvke_tf.pipelines.report import read_anomalies
 from tfx import v1 as tfx
 from tfx.dsl.component.experimental.annotations import InputArtifact
-
-from pipelines.report import read_anomalies
 
 
 class DataAnomaliesError(RuntimeError):

@@ -1,16 +1,16 @@
 """Grouped AUC metrics for TFMA: GAUC (AUC grouped by user, weighted by each user's impressions) and
 ``MeanGroupAUC`` (the plain mean AUC over (group, output) pairs, e.g. over (domain, task)).
 
-Registered in the Evaluator's config (``pipelines.pipeline.eval_config``) as::
+Registered in the Evaluator's config (``mvke_tf.pipelines.pipeline.eval_config``) as::
 
-    tfma.MetricConfig(class_name="GAUC", module="pipelines.gauc", config='{"name": "gauc"}')
+    tfma.MetricConfig(class_name="GAUC", module="mvke_tf.pipelines.gauc", config='{"name": "gauc"}')
 
 The value is :func:`mvke_tf.metrics.grouped_auc` over the slice's examples: the AUC of each user
 having both positive and negative labels, averaged with the user's example count as weight. A
 slice with no such user gets NaN (TFMA keeps the key; no error is raised). The group (user) is
 the raw feature ``group_key`` (default ``user_id``), one value per example.
 
-The pipeline's batched Evaluator (:mod:`pipelines.evaluator`) computes this metric itself from
+The pipeline's batched Evaluator (:mod:`mvke_tf.pipelines.evaluator`) computes this metric itself from
 the same config; this module is what TFX's stock TFMA Evaluator (``evaluator: tfma``) runs. Its
 combiner keeps three compact columns per slice (a 64-bit hash of the group, the label, the
 prediction: 17 bytes per example in ``array`` buffers, no Python object per example) and computes

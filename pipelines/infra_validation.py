@@ -2,7 +2,7 @@
 
 TFX's ``InfraValidator`` starts TF Serving in Docker or Kubernetes, which a local run may not have.
 This component stands in its place before the Pusher: it loads the trained SavedModel with the C API's
-``TF_LoadSessionFromSavedModel`` (the loader TF Serving uses, :mod:`serving.capi`), runs every
+``TF_LoadSessionFromSavedModel`` (the loader TF Serving uses, :mod:`mvke_tf.serving.capi`), runs every
 signature on the export's own warm-up requests, compares the outputs with Python's, and writes the
 ``InfraBlessing`` the Pusher takes, as the stock InfraValidator does (``INFRA_BLESSED`` or
 ``INFRA_NOT_BLESSED`` in the artifact directory, the ``blessed`` custom property). A model Python
@@ -29,7 +29,7 @@ def CppInfraValidator(  # noqa: N802 - TFX component naming
     blessing: OutputArtifact[tfx.types.standard_artifacts.InfraBlessing],
 ) -> None:
     """Runs every signature of the model in the C++ runtime; blesses it when all answer as in Python."""
-    from serving.capi import CAPIError, check_export
+    from mvke_tf.serving.capi import CAPIError, check_export
 
     export_dir = path_utils.serving_model_path(model.uri, path_utils.is_old_model_artifact(model))
     try:

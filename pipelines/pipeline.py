@@ -21,22 +21,22 @@ from pathlib import Path
 
 import tensorflow_data_validation as tfdv
 import tensorflow_model_analysis as tfma
+from mvke_tf.pipelines.config import PipelineConfig
+from mvke_tf.pipelines.evaluator import BatchedEvaluator
+from mvke_tf.pipelines.example_gen import ImportExampleGen
+from mvke_tf.pipelines.gates import AnomaliesGate
+from mvke_tf.pipelines.infra_validation import CppInfraValidator
+from mvke_tf.pipelines.split_rows import SplitRows
 from tfx import v1 as tfx
 from tfx.components.example_gen.component import FileBasedExampleGen
 from tfx.components.example_gen.custom_executors import parquet_executor
 from tfx.dsl.components.base import executor_spec
 
-from pipelines.config import PipelineConfig
-from pipelines.evaluator import BatchedEvaluator
-from pipelines.example_gen import ImportExampleGen
-from pipelines.gates import AnomaliesGate
-from pipelines.infra_validation import CppInfraValidator
-from pipelines.split_rows import SplitRows
-
-PREPROCESSING_FN = "pipelines.preprocessing.preprocessing_fn"
-RUN_FN = "pipelines.trainer.run_fn"
-GAUC_MODULE = "pipelines.gauc"
-MEAN_DOMAIN_TASK_AUC = "mean_domain_task_auc"  # a multi-domain model's blessing metric (pipelines.gauc.MeanGroupAUC)
+PREPROCESSING_FN = "mvke_tf.pipelines.preprocessing.preprocessing_fn"
+RUN_FN = "mvke_tf.pipelines.trainer.run_fn"
+GAUC_MODULE = "mvke_tf.pipelines.gauc"
+# A multi-domain model's blessing metric (mvke_tf.pipelines.gauc.MeanGroupAUC).
+MEAN_DOMAIN_TASK_AUC = "mean_domain_task_auc"
 
 
 def blessing_metric(config: PipelineConfig) -> str:
@@ -160,8 +160,8 @@ def _evaluator(config: PipelineConfig, examples, model, baseline, schema) -> tfx
 def create_pipeline(config: PipelineConfig, metadata_connection_config: object | None = None) -> tfx.dsl.Pipeline:
     """The pipeline's components wired together (no orchestrator specifics).
 
-    The module files are named by import path (``pipelines.preprocessing.preprocessing_fn``,
-    ``pipelines.trainer.run_fn``), not packaged: building the pipeline reads and writes no file, and
+    The module files are named by import path (``mvke_tf.pipelines.preprocessing.preprocessing_fn``,
+    ``mvke_tf.pipelines.trainer.run_fn``), not packaged: building the pipeline reads and writes no file, and
     the image that runs the components already holds this package.
     """
     example_gen = _example_gen(config)

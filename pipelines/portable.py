@@ -17,7 +17,7 @@ on one worker whatever ``--direct_num_workers`` says; the job service here reads
 From the command line, for ``beam_pipeline_args`` in a settings file
 (``pipelines/configs/beam/portable.yaml``)::
 
-    python -m pipelines.portable --job-port 8099 --worker-port 50000 --workers 2
+    python -m mvke_tf.pipelines.portable --job-port 8099 --worker-port 50000 --workers 2
 
 starts both and serves until interrupted.
 """
@@ -152,7 +152,7 @@ class PortableCluster:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.portable", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m mvke_tf.pipelines.portable", description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=2, help="SDK worker processes per job (default 2)")
     p.add_argument("--job-port", type=int, default=8099, help="the job service's port (default 8099)")
     p.add_argument("--worker-port", type=int, default=50000, help="the worker pool's port (default 50000)")

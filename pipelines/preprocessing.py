@@ -48,7 +48,7 @@ def load_feature_config(custom_config: Mapping[str, Any] | None = None) -> Featu
 
 def family_of_custom_config(custom_config: Mapping[str, Any] | None = None) -> ModelFamily:
     """The model family (:mod:`mvke_tf.models.family`) of a TFX ``custom_config``: its ``model_family``
-    (as :meth:`pipelines.config.PipelineConfig.custom_config` writes it), ``user_tag`` where it has none."""
+    (as :meth:`mvke_tf.pipelines.config.PipelineConfig.custom_config` writes it), ``user_tag`` where it has none."""
     return family_of(str((custom_config or {}).get("model_family", "user_tag")))
 
 

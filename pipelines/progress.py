@@ -77,7 +77,7 @@ def peak_rss_mb(reset: bool = False) -> float | None:
 
 
 def _rows(statistics_uri: str) -> str:
-    from pipelines.split_rows import rows_per_split
+    from mvke_tf.pipelines.split_rows import rows_per_split
 
     rows = rows_per_split(statistics_uri)
     return ", ".join(f"{split} {n:,} rows" for split, n in rows.items())
@@ -85,7 +85,7 @@ def _rows(statistics_uri: str) -> str:
 
 def _summary(component: str, outputs: dict[str, list[Any]], properties: dict[str, Any]) -> str:
     """The key result of a finished component, from its output artifacts."""
-    from pipelines.report import read_anomalies
+    from mvke_tf.pipelines.report import read_anomalies
 
     def uri(type_name: str) -> str | None:
         found = outputs.get(type_name)
@@ -101,12 +101,12 @@ def _summary(component: str, outputs: dict[str, list[Any]], properties: dict[str
         files = {s: len(list((Path(path) / f"Split-{s}").glob("*"))) for s in splits}
         return ", ".join(f"{s} {n} file(s)" for s, n in files.items())
     if (path := uri("HyperParameters")) is not None:
-        from pipelines.split_rows import HYPERPARAMETERS_FILE, KEY
+        from mvke_tf.pipelines.split_rows import HYPERPARAMETERS_FILE, KEY
 
         rows = json.loads((Path(path) / HYPERPARAMETERS_FILE).read_text()).get(KEY, {})
         return "for the Trainer: " + ", ".join(f"{s} {n:,} rows" for s, n in rows.items())
     if (path := uri("ModelRun")) is not None:
-        from pipelines.trainer import TRAINING_SUMMARY
+        from mvke_tf.pipelines.trainer import TRAINING_SUMMARY
 
         summary = Path(path) / TRAINING_SUMMARY
         if not summary.is_file():
@@ -140,7 +140,7 @@ def _summary(component: str, outputs: dict[str, list[Any]], properties: dict[str
 
 
 def _evaluation_summary(evaluation_uri: str, blessing_uri: str | None) -> str:
-    from pipelines.evaluation import slice_metrics
+    from mvke_tf.pipelines.evaluation import slice_metrics
 
     rows = slice_metrics(evaluation_uri)
     overall = next((r for r in rows if r.slice == "overall"), None)

@@ -1,5 +1,5 @@
 """The synthetic generator's curated schema, kept in the repository, for ImportSchemaGen
-(``python -m pipelines run --schema``).
+(``python -m mvke_tf.pipelines run --schema``).
 
 :func:`mvke_tf.data.schema.curate_schema` keeps what the data must satisfy (labels 0/1, required fields,
 lists of at least one value, ...); here it also closes the generator's small vocabularies (``gender``,
@@ -7,7 +7,7 @@ lists of at least one value, ...); here it also closes the generator's small voc
 
 ::
 
-  python -m pipelines.schema --data-root data/ --out pipelines/schemas/synthetic.pbtxt
+  python -m mvke_tf.pipelines.schema --data-root data/ --out pipelines/schemas/synthetic.pbtxt
 """
 
 from __future__ import annotations
@@ -34,11 +34,11 @@ MULTIDOMAIN_CHECKED_IN = Path(__file__).with_name("schemas") / "multidomain.pbtx
 
 _HEADER = """\
 # Curated schema of the synthetic generator's columns (mvke_tf.data.synthetic), for ImportSchemaGen:
-#   python -m pipelines run --schema pipelines/schemas/synthetic.pbtxt ...
+#   python -m mvke_tf.pipelines run --schema pipelines/schemas/synthetic.pbtxt ...
 # Produced by pipelines/schema.py (infer the schema with TFDV, then curate_schema) from the generator's
 # default config with 20,000 rows:
 #   python -m mvke_tf data synth --rows 20000 --out DIR   (every other generator setting at its default)
-#   python -m pipelines.schema --data-root DIR --out pipelines/schemas/synthetic.pbtxt
+#   python -m mvke_tf.pipelines.schema --data-root DIR --out pipelines/schemas/synthetic.pbtxt
 # tests/pipelines/test_schema.py checks that it equals the curated schema of freshly generated data.
 """
 
@@ -78,7 +78,7 @@ def load_schema(path: str | os.PathLike) -> schema_pb2.Schema:
     from google.protobuf import text_format
 
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no schema at {path}; fix: write one with python -m pipelines.schema")
+        raise FileNotFoundError(f"no schema at {path}; fix: write one with python -m mvke_tf.pipelines.schema")
     return text_format.Parse(Path(path).read_text(), schema_pb2.Schema())
 
 
@@ -102,7 +102,7 @@ MULTIDOMAIN_HEADER = """\
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.schema", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m mvke_tf.pipelines.schema", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", required=True, help="CSV data directory (e.g. the synthetic generator's)")
     parser.add_argument("--out", required=True, help="schema.pbtxt to write")
     parser.add_argument(

@@ -11,7 +11,7 @@ carries the Transform graph, so clients send raw ``tf.Example`` records:
 * ``tag_tower``: raw tags ``[B]`` (one tag each) -> ``<task>_embedding``, ``<task>_gate``.
 
 The model family (:mod:`mvke_tf.models.family`, from ``custom_config["model_family"]``:
-:func:`~pipelines.preprocessing.family_of_custom_config`) decides the fields, the training loop and
+:func:`~mvke_tf.pipelines.preprocessing.family_of_custom_config`) decides the fields, the training loop and
 the signatures. A multi-domain model reads the domain id too (Transform passes it through) and trains
 with its own schedule: M3oE's upper level (alpha / beta) reads the
 validation split (``fn_args.eval_files``: the ``val`` split held out of the training data, never the
@@ -42,6 +42,8 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 from absl import logging
+from mvke_tf.pipelines.preprocessing import family_of_custom_config, load_feature_config, num_buckets
+from mvke_tf.pipelines.split_rows import KEY as SPLIT_ROWS_KEY
 from tfx import v1 as tfx
 
 from mvke_tf import distribute
@@ -54,8 +56,6 @@ from mvke_tf.data import transform as T
 from mvke_tf.export.input_types import spec_input_types
 from mvke_tf.export.saved_model import RawInputs, export_saved_model
 from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, resolve_tag_vocabulary
-from pipelines.preprocessing import family_of_custom_config, load_feature_config, num_buckets
-from pipelines.split_rows import KEY as SPLIT_ROWS_KEY
 
 SHUFFLE_BUFFER = 20_000  # examples shuffled across (on top of the files' order)
 TRAINING_SUMMARY = "training.json"  # in the Trainer's model_run_dir: epochs, steps, final loss and AUC

@@ -1,7 +1,7 @@
-"""``python -m serving``: run the gRPC model server.
+"""``python -m mvke_tf.serving``: run the gRPC model server.
 
-    python -m serving --model mvke=/path/to/serving_dir --port 8500
-    python -m serving --model_name mvke --model_base_path /path/to/serving_dir   # tensorflow_model_server style
+    python -m mvke_tf.serving --model mvke=/path/to/serving_dir --port 8500
+    python -m mvke_tf.serving --model_name mvke --model_base_path /path/to/serving_dir   # tensorflow_model_server style
 
 ``serving_dir`` holds numeric version subdirectories (``<serving_dir>/<version>/saved_model.pb``),
 the layout the TFX Pusher writes. SIGTERM / SIGINT stop the server gracefully. ``--ssl_config_file``
@@ -35,7 +35,9 @@ def parse_models(pairs: list[str]) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving", description="TF Serving compatible gRPC model server.")
+    p = argparse.ArgumentParser(
+        prog="python -m mvke_tf.serving", description="TF Serving compatible gRPC model server."
+    )
     p.add_argument("--model", action="append", default=[], metavar="NAME=BASE_PATH", help="a model to serve (repeat)")
     p.add_argument("--model_name", help="with --model_base_path: one model, tensorflow_model_server style")
     p.add_argument("--model_base_path", help="base path of --model_name (numeric version subdirectories)")
@@ -96,7 +98,7 @@ def build_server(args: argparse.Namespace, parser: argparse.ArgumentParser | Non
         # gRPC would take the port modulo 65536 and serve elsewhere (99999 on 34463) without a word.
         parser.error(f"--port must be a TCP port in 1..65535 (or 0 for a free one), got {args.port}")
 
-    from serving.server import ModelServer, load_ssl_config  # imports TensorFlow
+    from mvke_tf.serving.server import ModelServer, load_ssl_config  # imports TensorFlow
 
     ssl_config = None
     if args.ssl_config_file:

@@ -8,7 +8,7 @@ SavedModel with it and runs one signature's tensors. :func:`check_export` runs *
 of an export on the export's own warm-up requests (``assets.extra/tf_serving_warmup_requests``, which
 every export writes for each of its signatures) and compares the outputs with the Python signatures'::
 
-    from serving.capi import check_export
+    from mvke_tf.serving.capi import check_export
     report = check_export("runs/tfx/serving/1796193533")   # raises CAPIError when the C++ runtime fails
     report.max_abs_diff                                    # {signature: largest |C - Python| over outputs}
 

@@ -1,6 +1,6 @@
 """A typed gRPC client for TF Serving's ``PredictionService`` / ``ModelService``.
 
-Works against ``serving.server`` and the real ``tensorflow_model_server`` alike (same protos)::
+Works against ``mvke_tf.serving.server`` and the real ``tensorflow_model_server`` alike (same protos)::
 
     with ServingClient("localhost:8500", "mvke", timeout=5.0, max_batch=256) as c:
         c.status()                        # [VersionStatus(version=3, state='AVAILABLE', ...)]
@@ -45,7 +45,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-log = logging.getLogger("serving.client")
+log = logging.getLogger("mvke_tf.serving.client")
 
 DEFAULT_SIGNATURE = "serving_default"
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024

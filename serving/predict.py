@@ -1,7 +1,7 @@
 """Predict: one ``PredictRequest`` run on a loaded version, and the warm-up that replays recorded ones.
 
 Shared by the gRPC ``PredictionService`` and by the registry, which warms a version up before it is
-reported ``AVAILABLE``. Errors are :class:`~serving.status.ServingStatusError` with TF Serving's codes.
+reported ``AVAILABLE``. Errors are :class:`~mvke_tf.serving.status.ServingStatusError` with TF Serving's codes.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ from collections.abc import Mapping
 
 import grpc
 import tensorflow as tf
+from mvke_tf.serving.servables import LoadedVersion, Signature
+from mvke_tf.serving.status import ServingStatusError, echo, echo_names, invalid, one_line
+from mvke_tf.serving.tensors import RequestLimits, tensors_from_request
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
-from serving.servables import LoadedVersion, Signature
-from serving.status import ServingStatusError, echo, echo_names, invalid, one_line
-from serving.tensors import RequestLimits, tensors_from_request
-
 # The server's one logger, whichever module logs: operators and log filters know its records by this name.
-log = logging.getLogger("serving.server")
+log = logging.getLogger("mvke_tf.serving.server")
 
 DEFAULT_SIGNATURE = "serving_default"
 WARMUP_PATH = "assets.extra/tf_serving_warmup_requests"

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from mvke_tf.serving.predict import warm_up
+from mvke_tf.serving.servables import LoadedVersion
+from mvke_tf.serving.status import echo, invalid, not_found
 from tensorflow_serving.apis import get_model_status_pb2
 
-from serving.predict import warm_up
-from serving.servables import LoadedVersion
-from serving.status import echo, invalid, not_found
-
 # The server's one logger, whichever module logs: operators and log filters know its records by this name.
-log = logging.getLogger("serving.server")
+log = logging.getLogger("mvke_tf.serving.server")
 
 _VERSION_DIR = re.compile(r"^\d+$")
 _State = get_model_status_pb2.ModelVersionStatus.State

@@ -1,6 +1,6 @@
 """A loaded SavedModel version: its callable signatures and the SignatureDefs its metadata reports.
 
-A :class:`LoadedVersion` is what a request runs on; :class:`~serving.registry.ServedModel` decides which
+A :class:`LoadedVersion` is what a request runs on; :class:`~mvke_tf.serving.registry.ServedModel` decides which
 one is current.
 """
 

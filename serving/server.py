@@ -1,7 +1,7 @@
 """A small gRPC model server speaking TF Serving's protocol (``tensorflow_serving.apis``).
 
 It implements the parts of ``tensorflow_model_server`` this project uses, with the same protos,
-the same version layout and the same error codes, so :class:`serving.client.ServingClient` (or any
+the same version layout and the same error codes, so :class:`mvke_tf.serving.client.ServingClient` (or any
 TF Serving client) works against either:
 
 * ``PredictionService.Predict`` for every signature of the SavedModel (``model_spec.signature_name``,
@@ -30,15 +30,15 @@ signature -> ``INTERNAL``.
 This module builds, starts and stops the server (:class:`ModelServer`); the parts live beside it, one
 job each, and their public names are re-exported here:
 
-* :mod:`serving.registry`: the served models, their versions and the poller (version policy).
-* :mod:`serving.servables`: a loaded SavedModel version and its signatures.
-* :mod:`serving.tensors`: request ``TensorProto`` -> tensor, validated, and the per-request limits.
-* :mod:`serving.predict`: running a ``PredictRequest``; the warm-up replay.
-* :mod:`serving.servicers`: the gRPC ``PredictionService`` and ``ModelService``.
-* :mod:`serving.tls`: ``SSLConfig`` and the server credentials.
-* :mod:`serving.status`: ``ServingStatusError`` and the one-line error text.
+* :mod:`mvke_tf.serving.registry`: the served models, their versions and the poller (version policy).
+* :mod:`mvke_tf.serving.servables`: a loaded SavedModel version and its signatures.
+* :mod:`mvke_tf.serving.tensors`: request ``TensorProto`` -> tensor, validated, and the per-request limits.
+* :mod:`mvke_tf.serving.predict`: running a ``PredictRequest``; the warm-up replay.
+* :mod:`mvke_tf.serving.servicers`: the gRPC ``PredictionService`` and ``ModelService``.
+* :mod:`mvke_tf.serving.tls`: ``SSLConfig`` and the server credentials.
+* :mod:`mvke_tf.serving.status`: ``ServingStatusError`` and the one-line error text.
 
-Every part logs to the ``serving.server`` logger.
+Every part logs to the ``mvke_tf.serving.server`` logger.
 """
 
 from __future__ import annotations
@@ -52,15 +52,14 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-# Re-exported: ``from serving.server import X`` keeps working for every name this module used to define.
-from serving.predict import DEFAULT_SIGNATURE, MAX_WARMUP_RECORDS, WARMUP_PATH, predict, warm_up
-from serving.registry import ModelRegistry, ServedModel, list_versions
-from serving.servables import LoadedVersion, Signature, read_signature_defs
-from serving.servicers import ModelServicer, PredictionServicer
-from serving.status import ServingStatusError
-from serving.tensors import (
+# Re-exported: ``from mvke_tf.serving.server import X`` keeps working for every name this module used to define.
+from mvke_tf.serving.predict import DEFAULT_SIGNATURE, MAX_WARMUP_RECORDS, WARMUP_PATH, predict, warm_up
+from mvke_tf.serving.registry import ModelRegistry, ServedModel, list_versions
+from mvke_tf.serving.servables import LoadedVersion, Signature, read_signature_defs
+from mvke_tf.serving.servicers import ModelServicer, PredictionServicer
+from mvke_tf.serving.status import ServingStatusError
+from mvke_tf.serving.tensors import (
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_MAX_REQUEST_BYTES,
@@ -69,7 +68,7 @@ from serving.tensors import (
     tensor_from_proto,
     tensors_from_request,
 )
-from serving.tls import (
+from mvke_tf.serving.tls import (
     SSLConfig,
     check_ssl_config,
     is_loopback,
@@ -77,6 +76,7 @@ from serving.tls import (
     server_credentials,
     ssl_config_text,
 )
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 __all__ = [
     "DEFAULT_HOST",
@@ -111,7 +111,7 @@ __all__ = [
     "warm_up",
 ]
 
-log = logging.getLogger("serving.server")
+log = logging.getLogger("mvke_tf.serving.server")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8500

@@ -2,7 +2,7 @@
 
 ``Predict`` and ``GetModelMetadata`` (``signature_def``) and ``GetModelStatus`` are served;
 ``Classify``, ``Regress`` and ``MultiInference`` answer ``UNIMPLEMENTED``. A rejected request is
-aborted with its :class:`~serving.status.ServingStatusError` code and logged on one line.
+aborted with its :class:`~mvke_tf.serving.status.ServingStatusError` code and logged on one line.
 """
 
 from __future__ import annotations
@@ -12,6 +12,10 @@ import time
 from typing import Any
 
 import grpc
+from mvke_tf.serving.predict import predict
+from mvke_tf.serving.registry import ModelRegistry
+from mvke_tf.serving.status import ServingStatusError, echo, invalid, not_found, one_line
+from mvke_tf.serving.tensors import RequestLimits
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -20,13 +24,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.predict import predict
-from serving.registry import ModelRegistry
-from serving.status import ServingStatusError, echo, invalid, not_found, one_line
-from serving.tensors import RequestLimits
-
 # The server's one logger, whichever module logs: operators and log filters know its records by this name.
-log = logging.getLogger("serving.server")
+log = logging.getLogger("mvke_tf.serving.server")
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import tensorflow as tf
+from mvke_tf.serving.servables import Signature
+from mvke_tf.serving.status import echo_names, exhausted, invalid, one_line
 from tensorflow.core.framework import tensor_pb2, types_pb2
-
-from serving.servables import Signature
-from serving.status import echo_names, exhausted, invalid, one_line
 
 # gRPC's message size limit both ways (ModelServer's max_message_bytes); request limits derive from it.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024

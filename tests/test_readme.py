@@ -42,9 +42,10 @@ def test_every_readme_command_is_known(monkeypatch):
     tests/serving/test_serving.py; the Kubeflow compile in tests/pipelines/test_pipeline.py; notebooks in
     tests/test_notebooks.py. This test catches a README that drifts from the code.
     """
+    from mvke_tf.pipelines.__main__ import _parser as pipeline_parser
+    from mvke_tf.serving.__main__ import build_parser as serving_parser
+
     from mvke_tf.cli import BENCHMARKS, build_parser
-    from pipelines.__main__ import _parser as pipeline_parser
-    from serving.__main__ import build_parser as serving_parser
 
     root = README.parent
     targets = set(re.findall(r"^([a-z]+):", (root / "Makefile").read_text(), re.M))

@@ -1,6 +1,6 @@
 """Pure-TF building blocks of the Transform step (no TFX / TFT imports here).
 
-``pipelines.preprocessing`` (TFX Transform) turns raw columns into integer ids with these
+``mvke_tf.pipelines.preprocessing`` (TFX Transform) turns raw columns into integer ids with these
 functions; :func:`transformed_feature_config` describes the result as a
 :class:`~mvke_tf.config.FeatureConfig` whose every field is integer ids, so
 ``build_model(transformed_feature_config(fc, ...), model_config)`` trains on Transform's

@@ -6,7 +6,7 @@ Each family builds its own signatures and their warm-up requests
 once per family); this module saves them, the input step's own signatures and the warm-up file, and
 branches on no family or signature name. The input step is the builders' parameter: :class:`RawInputs`
 (the library: raw ``tf.Example`` parsed as the model's fields, which the model hashes in its graph) or
-the pipeline's Transform step (:class:`pipelines.trainer.TransformInputs`: the same parsing, then the
+the pipeline's Transform step (:class:`mvke_tf.pipelines.trainer.TransformInputs`: the same parsing, then the
 Transform graph). The contract:
 
 * ``serving_default`` (every family): ``examples: string [batch]`` (serialized raw ``tf.Example``) ->

@@ -22,7 +22,7 @@ identifiers, its score extended by the task's bias. The cosine score is not: its
 runs the :class:`~mvke_tf.models.fast.FastScorer` product and ``tf.math.top_k`` directly. In both,
 ``k`` is a request input (``int32`` scalar, ``1 <= k <= max_k``): ``tf.math.top_k`` takes it as a
 tensor, but the output's second dimension is then unknown in the signature (``[-1, -1]``). A ``k`` out of
-range fails an assertion in the graph: ``INVALID_ARGUMENT`` in TF Serving and in ``serving.server``.
+range fails an assertion in the graph: ``INVALID_ARGUMENT`` in TF Serving and in ``mvke_tf.serving.server``.
 
 The dot score's tag rows are the BruteForce layers' (non-trainable) variables, tracked by the model as
 ``top_tags_index``; the cosine score's are graph constants. Only standard ops: TF Serving and the C

@@ -314,7 +314,7 @@ def test_the_registry_refuses_taken_names_and_forgets_unregistered_families(toy)
 
 
 def test_the_family_of_a_tfx_custom_config():
-    from pipelines.preprocessing import family_of_custom_config
+    from mvke_tf.pipelines.preprocessing import family_of_custom_config
 
     assert family_of_custom_config(None) is FAMILIES["user_tag"]
     assert family_of_custom_config({"model_family": "multi_domain"}) is FAMILIES["multi_domain"]

@@ -7,7 +7,7 @@ TINY = dict(embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 
 
 def pipeline_config(tmp: Path, name: str = "mvke-test", **kw):
     """A PipelineConfig rooted in ``tmp`` with the tiny MVKE-mt model; ``kw`` overrides fields."""
-    from pipelines.config import PipelineConfig
+    from mvke_tf.pipelines.config import PipelineConfig
 
     base = dict(
         pipeline_name=name,

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_model_analysis as tfma
-
-from pipelines.evaluator import BatchedEvaluation, UnsupportedEvalConfigError, metric_requests
+from mvke_tf.pipelines.evaluator import BatchedEvaluation, UnsupportedEvalConfigError, metric_requests
 
 OUTPUTS = ("click", "conversion")
 N = 3000
@@ -46,7 +45,7 @@ def _write_examples(path, n=N, seed=0):
 
 MEAN_AUC = tfma.MetricConfig(
     class_name="MeanGroupAUC",
-    module="pipelines.gauc",
+    module="mvke_tf.pipelines.gauc",
     config=json.dumps({"name": "mean_domain_task_auc", "group_key": "domain", "outputs": list(OUTPUTS)}),
 )
 
@@ -77,7 +76,7 @@ def _eval_config(thresholds=False, extra=()):
         tfma.MetricConfig(class_name="Calibration"),
         tfma.MetricConfig(class_name="MeanLabel"),
         tfma.MetricConfig(class_name="MeanPrediction"),
-        tfma.MetricConfig(class_name="GAUC", module="pipelines.gauc", config=json.dumps({"name": "gauc"})),
+        tfma.MetricConfig(class_name="GAUC", module="mvke_tf.pipelines.gauc", config=json.dumps({"name": "gauc"})),
         *extra,
     ]
     specs = []
@@ -248,7 +247,7 @@ def test_unsupported_configs_are_refused_with_the_fix():
 
 def _random_batches(rng, sizes, outputs=OUTPUTS, models=("", "baseline")):
     """EvalBatches with ties, users spread over batches, a multi-valued slice and keys missing from some batches."""
-    from pipelines.evaluator import EvalBatch
+    from mvke_tf.pipelines.evaluator import EvalBatch
 
     batches = []
     for n in sizes:
@@ -275,8 +274,15 @@ def _random_batches(rng, sizes, outputs=OUTPUTS, models=("", "baseline")):
 def test_spilled_shards_give_the_direct_grouped_auc_bit_for_bit(tmp_path):
     # The GAUC path on its own: batches spilled to files in 64 shards (several records per file), one shard
     # reduced at a time, the shards' exact sums added in a shuffled order == all rows at once.
+    from mvke_tf.pipelines.evaluator import (
+        _delete_spilled,
+        _read_spilled,
+        _shard_terms,
+        _SpillShards,
+        _SumTermsCombineFn,
+    )
+
     from mvke_tf.metrics import exact_to_float, grouped_auc_exact_terms, grouped_auc_terms
-    from pipelines.evaluator import _delete_spilled, _read_spilled, _shard_terms, _SpillShards, _SumTermsCombineFn
 
     rng = np.random.default_rng(7)
     batches = _random_batches(rng, [700, 1, 950, 300, 700, 333])

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mvke_tf.metrics import grouped_auc  # noqa: E402
+from mvke_tf.metrics import grouped_auc
 
 OUTPUTS = ("click", "conversion")
 
@@ -38,7 +38,7 @@ def _reference(extracts: list[dict], output: str) -> float:
 
 
 def _computations():
-    from pipelines.gauc import GAUC
+    from mvke_tf.pipelines.gauc import GAUC
 
     return GAUC().computations(output_names=list(OUTPUTS))
 
@@ -117,7 +117,7 @@ def test_gauc_is_nan_without_a_user_holding_both_labels():
 
 
 def test_gauc_rejects_example_weighting_and_a_missing_feature():
-    from pipelines.gauc import GAUC
+    from mvke_tf.pipelines.gauc import GAUC
 
     with pytest.raises(ValueError, match="example-weighted"):
         GAUC().computations(output_names=["click"], example_weighted=True)
@@ -132,8 +132,8 @@ def test_gauc_rejects_example_weighting_and_a_missing_feature():
 
 
 def test_eval_config_registers_gauc_per_output(tmp_path):
-    from pipelines.config import PipelineConfig
-    from pipelines.pipeline import eval_config
+    from mvke_tf.pipelines.config import PipelineConfig
+    from mvke_tf.pipelines.pipeline import eval_config
 
     cfg = PipelineConfig(
         pipeline_name="t", pipeline_root=str(tmp_path), data_root=str(tmp_path), serving_dir=str(tmp_path)
@@ -141,7 +141,7 @@ def test_eval_config_registers_gauc_per_output(tmp_path):
     specs = eval_config(cfg).metrics_specs
     for spec in specs:
         gauc = [m for m in spec.metrics if m.class_name == "GAUC"]
-        assert len(gauc) == 1 and gauc[0].module == "pipelines.gauc", spec
+        assert len(gauc) == 1 and gauc[0].module == "mvke_tf.pipelines.gauc", spec
     assert sorted(s.output_names[0] for s in specs) == sorted(OUTPUTS)
     # TFMA's own config -> computations path finds the class by module and name.
     from tensorflow_model_analysis.metrics import metric_specs

@@ -3,12 +3,12 @@
 import os
 
 import tensorflow as tf
+from mvke_tf.pipelines.infra_validation import BLESSED_FILE, NOT_BLESSED_FILE, CppInfraValidator
 from tfx import v1 as tfx
 from tfx.components.pusher import executor as pusher_executor
 from tfx.types import standard_artifacts
 
 from mvke_tf.export.warmup import write_warmup_requests
-from pipelines.infra_validation import BLESSED_FILE, NOT_BLESSED_FILE, CppInfraValidator
 
 
 def _model_artifact(tmp, name):

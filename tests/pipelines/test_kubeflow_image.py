@@ -30,17 +30,18 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import tensorflow as tf
+from mvke_tf.serving.capi import CACHE_ENV
 
 from mvke_tf.export.warmup import write_warmup_requests
-from serving.capi import CACHE_ENV
 
 pytestmark = pytest.mark.slow  # a pip install, a C build and three TensorFlow start-ups: about 1-2 minutes
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "pipelines" / "Dockerfile"
 DOCKERFILE_NAME = "pipelines/Dockerfile"  # in messages
-# The packages of this repository; the scratch environment must find each in the image's copy, never here.
-PACKAGES = ("mvke_tf", "pipelines", "serving")
+# The packages of this repository (import name: folder); the scratch environment must find each in the image's
+# copy, never here.
+PACKAGES = {"mvke_tf": "mvke_tf", "mvke_tf.pipelines": "pipelines", "mvke_tf.serving": "serving"}
 # A dotted Python name as TFX records executors, module functions (preprocessing_fn, run_fn) and `-m` targets.
 DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 MISSING_COMPILER = "no-such-c-compiler"
@@ -383,33 +384,34 @@ def test_the_image_installs_a_c_compiler_and_builds_the_c_api_program():
     cache = spec.env.get(CACHE_ENV, "")
     assert cache.startswith("/"), f"{DOCKERFILE_NAME}: ENV {CACHE_ENV} is {cache!r}; fix: an absolute directory"
     builds = [c for c, _ in spec.runs if c.startswith("[") and "build_program" in c]
-    assert builds, f'{DOCKERFILE_NAME}: no RUN ["python", ...] calls serving.capi.build_program; fix: add one'
+    assert builds, f'{DOCKERFILE_NAME}: no RUN ["python", ...] calls mvke_tf.serving.capi.build_program; fix: add one'
 
 
 def test_every_module_the_compiled_pipeline_names_imports_from_the_image(image, specs):
     names = set().union(*(named_code(s) for s in specs.values()))
     # The spec must name the repository's code, or this test proves nothing about the image.
     for expected in (
-        "pipelines.preprocessing.preprocessing_fn",
-        "pipelines.trainer.run_fn",
-        "pipelines.infra_validation.CppInfraValidator_Executor",
+        "mvke_tf.pipelines.preprocessing.preprocessing_fn",
+        "mvke_tf.pipelines.trainer.run_fn",
+        "mvke_tf.pipelines.infra_validation.CppInfraValidator_Executor",
         "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
     ):
         assert expected in names, f"{expected} is not in the compiled spec; names: {sorted(names)}"
-    done = image.run(["python", "-c", IMPORT_SCRIPT, json.dumps(sorted(names)), json.dumps(PACKAGES)])
+    done = image.run(["python", "-c", IMPORT_SCRIPT, json.dumps(sorted(names)), json.dumps(sorted(PACKAGES))])
     result = _result(done)
     failed = {n: why for n, why in result["imports"].items() if why != "ok"}
     assert not failed, f"the image cannot import what pipeline.json names: {failed}; fix: COPY it in {DOCKERFILE_NAME}"
     assert sorted(result["imports"]) == sorted(names)
     for package, file in result["files"].items():
+        folder = PACKAGES[package]
         assert Path(file).is_absolute(), (
-            f"the image cannot import {package} ({file}); fix: COPY {package}/ {package}/ in {DOCKERFILE_NAME}"
+            f"the image cannot import {package} ({file}); fix: COPY {folder}/ {folder}/ in {DOCKERFILE_NAME}"
         )
-        assert Path(file).is_relative_to(image.workdir), (
-            f"{package} is imported from {file}, not from the image's copy under {image.workdir}; "
-            f"fix: COPY {package}/ in {DOCKERFILE_NAME}"
+        assert Path(file).is_relative_to(image.workdir / folder), (
+            f"{package} is imported from {file}, not from the image's copy under {image.workdir / folder}; "
+            f"fix: COPY {folder}/ in {DOCKERFILE_NAME}"
         )
-    checkout = {REPO, *(REPO / package for package in PACKAGES)}
+    checkout = {REPO, *(REPO / folder for folder in PACKAGES.values())}
     on_path = [entry for entry in result["sys_path"] if entry and Path(entry).resolve() in checkout]
     assert not on_path, f"the repository itself is on the image's sys.path: {on_path}"
 

@@ -4,9 +4,9 @@ fields, GAUC groups by its user id; nothing of the synthetic generator's names i
 import json
 
 import pytest
+from mvke_tf.pipelines.config import PipelineConfig, default_slice_keys
 
 from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, ConfigError, FeatureConfig, FieldSpec
-from pipelines.config import PipelineConfig, default_slice_keys
 
 OWN = FeatureConfig(
     user_fields=(
@@ -45,7 +45,7 @@ def test_tasks_are_the_labels_unless_the_overrides_name_them(own_config):
 
 
 def test_slices_and_gauc_follow_the_feature_config(own_config):
-    from pipelines.pipeline import eval_config
+    from mvke_tf.pipelines.pipeline import eval_config
 
     assert default_slice_keys(OWN) == ("sex", "occupation", "age_band")
     config = own_config(model_type="mmoe")
@@ -66,7 +66,7 @@ def test_slices_and_gauc_follow_the_feature_config(own_config):
 
 
 def test_a_config_file_sets_slice_keys(tmp_path):
-    from pipelines.__main__ import _parser, config_from_settings, settings_from_args
+    from mvke_tf.pipelines.__main__ import _parser, config_from_settings, settings_from_args
 
     settings_file = tmp_path / "run.yaml"
     settings_file.write_text("model: mmoe\nslice_keys: [sex, plan]\n")
@@ -83,10 +83,10 @@ def _own_run_args(root, data):
 
 def test_pipeline_run_checks_the_data_against_features_yaml_before_any_component(tmp_path, capsys):
     """A value features.yaml's kind cannot read stops the run at once, naming the file, line, column and fix."""
+    from mvke_tf.pipelines.__main__ import _parser, config_from_settings, main, settings_from_args
     from own_data_helpers import made_up_table, write_csv, write_own_data
 
     from mvke_tf.data.own_data import describe_data
-    from pipelines.__main__ import _parser, config_from_settings, main, settings_from_args
 
     data = write_own_data(tmp_path / "data", 300, 100)
     describe_data(str(data), data, user_id="member")
@@ -107,9 +107,8 @@ def test_pipeline_run_checks_the_data_against_features_yaml_before_any_component
 
 
 def test_parquet_input_uses_tfxs_parquet_executor(own_config):
+    from mvke_tf.pipelines.pipeline import _example_gen
     from tfx.components.example_gen.custom_executors import parquet_executor
-
-    from pipelines.pipeline import _example_gen
 
     config = own_config(input_format="parquet", input_pattern="train/*.parquet", eval_pattern="eval/*.parquet")
     gen = _example_gen(config)

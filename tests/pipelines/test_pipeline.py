@@ -112,9 +112,8 @@ def test_transformed_config_round_trips_through_build_model():
 def test_preprocessing_fn_with_tft_beam():
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
+    from mvke_tf.pipelines import preprocessing
     from tensorflow_transform.tf_metadata import schema_utils
-
-    from pipelines import preprocessing
 
     fc = preprocessing.load_feature_config()
     spec = {f.name: tf.io.VarLenFeature(tf.float32 if f.kind == "numeric" else tf.string) for f in fc.user_fields}
@@ -205,7 +204,7 @@ def test_pipeline_config_validation_names_the_field(tmp_path):
 
 
 def test_compile_kubeflow_names_every_component(tmp_path):
-    from pipelines.pipeline import compile_kubeflow
+    from mvke_tf.pipelines.pipeline import compile_kubeflow
 
     path = compile_kubeflow(_config(tmp_path, metadata_path=""), tmp_path / "kfp" / "pipeline.json")
     spec = json.loads(path.read_text())
@@ -238,7 +237,7 @@ def test_cli_compiles_kubeflow(tmp_path, capsys):
 
 
 def test_compile_tfrecord_input_with_a_day_split(tmp_path):
-    from pipelines.pipeline import compile_kubeflow
+    from mvke_tf.pipelines.pipeline import compile_kubeflow
 
     cfg = _config(
         tmp_path,
@@ -262,7 +261,7 @@ def test_compile_tfrecord_input_with_a_day_split(tmp_path):
 
 
 def test_cli_settings_file_flags_win(tmp_path):
-    from pipelines.__main__ import _parser, config_from_settings, settings_from_args
+    from mvke_tf.pipelines.__main__ import _parser, config_from_settings, settings_from_args
 
     settings_file = tmp_path / "pipeline.yaml"
     settings_file.write_text(
@@ -292,7 +291,7 @@ def test_cli_pipeline_errors_name_the_flag(tmp_path, capsys):
 
 
 def test_auc_table_lists_every_slice_and_task():
-    from pipelines.evaluation import SliceMetrics, format_auc_table
+    from mvke_tf.pipelines.evaluation import SliceMetrics, format_auc_table
 
     rows = [
         SliceMetrics("overall", {"click": {"auc": 0.61234, "gauc": 0.55, "example_count": 1200.0}, "conversion": {}}),
@@ -350,10 +349,9 @@ def _eval_split(data: Path) -> tuple[list[bytes], dict[str, np.ndarray], np.ndar
 
 @pytest.mark.pipeline
 def test_local_pipeline_end_to_end(tmp_path, capsys):
+    from mvke_tf.pipelines.__main__ import main
+    from mvke_tf.pipelines.schema import CHECKED_IN
     from sklearn.metrics import roc_auc_score
-
-    from pipelines.__main__ import main
-    from pipelines.schema import CHECKED_IN
 
     data = tmp_path / "data"
     synthetic.generate(E2E_DATA, data, formats=("csv", "tfrecord"))
@@ -409,7 +407,7 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
     assert "pushed " in by_name["Pusher"] and "evaluation (eval split, per slice):" in out
     assert not any("WARNING" in line or "Traceback" in line for line in lines), out
 
-    from pipelines.report import run_report
+    from mvke_tf.pipelines.report import run_report
 
     report = run_report(tmp_path / "metadata.db", cfg.pipeline_name)
     # The data check is the ExampleValidator's.
@@ -459,8 +457,8 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
             got = [t.decode() for t in top[f"{task}_tags"].numpy()[row]]
             assert [p[vocabulary.index(t)] for t in got] == pytest.approx(best, rel=1e-4), task
 
-    from pipelines.evaluation import slice_metrics
-    from pipelines.report import run_report
+    from mvke_tf.pipelines.evaluation import slice_metrics
+    from mvke_tf.pipelines.report import run_report
 
     report = run_report(tmp_path / "metadata.db", cfg.pipeline_name)
     assert report.evaluation_uri and report.blessed is True, report
@@ -491,9 +489,10 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
 @pytest.mark.slow  # a second pipeline run in this file: make test-slow (CI runs it), so make test stays under 15 min
 def test_pipeline_trains_and_pushes_the_app_store_ranking_model(tmp_path):
     """model_type app_store (MMoE + FM cross + ESMM heads) runs through Transform, Trainer, Evaluator and Pusher."""
+    from mvke_tf.pipelines.pipeline import run_local
+    from mvke_tf.pipelines.report import run_report
+
     from mvke_tf.export.warmup import read_warmup_requests
-    from pipelines.pipeline import run_local
-    from pipelines.report import run_report
 
     data = tmp_path / "data"
     synthetic.generate(E2E_DATA, data)

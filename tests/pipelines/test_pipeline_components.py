@@ -32,9 +32,8 @@ def _exec_properties(base: Path, splits: dict[str, str], hash_split: bool = Fals
 
 
 def test_example_gen_copies_split_files_and_declines_what_it_cannot_copy(tmp_path):
+    from mvke_tf.pipelines.example_gen import Executor, copyable_splits
     from tfx.types import artifact_utils, standard_artifacts
-
-    from pipelines.example_gen import Executor, copyable_splits
 
     data = tmp_path / "data"
     synthetic.generate(synthetic.SyntheticConfig(num_rows=600, num_users=50, num_ads=40), data, ("csv", "tfrecord"))
@@ -58,9 +57,8 @@ def test_example_gen_copies_split_files_and_declines_what_it_cannot_copy(tmp_pat
 
 
 def test_split_rows_reads_the_statistics(tmp_path):
+    from mvke_tf.pipelines.split_rows import rows_per_split
     from tensorflow_metadata.proto.v0 import statistics_pb2
-
-    from pipelines.split_rows import rows_per_split
 
     for split, n in (("train", 1200), ("eval", 300)):
         (tmp_path / f"Split-{split}").mkdir()
@@ -76,7 +74,7 @@ def test_console_output_sends_everything_but_the_console_to_the_log(tmp_path):
     """fd-level: Python prints, raw fd writes and a subprocess's output all land in the log."""
     code = f"""
 import os, subprocess, sys
-from pipelines.progress import console_output
+from mvke_tf.pipelines.progress import console_output
 with console_output({str(tmp_path / "run.log")!r}, verbose={{verbose}}) as console:
     print("from python")
     os.write(2, b"from fd 2\\n")
@@ -101,7 +99,7 @@ def test_console_output_takes_python_writes_where_sys_stdout_is_not_fd_1(tmp_pat
     import io
     import logging
 
-    from pipelines.progress import console_output
+    from mvke_tf.pipelines.progress import console_output
 
     terminal, errors = io.StringIO(), io.StringIO()
     monkeypatch.setattr(sys, "stdout", terminal)
@@ -126,7 +124,7 @@ def test_console_output_takes_python_writes_where_sys_stdout_is_not_fd_1(tmp_pat
 def test_component_lines_and_summaries(tmp_path):
     from types import SimpleNamespace
 
-    from pipelines.progress import ComponentRecord, _summary
+    from mvke_tf.pipelines.progress import ComponentRecord, _summary
 
     line = ComponentRecord("Trainer", 12.345, "COMPLETE", "1 epoch(s)").line()
     assert line.split() == ["Trainer", "12.3", "s", "1", "epoch(s)"]
@@ -147,13 +145,14 @@ def test_component_lines_and_summaries(tmp_path):
 
 def test_cli_failures_are_one_line(tmp_path, monkeypatch, capsys):
     """Any unexpected failure of a command is one line (exit 1); --debug shows the traceback."""
-    import pipelines.pipeline
+    import mvke_tf.pipelines.pipeline
+
     from mvke_tf.cli import main
 
     def broken(*args, **kwargs):
         raise RuntimeError("could not reach storage\nsecond line of detail")
 
-    monkeypatch.setattr(pipelines.pipeline, "compile_kubeflow", broken)
+    monkeypatch.setattr(mvke_tf.pipelines.pipeline, "compile_kubeflow", broken)
     argv = ["pipeline", "compile", "--target", "kubeflow", "--root", "gs://bucket/mvke"]
     argv += ["--output", str(tmp_path / "p")]
     assert main(argv) == 1
@@ -173,8 +172,8 @@ def test_compile_with_a_cloud_root_reads_and_writes_nothing_there(tmp_path, caps
     env_before = dict(os.environ)
     assert main(argv) == 0, capsys.readouterr().err
     text = out.read_text()
-    assert "gs://BUCKET/mvke/artifacts" in text and "pipelines.trainer.run_fn" in text
-    assert "pipelines.preprocessing.preprocessing_fn" in text and "_wheels" not in text
+    assert "gs://BUCKET/mvke/artifacts" in text and "mvke_tf.pipelines.trainer.run_fn" in text
+    assert "mvke_tf.pipelines.preprocessing.preprocessing_fn" in text and "_wheels" not in text
     assert "REGISTRY/mvke-tf-pipeline:1" in text
     assert capsys.readouterr().out.count("\n") == 1  # one line: what was written
     assert dict(os.environ) == env_before

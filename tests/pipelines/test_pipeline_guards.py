@@ -28,7 +28,7 @@ def _write_anomalies(split_dir: Path, **fields: str) -> None:
 
 
 def test_read_anomalies_and_report_lines(tmp_path):
-    from pipelines.report import FieldAnomaly, RunReport, read_anomalies
+    from mvke_tf.pipelines.report import FieldAnomaly, RunReport, read_anomalies
 
     _write_anomalies(tmp_path / "Split-train", avg_ctr_7d="Unexpected data type")
     _write_anomalies(tmp_path / "Split-eval")
@@ -62,9 +62,8 @@ def test_read_anomalies_and_report_lines(tmp_path):
 
 
 def test_schema_path_switches_to_import_schema_gen(tmp_path):
+    from mvke_tf.pipelines.pipeline import create_pipeline
     from pipeline_helpers import pipeline_config
-
-    from pipelines.pipeline import create_pipeline
 
     ids = {c.id for c in create_pipeline(pipeline_config(tmp_path, schema_path=str(tmp_path / "s.pbtxt"))).components}
     assert {"ImportSchemaGen", "AnomaliesGate"} <= ids and "SchemaGen" not in ids
@@ -83,8 +82,8 @@ def _digest(directory: Path) -> dict[str, str]:
 @pytest.mark.pipeline
 @pytest.mark.slow  # two pipeline runs: make test-slow
 def test_anomalies_block_the_push_and_keep_the_pushed_model(tmp_path, capsys):
-    from pipelines.__main__ import main
-    from pipelines.report import run_report
+    from mvke_tf.pipelines.__main__ import main
+    from mvke_tf.pipelines.report import run_report
 
     data = tmp_path / "data"
     synthetic.generate(DATA, data)

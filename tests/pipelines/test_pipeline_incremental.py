@@ -47,8 +47,7 @@ def test_span_pattern_config(tmp_path):
 
 def test_warm_start_restores_matching_weights_and_skips_others(tmp_path):
     import tensorflow as tf
-
-    from pipelines import trainer
+    from mvke_tf.pipelines import trainer
 
     serving = str(tmp_path / "model" / "Format-Serving")
     first = _tiny_model()
@@ -93,10 +92,9 @@ def _latest(root: Path, component: str, output: str) -> Path:
 @pytest.mark.slow  # three pipeline runs, about 7 minutes: make test-slow
 def test_incremental_runs_read_the_latest_span_and_warm_start(tmp_path):
     from ml_metadata import metadata_store
+    from mvke_tf.pipelines import trainer
+    from mvke_tf.pipelines.pipeline import run_local
     from tfx import v1 as tfx
-
-    from pipelines import trainer
-    from pipelines.pipeline import run_local
 
     data = tmp_path / "data"
     _make_span(data, 1, seed=1, scratch=tmp_path)
@@ -144,9 +142,9 @@ def test_incremental_runs_read_the_latest_span_and_warm_start(tmp_path):
     # Run 3, through the command line: a broken config (a learning rate typo'd to 1e-9, no warm start)
     # trains a model that is no better than its random initialization. The Evaluator compares it with the
     # latest blessed model (run 2's) and does not bless it: nothing is pushed, the pushed versions stay.
-    from pipelines.__main__ import main
-    from pipelines.evaluation import slice_metrics
-    from pipelines.report import run_report
+    from mvke_tf.pipelines.__main__ import main
+    from mvke_tf.pipelines.evaluation import slice_metrics
+    from mvke_tf.pipelines.report import run_report
 
     pushed_before = _digest(Path(cfg.serving_dir))
     broken = tmp_path / "broken.yaml"

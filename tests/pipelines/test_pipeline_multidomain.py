@@ -27,12 +27,11 @@ def _eval_split(data: Path) -> tuple[list[bytes], dict[str, np.ndarray]]:
 @pytest.mark.pipeline
 @pytest.mark.slow  # a pipeline run (about 90 s) on top of make test's: make test-slow, which CI runs too
 def test_m3oe_pipeline_pushes_evaluates_per_domain_and_serves(tmp_path, capsys):
+    from mvke_tf.pipelines.evaluation import slice_metrics
+    from mvke_tf.pipelines.report import run_report
+    from mvke_tf.serving.client import ServingClient, ServingError
+    from mvke_tf.serving.server import ModelServer
     from sklearn.metrics import roc_auc_score
-
-    from pipelines.evaluation import slice_metrics
-    from pipelines.report import run_report
-    from serving.client import ServingClient, ServingError
-    from serving.server import ModelServer
 
     data = tmp_path / "data"
     md.write_files(DATA, data, formats=("tfrecord",))
@@ -117,9 +116,8 @@ def test_config_requires_a_held_out_split_for_bilevel_m3oe(tmp_path):
 
 
 def test_eval_config_slices_by_domain_and_gates_on_the_mean_domain_task_auc(tmp_path):
+    from mvke_tf.pipelines.pipeline import MEAN_DOMAIN_TASK_AUC, blessing_metric, eval_config
     from pipeline_helpers import pipeline_config
-
-    from pipelines.pipeline import MEAN_DOMAIN_TASK_AUC, blessing_metric, eval_config
 
     cfg = pipeline_config(
         tmp_path, model_type="star", model_overrides=TINY, input_pattern="train/*", eval_pattern="eval/*"
@@ -139,9 +137,8 @@ def test_eval_config_slices_by_domain_and_gates_on_the_mean_domain_task_auc(tmp_
 
 
 def test_checked_in_multidomain_schema_is_the_synthetic_one_plus_the_domain():
+    from mvke_tf.pipelines.schema import CHECKED_IN, MULTIDOMAIN_CHECKED_IN, load_schema, with_domain
     from tensorflow_metadata.proto.v0 import schema_pb2
-
-    from pipelines.schema import CHECKED_IN, MULTIDOMAIN_CHECKED_IN, load_schema, with_domain
 
     schema = load_schema(MULTIDOMAIN_CHECKED_IN)
     assert schema == with_domain(load_schema(CHECKED_IN), "domain", 3)

@@ -18,13 +18,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from model_helpers import chance_bar
+from mvke_tf.pipelines.__main__ import main as pipeline
 from sklearn.metrics import roc_auc_score
 
 from mvke_tf.cli import main as cli
 from mvke_tf.config import FeatureConfig
 from mvke_tf.data.own_data import raw_examples
 from mvke_tf.data.table import read_sample
-from pipelines.__main__ import main as pipeline
 
 pytestmark = [pytest.mark.pipeline, pytest.mark.slow]
 
@@ -39,8 +39,8 @@ def _run(root: Path, data: Path, *flags: str) -> str:
 
 
 def _overall(root: Path) -> dict:
-    from pipelines.evaluation import slice_metrics
-    from pipelines.report import run_report
+    from mvke_tf.pipelines.evaluation import slice_metrics
+    from mvke_tf.pipelines.report import run_report
 
     report = run_report(root / "metadata.db", "mvke-tf")
     assert report.blessed is True and report.pushed, report
@@ -50,8 +50,8 @@ def _overall(root: Path) -> dict:
 def _served(serving_dir: Path, records: list[bytes]) -> dict[str, np.ndarray]:
     """The pushed model's ``serving_default`` over gRPC (the in-repo TF Serving server), checked against the
     SavedModel in process."""
-    from serving.client import ServingClient
-    from serving.server import ModelServer
+    from mvke_tf.serving.client import ServingClient
+    from mvke_tf.serving.server import ModelServer
 
     version = max((p for p in serving_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
     server = ModelServer({"own": str(serving_dir)}, port=0, poll_seconds=0.5).start()

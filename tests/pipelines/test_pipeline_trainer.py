@@ -31,7 +31,7 @@ def _fn_args(**kw):
 
 
 def test_steps_are_epochs_over_the_train_split_unless_train_steps_is_given():
-    from pipelines.trainer import training_steps
+    from mvke_tf.pipelines.trainer import training_steps
 
     rows = {"split_rows": {"train": 1000, "eval": 300}}
     assert training_steps(_fn_args(train_steps=None, hyperparameters=rows), 128, 1)[:2] == (1, 8)  # ceil(1000/128)
@@ -47,11 +47,10 @@ def _transform_output(data: Path, out: Path, custom_config: dict) -> str:
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
+    from mvke_tf.pipelines.preprocessing import preprocessing_fn
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx.utils import io_utils
     from tfx_bsl.public import tfxio
-
-    from pipelines.preprocessing import preprocessing_fn
 
     schema = io_utils.SchemaReader().read(str(SCHEMA))
     records = tfxio.TFExampleRecord(file_pattern=str(data / "train" / "*.tfrecord.gz"), schema=schema)
@@ -70,7 +69,7 @@ _WORKER = """
 import json, sys
 import mvke_tf
 from tfx import v1 as tfx
-from pipelines.trainer import run_fn
+from mvke_tf.pipelines.trainer import run_fn
 run_fn(tfx.components.FnArgs(**json.loads(sys.argv[1])))
 """
 

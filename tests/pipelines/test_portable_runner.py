@@ -1,6 +1,6 @@
 """The main job's Beam components on Beam's portable runner with two worker processes, against the DirectRunner.
 
-The pipeline runs with ``beam_pipeline_args`` for a :class:`~pipelines.portable.PortableCluster` (a job
+The pipeline runs with ``beam_pipeline_args`` for a :class:`~mvke_tf.pipelines.portable.PortableCluster` (a job
 service and an external pool that starts two SDK worker processes per job): StatisticsGen, Transform
 and the batched Evaluator run there, their outputs feed the Trainer, the blessing and the push. As
 each of them finishes, the same executor runs again on the same inputs with the DirectRunner in
@@ -145,7 +145,7 @@ def _transformed(outputs: dict, records: list[bytes]) -> dict:
 
 
 def _evaluation(outputs: dict) -> tuple[dict, list[str]]:
-    from pipelines.evaluation import slice_metrics
+    from mvke_tf.pipelines.evaluation import slice_metrics
 
     metrics = {row.slice: row.metrics for row in slice_metrics(_uri(outputs, "evaluation"))}
     return metrics, sorted(os.listdir(_uri(outputs, "blessing")))
@@ -160,13 +160,13 @@ def _eval_records(data: Path, n: int) -> list[bytes]:
 @pytest.mark.slow  # a pipeline run and five component runs besides (~6 min on 2 cores): make test-slow
 def test_beam_components_on_the_portable_runner_equal_the_direct_runner(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
+    from mvke_tf.pipelines.pipeline import run_local
+    from mvke_tf.pipelines.portable import PortableCluster
+    from mvke_tf.pipelines.report import run_report
+    from mvke_tf.pipelines.schema import CHECKED_IN
     from tfx.orchestration.portable.beam_executor_operator import BeamExecutorOperator
 
     from mvke_tf.cli import main as cli_main
-    from pipelines.pipeline import run_local
-    from pipelines.portable import PortableCluster
-    from pipelines.report import run_report
-    from pipelines.schema import CHECKED_IN
 
     data = tmp_path / "data"
     synthetic.generate(DATA, data, formats=("tfrecord",))
@@ -249,8 +249,7 @@ def test_portable_cluster_splits_a_job_between_two_worker_processes(tmp_path):
     (Its functions are lambdas: a worker cannot import this test module, and lambdas are pickled by value.)"""
     import apache_beam as beam
     from apache_beam.testing.util import assert_that, equal_to
-
-    from pipelines.portable import PortableCluster
+    from mvke_tf.pipelines.portable import PortableCluster
 
     with PortableCluster(workers=2) as cluster, beam.Pipeline(argv=cluster.beam_pipeline_args) as p:
         pairs = p | beam.Create(range(200)) | beam.Reshuffle() | beam.Map(lambda x: (os.getpid(), x))
@@ -271,9 +270,9 @@ PROFILES = Path(__file__).parents[2] / "pipelines" / "configs" / "beam"
 @pytest.mark.parametrize("profile", sorted(p.name for p in PROFILES.glob("*.yaml")))
 def test_runner_profiles_layer_over_a_job_and_name_only_options_beam_knows(profile):
     from apache_beam.options.pipeline_options import PipelineOptions
+    from mvke_tf.pipelines.__main__ import _parser, config_from_settings, settings_from_args
 
     from mvke_tf.config import load_yaml
-    from pipelines.__main__ import _parser, config_from_settings, settings_from_args
 
     job, runner = PROFILES.parent / "synthetic.yaml", PROFILES / profile
     args = _parser().parse_args(["compile", "--config", str(job), "--config", str(runner), "--batch-size", "64"])

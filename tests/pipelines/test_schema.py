@@ -104,9 +104,8 @@ def bad(small, tmp_path_factory) -> tuple[Path, dict]:
 
 def test_curate_schema_of_small_data(small):
     import tensorflow_data_validation as tfdv
+    from mvke_tf.pipelines.schema import SYNTHETIC_VOCABULARIES, curate_schema
     from tensorflow_metadata.proto.v0 import schema_pb2
-
-    from pipelines.schema import SYNTHETIC_VOCABULARIES, curate_schema
 
     features = synthetic.feature_config()
     inferred = tfdv.infer_schema(tfdv.generate_statistics_from_csv(str(small / "*" / "part-*.csv")))
@@ -153,7 +152,7 @@ def test_curate_schema_of_small_data(small):
 
 
 def test_checked_in_schema_matches_the_generator(small, tmp_path):
-    from pipelines.schema import CHECKED_IN, infer_curated_schema, load_schema, write_schema
+    from mvke_tf.pipelines.schema import CHECKED_IN, infer_curated_schema, load_schema, write_schema
 
     checked_in = load_schema(CHECKED_IN)
     assert CHECKED_IN.read_text().startswith("# Curated schema")
@@ -169,7 +168,7 @@ def test_checked_in_schema_matches_the_generator(small, tmp_path):
 
 
 def test_schema_cli(small, tmp_path):
-    from pipelines.schema import CHECKED_IN, load_schema, main
+    from mvke_tf.pipelines.schema import CHECKED_IN, load_schema, main
 
     assert main(["--data-root", str(small), "--out", str(tmp_path / "out.pbtxt")]) == 0
     assert load_schema(tmp_path / "out.pbtxt") == load_schema(CHECKED_IN)
@@ -186,9 +185,8 @@ def _anomalous_fields(stats, schema) -> set[str]:
 
 def test_checked_in_schema_validates_clean_and_bad_data(small, bad, tmp_path):
     import tensorflow_data_validation as tfdv
-
-    from pipelines.report import count_violations
-    from pipelines.schema import CHECKED_IN, load_schema
+    from mvke_tf.pipelines.report import count_violations
+    from mvke_tf.pipelines.schema import CHECKED_IN, load_schema
 
     schema = load_schema(CHECKED_IN)
     bad_dir, expected = bad
@@ -228,9 +226,8 @@ def _example(**features):
 def test_count_violations_on_hand_written_examples(tmp_path):
     import tensorflow as tf
     from google.protobuf import text_format
+    from mvke_tf.pipelines.report import FieldAnomaly, RunReport, count_anomalous_rows, count_violations
     from tensorflow_metadata.proto.v0 import schema_pb2
-
-    from pipelines.report import FieldAnomaly, RunReport, count_anomalous_rows, count_violations
 
     schema = text_format.Parse(
         """

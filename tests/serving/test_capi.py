@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from model_helpers import randomize_weights
+from mvke_tf.serving.capi import CAPIError, build_program, check_export, run_signature
 
 from mvke_tf.data import synthetic
 from mvke_tf.export import export_saved_model, non_standard_ops
 from mvke_tf.models.family import FAMILIES, family_of
-from serving.capi import CAPIError, build_program, check_export, run_signature
 
 FC = synthetic.feature_config()
 TAGS = ["t0", "t0_1", "t1_0_2", "t2_1_1", "unseen tag"]

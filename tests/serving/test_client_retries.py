@@ -10,11 +10,10 @@ import time
 import grpc
 import numpy as np
 import pytest
+from mvke_tf.serving.client import ServingClient, ServingError
+from mvke_tf.serving.server import ModelServer
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 from tiny_servable import examples, export_tiny, free_port
-
-from serving.client import ServingClient, ServingError
-from serving.server import ModelServer
 
 # Downtime of the restart below: ten times what the old defaults (3 retries, < 1 s) survived, within the
 # ~12 s a restart of this server takes; the test stays under ~20 s.
@@ -99,7 +98,7 @@ def test_deadline_and_retries_bound_the_wait():
 
 
 def test_grpc_retry_policy():
-    from serving.client import retry_service_config
+    from mvke_tf.serving.client import retry_service_config
 
     [config] = json.loads(retry_service_config())["methodConfig"]
     assert {n["service"] for n in config["name"]} == {

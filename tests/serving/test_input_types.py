@@ -65,10 +65,9 @@ def test_the_client_sends_examples_in_the_types_the_served_model_parses(tmp_path
     """Over gRPC: the tiny model parses ``x`` as a float; a client holding ``x`` as an integer is answered
     once it knows the export's input types, and is refused (INVALID_ARGUMENT) without them."""
     import grpc
+    from mvke_tf.serving.client import ServingClient, ServingError
+    from mvke_tf.serving.server import ModelServer
     from tiny_servable import export_tiny
-
-    from serving.client import ServingClient, ServingError
-    from serving.server import ModelServer
 
     base = export_tiny(tmp_path / "tiny")
     write_input_types(base / "1", {"x": {"dtype": "float32"}})

@@ -14,12 +14,11 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from mvke_tf.serving.client import ServingClient, ServingError
+from mvke_tf.serving.server import ModelServer
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tiny_servable import example, examples, export_tiny
-
-from serving.client import ServingClient, ServingError
-from serving.server import ModelServer
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 
@@ -202,7 +201,7 @@ def test_max_batch_size_option(base):
 
 
 def test_max_batch_size_flag(base):
-    from serving.__main__ import build_parser, build_server
+    from mvke_tf.serving.__main__ import build_parser, build_server
 
     parser = build_parser()
     flags = ["--model", f"tiny={base}", "--port", "0"]
@@ -215,7 +214,7 @@ def test_max_batch_size_flag(base):
 
 @pytest.mark.parametrize("port", ["99999", "70000", "65536", "-1"])
 def test_a_port_outside_the_tcp_range_is_an_argument_error(base, port, capsys):
-    from serving.__main__ import build_parser, build_server
+    from mvke_tf.serving.__main__ import build_parser, build_server
 
     parser = build_parser()
     with pytest.raises(SystemExit) as e:
@@ -293,7 +292,7 @@ def test_echoed_client_input_is_bounded_and_escaped(server, stub, caplog):
     """Huge or forged names get their own status code with a short one-line message, and one short log line."""
     from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc
 
-    caplog.set_level(logging.INFO, logger="serving.server")
+    caplog.set_level(logging.INFO, logger="mvke_tf.serving.server")
     huge = "m" * 20_000
     cases = []
     req = predict_pb2.PredictRequest()
@@ -313,7 +312,7 @@ def test_echoed_client_input_is_bounded_and_escaped(server, stub, caplog):
     req.inputs["examples"].CopyFrom(strings(np.array([GOOD])))
     req.output_filter.extend(f"out_{i}" for i in range(10_000))
     cases.append((stub.Predict, req, INVALID, "(10000 in all)"))
-    forged = "tiny\n2026-01-01 00:00:00 INFO serving.server: forged record"
+    forged = "tiny\n2026-01-01 00:00:00 INFO mvke_tf.serving.server: forged record"
     req = predict_pb2.PredictRequest()
     req.model_spec.name = forged
     req.inputs["examples"].CopyFrom(strings(np.array([GOOD])))

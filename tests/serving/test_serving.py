@@ -1,5 +1,5 @@
-"""gRPC serving over the real wire protocol: ``serving.server`` in-process on a free localhost port
-(and once as ``python -m serving`` in a subprocess), ``serving.client`` and raw TF Serving stubs.
+"""gRPC serving over the real wire protocol: ``mvke_tf.serving.server`` in-process on a free localhost port
+(and once as ``python -m mvke_tf.serving`` in a subprocess), ``mvke_tf.serving.client`` and raw TF Serving stubs.
 
 One SavedModel is exported (slow: ~20 s on a busy 2-core machine); the "new version" is the same
 SavedModel re-saved with perturbed variables, so its outputs differ.
@@ -23,6 +23,9 @@ import pytest
 import tensorflow as tf
 import yaml
 from google.protobuf import text_format
+from mvke_tf.serving.__main__ import parse_models
+from mvke_tf.serving.client import ServingClient, ServingError
+from mvke_tf.serving.server import WARMUP_PATH, ModelServer, Signature
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -37,9 +40,6 @@ from mvke_tf.data import synthetic
 from mvke_tf.data.dataset import parse_examples
 from mvke_tf.export import export_saved_model
 from mvke_tf.models import ModelConfig, build_model
-from serving.__main__ import parse_models
-from serving.client import ServingClient, ServingError
-from serving.server import WARMUP_PATH, ModelServer, Signature
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "serving" / "deploy"
@@ -332,7 +332,7 @@ def test_warmup_and_failed_version_keeps_previous(exports, tmp_path, caplog):
     base = tmp_path / "mvke"
     shutil.copytree(v1, base / "1")
     write_warmup(base / "1", "tag_tower", {"tags": TAGS[:2]})
-    caplog.set_level("INFO", logger="serving.server")
+    caplog.set_level("INFO", logger="mvke_tf.serving.server")
     srv = ModelServer({"mvke": base}, port=0, poll_seconds=0.2, load_retries=1).start()
     c = ServingClient(srv.target, "mvke", retries=0)
     try:
@@ -378,7 +378,8 @@ def test_retry_on_unavailable_across_restart(base):
 
 
 def test_subprocess_client_first_then_sigterm(base):
-    """``python -m serving``: a client started first retries until the server is up; SIGTERM stops it cleanly."""
+    """``python -m mvke_tf.serving``: a client started first retries until the server is up; SIGTERM stops it
+    cleanly."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     cmd = [sys.executable, "-m", "serving", "--model", f"mvke={base}", "--port", str(port), "--poll_seconds", "0.5"]

@@ -17,10 +17,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from mvke_tf.serving.client import ServingClient, ServingError
+from mvke_tf.serving.server import ModelServer
 from tiny_servable import examples, export_tiny
-
-from serving.client import ServingClient, ServingError
-from serving.server import ModelServer
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
@@ -100,7 +99,7 @@ def base(tmp_path_factory):
 
 
 def write_ssl_config(path, pki, client_verify: bool = False) -> str:
-    from serving.server import ssl_config_text
+    from mvke_tf.serving.server import ssl_config_text
 
     key, cert = pki["server"]
     path.write_text(ssl_config_text(key, cert, custom_ca=pki["ca"], client_verify=client_verify))
@@ -108,7 +107,7 @@ def write_ssl_config(path, pki, client_verify: bool = False) -> str:
 
 
 def tls_server(base, pki, tmp_path, client_verify: bool = False, **kw) -> ModelServer:
-    from serving.server import load_ssl_config
+    from mvke_tf.serving.server import load_ssl_config
 
     config = load_ssl_config(write_ssl_config(tmp_path / "ssl.pbtxt", pki, client_verify))
     return ModelServer({"tiny": base}, port=0, poll_seconds=0, warmup=False, ssl_config=config, **kw).start()
@@ -176,8 +175,9 @@ def test_client_verify_requires_a_ca_signed_client_certificate(base, pki, tmp_pa
 
 
 def test_ssl_config_file_flag(base, pki, tmp_path):
-    """``mvke-tf serve --ssl_config_file`` (``python -m serving``): the same file as ``tensorflow_model_server``."""
-    from serving.__main__ import build_parser, build_server
+    """``mvke-tf serve --ssl_config_file`` (``python -m mvke_tf.serving``): the same file as
+    ``tensorflow_model_server``."""
+    from mvke_tf.serving.__main__ import build_parser, build_server
 
     parser = build_parser()
     path = write_ssl_config(tmp_path / "ssl_config.txt", pki, client_verify=True)
@@ -197,7 +197,7 @@ def test_ssl_config_file_flag(base, pki, tmp_path):
 
 
 def test_ssl_config_proto_and_errors(pki, tmp_path):
-    from serving.server import SSLConfig, check_ssl_config, load_ssl_config
+    from mvke_tf.serving.server import SSLConfig, check_ssl_config, load_ssl_config
 
     # TF Serving's message: tensorflow_serving/config/ssl_config.proto.
     fields = {f.name: (f.number, f.type) for f in SSLConfig.DESCRIPTOR.fields}
@@ -233,7 +233,7 @@ def text_format_lines(pem: str) -> list[str]:
 
 
 def test_plaintext_on_a_non_loopback_address_warns(base, pki, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="serving.server")
+    caplog.set_level(logging.INFO, logger="mvke_tf.serving.server")
     for host, tls, warns in (("0.0.0.0", False, True), ("127.0.0.1", False, False), ("0.0.0.0", True, False)):
         caplog.clear()
         if tls:

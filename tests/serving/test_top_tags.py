@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from model_helpers import randomize_weights
+from mvke_tf.serving.client import ServingClient, ServingError
+from mvke_tf.serving.server import ModelServer
 from tiny_servable import free_port
 
 from mvke_tf import tagging
@@ -17,8 +19,6 @@ from mvke_tf.export.describe import non_standard_ops
 from mvke_tf.export.examples import dummy_rows, examples_from_rows
 from mvke_tf.export.warmup import read_warmup_requests
 from mvke_tf.models import ModelConfig, build_model
-from serving.client import ServingClient, ServingError
-from serving.server import ModelServer
 
 # Three user fields (one of each kind) and 64 tag buckets: a quick export, and tags that share a bucket.
 _FULL = synthetic.feature_config()
