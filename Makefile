@@ -41,13 +41,13 @@ CENSUS_DIR ?=
 bench: test-slow  ## heavier checks and benchmarks (writes figures to docs/benchmarks.md)
 	@$(PY) -m benchmarks.first_fit
 	@$(PY) -m benchmarks.models --rows 400000 --seeds 3
-	@$(PY) -m benchmarks.gates --rows 400000 --seeds 3
+	@$(PY) -m benchmarks.gate_routing --rows 400000 --seeds 3
 	@$(PY) -m benchmarks.learning_curves --max-minutes 40
 	@$(PY) -m benchmarks.task_correlation
-	@$(PY) -m benchmarks.multidomain --rows 100000 --seeds 3 --epochs 3
+	@$(PY) -m benchmarks.multidomain_lineup --rows 100000 --seeds 3 --epochs 3
 	@$(PY) -m benchmarks.multidomain_grid
 	@$(PY) -m benchmarks.tagging
-	@$(PY) -m benchmarks.serving
+	@$(PY) -m benchmarks.serving_latency
 	@if [ -n "$(CENSUS_DIR)" ]; then $(PY) -m benchmarks.census --data "$(CENSUS_DIR)" --seeds 5; \
 	else echo "bench: skipping census-income (set CENSUS_DIR to the directory with the UCI files)"; fi
 	@$(PY) -m benchmarks.pipeline --rows 100000 1000000 4000000

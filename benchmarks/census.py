@@ -44,7 +44,7 @@ def model_config(model_type: str, tasks: tuple[str, ...], embedding_dim: int):
     from mvke_tf.models.ranking import RankingConfig
 
     return RankingConfig(
-        model_type=model_type,
+        model_type=f"ranking_{model_type}",
         tasks=tasks,
         embedding_dim=embedding_dim,
         expert_units=(16,),

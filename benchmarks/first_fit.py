@@ -51,13 +51,13 @@ def child(setting: str, model_type: str, data_dir: str) -> dict[str, Any]:
             r for r in config.CONVERSION_RULES if not (isinstance(r, config.DoNotConvert) and r.matches("tf_keras"))
         )
         family.build_training_state = lambda model, batches: False
-    from mvke_tf.models import ModelConfig
+    from mvke_tf.models import UserTagConfig
     from mvke_tf.train import TrainConfig, train_and_evaluate
 
     imported = time.perf_counter()
     report = train_and_evaluate(
         Path(data_dir),
-        ModelConfig(model_type=model_type, **SIZES),
+        UserTagConfig(model_type=model_type, **SIZES),
         TrainConfig(epochs=1, batch_size=512, learning_rate=2e-3, seed=0),
         verbose=0,
     )
@@ -115,11 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--repeats: use 1 or more")
     import mvke_tf  # noqa: F401
     from mvke_tf.data import synthetic
-    from mvke_tf.models import MODEL_TYPES
+    from mvke_tf.models import USER_TAG_MODEL_NAMES
 
-    bad = [m for m in args.models if m not in MODEL_TYPES]
+    bad = [m for m in args.models if m not in USER_TAG_MODEL_NAMES]
     if bad:
-        p.error(f"--models: {bad} unknown; use some of {list(MODEL_TYPES)}")
+        p.error(f"--models: {bad} unknown; use some of {list(USER_TAG_MODEL_NAMES)}")
     data_dir = Path(args.work_dir) / f"data-{args.rows}"
     if not (data_dir / "metadata.json").exists():
         synthetic.generate(data_config(args.rows), data_dir)

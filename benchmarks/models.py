@@ -21,7 +21,7 @@ import numpy as np
 import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from benchmarks.report import machine, write_section
 from mvke_tf.data import synthetic
-from mvke_tf.models import MODEL_TYPES, ModelConfig
+from mvke_tf.models import USER_TAG_MODEL_NAMES, UserTagConfig
 from mvke_tf.train import TrainConfig, train_and_evaluate
 
 
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=400_000)
     p.add_argument("--users", type=int, default=40_000)
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--models", nargs="+", default=list(MODEL_TYPES), choices=MODEL_TYPES)
+    p.add_argument("--models", nargs="+", default=list(USER_TAG_MODEL_NAMES), choices=USER_TAG_MODEL_NAMES)
     p.add_argument("--scale", type=float, default=0.25, help="hidden layer scale vs the paper's Table 5")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=512)
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict[str, list[float]]] = {}
     for model_type in args.models:
-        mc = ModelConfig(model_type=model_type).scaled(args.scale)
+        mc = UserTagConfig(model_type=model_type).scaled(args.scale)
         res = results.setdefault(model_type, {"click": [], "conversion": [], "eps": [], "params": []})
         for seed in range(args.seeds):
             tc = TrainConfig(

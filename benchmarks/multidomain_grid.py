@@ -71,7 +71,7 @@ def run_model(
     """Trains ``model_type`` under a preset on every cell and seed; returns results per cell."""
     import tensorflow as tf
 
-    arch, schedule = preset(preset_name, model_type)
+    arch, schedule = preset(preset_name, f"multi_domain_{model_type}")
     schedule = dataclasses.replace(schedule, epochs=epochs)
     model: MultiDomainModel | None = None
     out: dict[str, Any] = {}

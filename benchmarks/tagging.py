@@ -33,7 +33,7 @@ from benchmarks.report import machine, section, write_section
 from mvke_tf import tagging
 from mvke_tf.data import synthetic
 from mvke_tf.export import export_saved_model
-from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.models import UserTagConfig, build_model
 
 PAPER_TAGS = 1786
 
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     synthetic.generate(cfg, work / "data", formats=("tfrecord",))
     users_glob = str(work / "data" / "*" / "part-*.tfrecord.gz")
     print("building and exporting the model ...", file=sys.stderr, flush=True)
-    mc = ModelConfig(model_type="mvke_mt").scaled(args.scale)
+    mc = UserTagConfig(model_type="mvke_mt").scaled(args.scale)
     fc = synthetic.feature_config()
     export_saved_model(build_model(fc, mc), work / "model")
 

@@ -53,7 +53,7 @@ def model_config(model_type: str):
     from mvke_tf.models.ranking import RankingConfig
 
     return RankingConfig(
-        model_type=model_type,
+        model_type=f"ranking_{model_type}",
         tasks=TASKS,
         task_heads=("regression",) * len(TASKS),
         expert_units=(16,),

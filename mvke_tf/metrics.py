@@ -198,12 +198,6 @@ def grouped_auc(labels: Any, scores: Any, groups: Any) -> float:
     return total / weight
 
 
-def grouped_auc_or_nan(labels: Any, scores: Any, groups: Any) -> float:
-    """:func:`grouped_auc`, or NaN when no group holds both classes (or there are no examples)."""
-    total, weight = grouped_auc_terms(labels, scores, groups)
-    return total / weight if weight else math.nan
-
-
 # ----------------------------------------------------------------------------- binned AUC
 
 # TFMA's defaults: 10,000 prediction buckets on [0, 1] (plus one below and one above), AUC over

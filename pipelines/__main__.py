@@ -109,8 +109,12 @@ def _parser() -> argparse.ArgumentParser:
         )
         q.add_argument("--features-yaml", default=S, help="FeatureConfig YAML (default <data-root>/features.yaml)")
         q.add_argument("--serving-dir", default=S, help="push destination (default <root>/serving)")
-        q.add_argument("--model", default=S, help="model_type (default mvke_mt)")
-        q.add_argument("--model-overrides", default=S, help="JSON of other ModelConfig fields")
+        q.add_argument(
+            "--model",
+            default=S,
+            help="model name, e.g. mvke_mt, ranking_app_store, multi_domain_m3oe (default mvke_mt)",
+        )
+        q.add_argument("--model-overrides", default=S, help="JSON of other fields of the model family's config")
         q.add_argument(
             "--train-steps", type=int, default=S, help="train this many steps (default 0: epochs over the train split)"
         )

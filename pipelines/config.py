@@ -9,7 +9,7 @@ from typing import Any
 from mvke_tf.config import CATEGORICAL, STRATEGIES, ConfigError, FeatureConfig
 from mvke_tf.data.transform import DEFAULT_NUM_BUCKETS
 from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K
-from mvke_tf.models.family import MODEL_NAMES, ModelFamily, config_for_data, family_of
+from mvke_tf.models.family import MODEL_NAMES, ModelFamily, canonical_model_name, config_for_data, family_of
 
 # A categorical user field with at most this many hash buckets is a default slice key (a handful of values,
 # e.g. a gender or an age band; hash buckets are a few times the distinct values), and at most this many keys.
@@ -24,9 +24,9 @@ def default_slice_keys(features: FeatureConfig) -> tuple[str, ...]:
     return tuple(small[:SLICE_MAX_KEYS])
 
 
-# Every model of every family (mvke_tf.models.family): two-tower, pair-ranking (``ranking_<type>``,
-# ``app_store``) and multi-domain (``m3oe``, ``star``, ``md_<type>``); the overrides are fields of the
-# family's config class.
+# Every model of every family (mvke_tf.models.family): two-tower (``mvke_mt``, ...), pair-ranking
+# (``ranking_<architecture>``) and multi-domain (``multi_domain_<architecture>``); the overrides are fields of
+# the family's config class.
 PIPELINE_MODEL_TYPES = MODEL_NAMES
 
 INPUT_FORMATS = ("csv", "parquet", "tfrecord")
@@ -62,11 +62,14 @@ class PipelineConfig:
         bi-level schedule, for the upper level (the fusion weights alpha / beta). Held out of the train
         split, not the eval split: the Evaluator blesses on the eval split, so a model must not have fit
         anything to it. Empty: the Trainer validates on the eval split.
-      model_type: model variant: a two-tower model of :data:`mvke_tf.models.MODEL_TYPES`, or a
-        pair-ranking model (:mod:`mvke_tf.models.ranking`) as ``ranking_<type>`` (e.g.
-        ``ranking_mmoe``) or ``app_store`` (MMoE with FM cross and ESMM heads).
-      model_overrides: other fields of the model's config (:class:`~mvke_tf.models.ModelConfig`,
-        or :class:`~mvke_tf.models.ranking.RankingConfig` for ranking models), e.g. sizes.
+      model_type: the model's name (:mod:`mvke_tf.models.family`'s rule; the YAML config's ``model:``): a
+        two-tower model of :data:`mvke_tf.models.USER_TAG_MODEL_NAMES` (e.g. ``mvke_mt``), a pair-ranking
+        model ``ranking_<architecture>`` (e.g. ``ranking_mmoe``, ``ranking_app_store``: MMoE with FM cross and
+        ESMM heads) or a multi-domain model ``multi_domain_<architecture>`` (e.g. ``multi_domain_m3oe``). An
+        old name (``app_store``, ``m3oe``, ...) is resolved with a FutureWarning until mvke-tf 0.2.
+      model_overrides: other fields of the model's config (the family's config class:
+        :class:`~mvke_tf.models.UserTagConfig`, :class:`~mvke_tf.models.ranking.RankingConfig` or
+        :class:`~mvke_tf.models.multidomain.MultiDomainConfig`), e.g. sizes.
       train_steps: Trainer steps over all epochs; 0 (the default) trains ``epochs`` passes over the
         train split, every row at least once, the steps derived from the split's row count.
       eval_steps: validation steps in the Trainer (at most one pass over the eval split).
@@ -143,6 +146,7 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_overrides", dict(self.model_overrides))
+        object.__setattr__(self, "model_type", canonical_model_name(self.model_type))
         if self.slice_keys is not None:
             if isinstance(self.slice_keys, str) or not all(isinstance(k, str) and k for k in self.slice_keys):
                 raise ConfigError(

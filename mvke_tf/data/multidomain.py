@@ -29,6 +29,11 @@ signal. The defaults (no knob, scale 1) give exactly the data of before.
 
 Everything is held in memory as numpy column dicts (the data sets are small) and fed
 to models through :func:`make_dataset`.
+
+It stays one module, one generator (its config, the domain-shifted truth, the rows, their files
+and arrays) just over 500 lines: its parts share the module's constants and random streams, and
+name the synthetic columns, which ``tests/test_no_synthetic_names.py`` allows only in the
+generator files.
 """
 
 from __future__ import annotations

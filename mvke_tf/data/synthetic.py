@@ -23,6 +23,11 @@ The generative story (all of it deterministic per ``seed``):
 
 Rows are generated and written in chunks, so the row count is limited by disk, not
 memory (only the user and ad tables are held, O(num_users + num_ads)).
+
+It stays one module, one generator from its knobs to its files: the column schema, the latent
+world and the CSV / TFRecord writer (:mod:`mvke_tf.data.multidomain` writes with it too) all name
+the synthetic columns, which ``tests/test_no_synthetic_names.py`` allows only in the generator
+files, and each part reads the schema, so a part moved beside it would import this module back.
 """
 
 from __future__ import annotations

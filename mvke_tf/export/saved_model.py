@@ -80,11 +80,6 @@ class RawInputs:
         return {}
 
 
-def parse_user_examples(serialized: tf.Tensor, feature_config: FeatureConfig) -> dict[str, tf.Tensor]:
-    """Serialized ``tf.Example`` ``[B]`` -> the user fields, as ``user_tower`` parses them."""
-    return parse_fields(serialized, feature_config.user_fields)
-
-
 def serving_functions(
     model: tf.keras.Model,
     inputs: RawInputs | None = None,

@@ -1,6 +1,18 @@
-"""Models: one typed ModelConfig selects the variant."""
+"""Models of three families (:mod:`mvke_tf.models.family`): user tagging (:class:`UserTagConfig`), pair
+ranking (:class:`~mvke_tf.models.ranking.RankingConfig`) and multi-domain
+(:class:`~mvke_tf.models.multidomain.MultiDomainConfig`). A family's config selects and sizes its models;
+:func:`build_model` builds the model of any family's config."""
 
-from mvke_tf.models.config import MODEL_TYPES, ModelConfig
-from mvke_tf.models.user_tag import UserTagModel, build_model, dummy_features
+from typing import Any
 
-__all__ = ["MODEL_TYPES", "ModelConfig", "UserTagModel", "build_model", "dummy_features"]
+from mvke_tf.models import families as _families  # noqa: F401  (registers the built-in families)
+from mvke_tf.models.config import USER_TAG_MODEL_NAMES, UserTagConfig, renamed_attribute
+from mvke_tf.models.family import build_model
+from mvke_tf.models.user_tag import UserTagModel, dummy_features
+
+__all__ = ["USER_TAG_MODEL_NAMES", "UserTagConfig", "UserTagModel", "build_model", "dummy_features"]
+
+
+def __getattr__(name: str) -> Any:
+    # ModelConfig and MODEL_TYPES (mvke-tf 0.1.0): still importable, with a FutureWarning, until mvke-tf 0.2.
+    return renamed_attribute(__name__, name)

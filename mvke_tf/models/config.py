@@ -1,15 +1,22 @@
-"""Typed model configuration: one dataclass selects and sizes every model variant."""
+"""The user-tag family's config (:class:`UserTagConfig`): one dataclass selects and sizes every two-tower
+user-tagging model (the other families have theirs: :class:`~mvke_tf.models.ranking.RankingConfig`,
+:class:`~mvke_tf.models.multidomain.MultiDomainConfig`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
+from typing import Any
 
-from mvke_tf.config import ConfigError, SerializableConfig
+from mvke_tf.config import ConfigError
 from mvke_tf.layers.mvke import GATES
+from mvke_tf.models.family import RENAMED_UNTIL, FamilyConfig, model_prefix
 
-# Model variants (the MVKE paper's Table 3 line-up). All share the embedding and DeepFM
+# Architectures (the MVKE paper's Table 3 line-up). All share the embedding and DeepFM
 # blocks and a hard-shared tag tower; they differ in the user tower.
-MODEL_TYPES = ("two_tower", "hard_sharing", "moe", "mmoe", "cgc", "mvke_st", "mvke_mt")
+USER_TAG_ARCHITECTURES = ("two_tower", "hard_sharing", "moe", "mmoe", "cgc", "mvke_st", "mvke_mt")
+# Their model names (mvke_tf.models.family's rule: the user-tag family's names are its architectures).
+USER_TAG_MODEL_NAMES = tuple(model_prefix("user_tag") + a for a in USER_TAG_ARCHITECTURES)
 MVKE_TYPES = ("mvke_st", "mvke_mt")
 # Variants whose experts are assigned to tasks by ``expert_assignment``.
 ASSIGNED_TYPES = ("cgc", "mvke_mt")
@@ -19,11 +26,11 @@ PAPER_NUM_EXPERTS = 5
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig(SerializableConfig):
-    """Architecture and sizes. Defaults follow the MVKE paper's Table 5.
+class UserTagConfig(FamilyConfig):
+    """Architecture and sizes of a user-tag model. Defaults follow the MVKE paper's Table 5.
 
     Attributes:
-      model_type: which variant to build (see ``MODEL_TYPES``).
+      model_type: the model's name, one of :data:`USER_TAG_MODEL_NAMES` (here also its architecture).
       tasks: task names, in order; each is a model output and a label column.
       embedding_dim: field embedding size d (paper: 30).
       dnn_units: DeepFM DNN layers (paper: [512, 256, 128]).
@@ -53,6 +60,8 @@ class ModelConfig(SerializableConfig):
     """
 
     config_name = "model config"
+    family_name = "user_tag"
+    architectures = USER_TAG_ARCHITECTURES
 
     model_type: str = "two_tower"
     tasks: tuple[str, ...] = ("click", "conversion")
@@ -74,15 +83,12 @@ class ModelConfig(SerializableConfig):
     shared_vke_tower: bool = False
 
     def __post_init__(self) -> None:
+        self._resolve_model_type()
         for name in ("tasks", "dnn_units", "top_units", "tag_units", "task_loss_weights"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.expert_assignment is not None:
             assigned = tuple(tuple(int(i) for i in s) for s in self.expert_assignment)
             object.__setattr__(self, "expert_assignment", assigned)
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(
-                f"model_type={self.model_type!r} is not one of {', '.join(MODEL_TYPES)}; fix: pick one of them"
-            )
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(
                 f"tasks={list(self.tasks)} must be distinct, non-empty names; fix: e.g. [click, conversion]"
@@ -130,12 +136,12 @@ class ModelConfig(SerializableConfig):
             raise ConfigError(f"kernel_stddev={self.kernel_stddev} must be > 0 (the code uses 0.01)")
         if self.score not in ("dot", "cosine"):
             raise ConfigError(f"score={self.score!r} must be 'dot' (the code) or 'cosine' (the paper)")
-        if self.model_type in MVKE_TYPES and self.gate != "attention" and self.tag_units[-1] != self.embedding_dim:
+        if self.architecture in MVKE_TYPES and self.gate != "attention" and self.tag_units[-1] != self.embedding_dim:
             raise ConfigError(
                 f"gate={self.gate!r} compares the tag embedding (tag_units[-1]={self.tag_units[-1]}) with the virtual "
                 f"kernels (embedding_dim={self.embedding_dim}); fix: make them equal or use gate='attention'"
             )
-        if self.model_type in ASSIGNED_TYPES:
+        if self.architecture in ASSIGNED_TYPES:
             self._check_assignment()
 
     def _check_assignment(self) -> None:
@@ -168,7 +174,7 @@ class ModelConfig(SerializableConfig):
     def assignment(self) -> dict[str, tuple[int, ...]]:
         """Per task, the experts serving it (all of them for variants without an assignment)."""
         every = tuple(range(self.num_experts))
-        if self.model_type not in ASSIGNED_TYPES:
+        if self.architecture not in ASSIGNED_TYPES:
             return {t: every for t in self.tasks}
         if self.expert_assignment is not None:
             return dict(zip(self.tasks, self.expert_assignment))
@@ -185,7 +191,7 @@ class ModelConfig(SerializableConfig):
     def output_dim(self) -> int:
         return self.top_units[-1]
 
-    def scaled(self, factor: float) -> ModelConfig:
+    def scaled(self, factor: float) -> UserTagConfig:
         """A copy with every hidden layer scaled by ``factor`` (for fast tests / CPU runs).
 
         The embedding size and the output size stay as they are.
@@ -200,3 +206,20 @@ class ModelConfig(SerializableConfig):
             top_units=scale(self.top_units),
             tag_units=scale(self.tag_units),
         )
+
+
+_RENAMED = {"ModelConfig": "UserTagConfig", "MODEL_TYPES": "USER_TAG_MODEL_NAMES"}
+
+
+def renamed_attribute(module: str, name: str) -> Any:
+    """``ModelConfig`` and ``MODEL_TYPES``, the names of mvke-tf 0.1.0 (accepted until mvke-tf 0.2), for a
+    module's ``__getattr__``: the new object, with a one-line FutureWarning."""
+    if name not in _RENAMED:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new = _RENAMED[name]
+    warnings.warn(f"{name} is now {new}; the old name is accepted until {RENAMED_UNTIL}", FutureWarning, stacklevel=3)
+    return globals()[new]
+
+
+def __getattr__(name: str) -> Any:
+    return renamed_attribute(__name__, name)

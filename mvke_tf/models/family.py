@@ -1,7 +1,7 @@
 """Model families: what the command line, training, export and the TFX module files need to know
-about a model, declared once per family.
+about a model, declared once per family; and how models are named.
 
-Three families share the interface of :class:`ModelFamily`:
+Three families share the interface of :class:`ModelFamily` (:mod:`mvke_tf.models.families`):
 
 * ``user_tag``: the two-tower user-tagging models (MVKE and the paper's baselines,
   :class:`~mvke_tf.models.user_tag.UserTagModel`); exported with ``serving_default``, ``user_tower``
@@ -12,9 +12,27 @@ Three families share the interface of :class:`ModelFamily`:
   :class:`~mvke_tf.models.multidomain.MultiDomainModel`); ``serving_default`` only, the domain id
   being one of the features.
 
-Each family names the models a user picks (``--model``), its config class, the fields its models
-read from a dataset's :class:`~mvke_tf.config.FeatureConfig`, how a model is built and compiled, and
-builds its export's serving signatures and their warm-up requests (:meth:`ModelFamily.serving_signatures`,
+Model names. A model's name is ``<family name>_<architecture>``; the models of :data:`DEFAULT_FAMILY`
+(``user_tag``, the library's first family: the MVKE paper's models) drop the prefix:
+
+* ``user_tag``: ``two_tower``, ``hard_sharing``, ``moe``, ``mmoe``, ``cgc``, ``mvke_st``, ``mvke_mt``;
+* ``ranking``: ``ranking_app_store``, ``ranking_single_task``, ``ranking_shared_bottom``, ``ranking_omoe``,
+  ``ranking_mmoe``, ``ranking_ple``;
+* ``multi_domain``: ``multi_domain_m3oe``, ``multi_domain_star``, ``multi_domain_mlp``,
+  ``multi_domain_shared_bottom``, ``multi_domain_mmoe``, ``multi_domain_ple``.
+
+A family lists its architectures once (:attr:`ModelFamily.architectures`) and derives its names from them
+(:attr:`ModelFamily.prefix`, :attr:`ModelFamily.model_names`), so a family registered later follows the rule
+by itself. The name is the same string everywhere: the library, ``mvke-tf train --model``, ``mvke-tf pipeline
+run --model``, a pipeline config's ``model:`` and the ``model_type`` of the family's config object
+(:class:`FamilyConfig`, whose :attr:`~FamilyConfig.architecture` is the name less the prefix). The names of
+mvke-tf 0.1.0 (``app_store``, ``m3oe``, ``star``, ``md_<architecture>``, and a bare architecture as a ranking
+or multi-domain config's ``model_type``) are accepted until mvke-tf 0.2, with a one-line FutureWarning each:
+every entry point resolves a name through :func:`canonical_model_name`.
+
+Each family names its models, its config class, the fields its models read from a dataset's
+:class:`~mvke_tf.config.FeatureConfig`, how a model is built and compiled, and builds its export's serving
+signatures and their warm-up requests (:meth:`ModelFamily.serving_signatures`,
 :meth:`ModelFamily.warmup_inputs`; the TFX examples' ``make_serving_signatures``, once per family). What
 a family can do is declared as attributes (:attr:`ModelFamily.has_tag_tower`,
 :attr:`ModelFamily.has_domains`), never read off its signature names. Every model has the attributes
@@ -22,39 +40,35 @@ a family can do is declared as attributes (:attr:`ModelFamily.has_tag_tower`,
 never tests a model's class.
 
 Families are registered (:func:`register_family`, also a class decorator): :data:`FAMILIES` and
-:data:`MODEL_NAMES` hold what is registered, the three above at import; a family defined elsewhere
-(e.g. in a test) is registered the same way and then works with every entry point.
+:data:`MODEL_NAMES` hold what is registered, the three above once :mod:`mvke_tf.models` is imported (it
+imports :mod:`mvke_tf.models.families`; this module imports no model, so that the config modules can import
+it); a family defined elsewhere (e.g. in a test) is registered the same way and then works with every entry
+point.
 """
 
 from __future__ import annotations
 
 import abc
-import math
+import importlib
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import tensorflow as tf
 
-from mvke_tf.config import STRATEGIES, ConfigError, FeatureConfig, FieldSpec
+from mvke_tf.config import STRATEGIES, ConfigError, FeatureConfig, FieldSpec, SerializableConfig
 from mvke_tf.models.compiling import build_training_state, compile_per_task
-from mvke_tf.models.config import MODEL_TYPES, ModelConfig
-from mvke_tf.models.multidomain import MULTIDOMAIN_MODEL_TYPES, MultiDomainConfig, MultiDomainModel
-from mvke_tf.models.multidomain_training import train_multidomain
-from mvke_tf.models.ranking import (
-    ITEM_ID,
-    RANKING_MODEL_NAMES,
-    RankingConfig,
-    RankingModel,
-    build_ranking_model,
-    ranking_config_for,
-    ranking_feature_config,
-    ranking_fields,
-)
-from mvke_tf.models.user_tag import UserTagModel, build_model
 
-MULTIDOMAIN_PREFIX = "md_"
-"""Multi-domain variants that share a name with a two-tower or ranking type are offered as ``md_<type>``
-(``md_mmoe``, ``md_ple``, ``md_shared_bottom``, ``md_mlp``); ``m3oe`` and ``star`` keep their names."""
+DEFAULT_FAMILY = "user_tag"
+"""The family whose model names are its architectures alone (no prefix): the library's first family."""
+RENAMED_UNTIL = "mvke-tf 0.2"
+"""Until when the names of mvke-tf 0.1.0 are accepted (:func:`canonical_model_name`)."""
+
+
+def model_prefix(family_name: str) -> str:
+    """The prefix of the family ``family_name``'s model names: none for :data:`DEFAULT_FAMILY`,
+    ``<family name>_`` for every other family."""
+    return "" if family_name == DEFAULT_FAMILY else f"{family_name}_"
 
 
 EXAMPLES_INPUT = "examples"  # serving_default, user_tower, top_tags: serialized tf.Example [batch]
@@ -67,13 +81,20 @@ def examples_spec() -> tf.TensorSpec:
 
 
 class ModelFamily(abc.ABC):
-    """One family of models: its names, config, fields, builder, compile step, capabilities and signatures."""
+    """One family of models: its names, config, fields, builder, compile step, capabilities and signatures.
+
+    A family declares :attr:`name`, :attr:`config_class`, :attr:`model_class`, :attr:`architectures` and
+    :meth:`build`; the rest has defaults.
+    """
 
     name: ClassVar[str]
     config_class: ClassVar[type]
     model_class: ClassVar[type]
-    model_names: ClassVar[tuple[str, ...]]
-    """The names a user picks on the command line and in pipeline configs."""
+    architectures: ClassVar[tuple[str, ...]]
+    """The family's architectures, listed once; its model names are derived from them (:attr:`model_names`)."""
+    renamed: ClassVar[Mapping[str, str]] = {}
+    """Model names of mvke-tf 0.1.0 that broke the naming rule -> the architecture they name now (accepted
+    until :data:`RENAMED_UNTIL`, :func:`canonical_model_name`)."""
     signatures: ClassVar[tuple[str, ...]] = ("serving_default",)
     """The names of the signatures :meth:`serving_signatures` builds (see :mod:`mvke_tf.export.saved_model`),
     besides ``top_tags``."""
@@ -86,11 +107,41 @@ class ModelFamily(abc.ABC):
     strategies: ClassVar[tuple[str, ...]] = STRATEGIES
     """The ``tf.distribute`` strategies its training runs under (:data:`mvke_tf.config.STRATEGIES`)."""
 
-    @abc.abstractmethod
+    @property
+    def prefix(self) -> str:
+        """What the family's model names start with: :func:`model_prefix` of its name."""
+        return model_prefix(self.name)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """The names a user picks on the command line and in pipeline configs: :attr:`prefix` + architecture."""
+        return tuple(self.prefix + a for a in self.architectures)
+
     def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
-        """The config of ``model_name`` (one of :attr:`model_names`) with ``overrides`` applied."""
+        """The config of ``model_name`` (one of :attr:`model_names`, or an old name of one) with ``overrides``
+        (fields of :attr:`config_class`, never ``model_type``: the name sets it) applied; ``scale``: see
+        :meth:`make_config`."""
+        name = canonical_model_name(model_name)
+        if name not in self.model_names:
+            raise ConfigError(
+                f"model {model_name!r} is not a {self.name} model; fix: use one of {', '.join(self.model_names)}"
+            )
+        overrides = dict(overrides or {})
+        if "model_type" in overrides:
+            raise ConfigError(f"model {name!r}: the name sets model_type; fix: drop model_type from the overrides")
+        return self.make_config(name, overrides, scale)
+
+    def make_config(self, model_name: str, overrides: Mapping[str, Any], scale: float = 1.0) -> Any:
+        """:meth:`config_for`'s config of ``model_name`` (one of :attr:`model_names`). This one: the config
+        class's defaults, ``overrides`` and ``model_type=model_name``; no ``scale`` but 1."""
+        if scale != 1.0:
+            raise ConfigError(
+                f"--scale applies to the two-tower models; size a {self.name.replace('_', '-')} model with --config"
+            )
+        return self.config_class.from_dict({**overrides, "model_type": model_name})
 
     def config_from_dict(self, d: Mapping[str, Any]) -> Any:
+        """A config of this family from its ``to_dict`` (an older version's too: see :class:`FamilyConfig`)."""
         return self.config_class.from_dict(d)
 
     def input_fields(
@@ -228,7 +279,7 @@ class ModelFamily(abc.ABC):
     def owns(self, thing: Any) -> bool:
         """Whether ``thing`` (a model name, a config or a model) belongs to this family."""
         if isinstance(thing, str):
-            return thing in self.model_names
+            return canonical_model_name(thing) in self.model_names
         return isinstance(thing, (self.config_class, self.model_class))
 
 
@@ -263,21 +314,29 @@ def register_family(family: _F) -> _F:
     ``@register_family`` decorates a family class); returns its argument.
 
     Raises:
-      ConfigError: when its name or one of its model names is taken (by a family or a model name).
+      ConfigError: when its name or one of its model names is taken (by a family, a model name or an old
+        model name), or its model names break the naming rule (:attr:`ModelFamily.model_names`).
       TypeError: when ``family`` is no :class:`ModelFamily`.
     """
     instance = family() if isinstance(family, type) else family
     if not isinstance(instance, ModelFamily):
         raise TypeError(f"register_family: {family!r} is no ModelFamily; fix: subclass {ModelFamily.__qualname__}")
     name = instance.name
-    if name in FAMILIES or name in MODEL_NAMES:
+    old = {n for f in FAMILIES.values() for n in f.renamed}
+    if name in FAMILIES or name in MODEL_NAMES or name in old:
         raise ConfigError(
             f"model family {name!r}: name is taken; fix: pick another name, or unregister_family({name!r}) first"
         )
-    taken = sorted(n for n in instance.model_names if n in MODEL_NAMES or n in FAMILIES or n == name)
-    if taken or len(set(instance.model_names)) != len(instance.model_names):
+    names = tuple(instance.model_names)
+    if names != tuple(instance.prefix + a for a in getattr(instance, "architectures", ())) or not names:
         raise ConfigError(
-            f"model family {name!r}: model_names {taken or list(instance.model_names)} are taken or repeated; "
+            f"model family {name!r}: model_names {list(names)} are not {instance.prefix!r} + each of its "
+            "architectures; fix: list the architectures (ModelFamily.architectures) and let the family name them"
+        )
+    taken = sorted(n for n in names if n in MODEL_NAMES or n in FAMILIES or n == name or n in old)
+    if taken or len(set(names)) != len(names):
+        raise ConfigError(
+            f"model family {name!r}: model_names {taken or list(names)} are taken or repeated; "
             "fix: give each model a name no registered family uses"
         )
     FAMILIES[name] = instance
@@ -291,267 +350,53 @@ def unregister_family(name: str) -> ModelFamily:
     return FAMILIES.pop(name)
 
 
-@register_family
-class UserTagFamily(ModelFamily):
-    name = "user_tag"
-    config_class = ModelConfig
-    model_class = UserTagModel
-    model_names = MODEL_TYPES
-    signatures = ("serving_default", "user_tower", "tag_tower")
-    has_tag_tower = True
-
-    def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
-        config = ModelConfig.from_dict({**ModelConfig(model_type=model_name).to_dict(), **dict(overrides or {})})
-        return config.scaled(scale) if scale != 1.0 else config
-
-    def build(
-        self, feature_config: FeatureConfig, config: Any, fields: Sequence[FieldSpec] | None = None
-    ) -> tf.keras.Model:
-        return build_model(feature_config, config)
-
-    # The two halves of the model, as the user_tower and tag_tower signatures return them.
-    @staticmethod
-    def user_tower_outputs(model: UserTagModel, features: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """``<task>_experts [B, S_task, d_out]``."""
-        return {f"{t}_experts": v for t, v in model.user_tower_outputs(dict(features), training=False).items()}
-
-    @staticmethod
-    def tag_tower_outputs(model: UserTagModel, tags: tf.Tensor) -> dict[str, tf.Tensor]:
-        """``<task>_embedding [B, d_out]``, ``<task>_gate [B, S_task]``, ``<task>_bias [B]`` and, for
-        cosine-score models, ``<task>_scale [B]``."""
-        out = {}
-        for t, (e, w) in model.tag_tower_outputs(tags, training=False).items():
-            out[f"{t}_embedding"] = e
-            out[f"{t}_gate"] = w
-            ones = tf.ones_like(e[:, 0])
-            out[f"{t}_bias"] = ones * tf.cast(model.score_bias[t], e.dtype)
-            if model.config.score == "cosine":
-                out[f"{t}_scale"] = ones * tf.cast(model.cosine_scale[t], e.dtype)
-        return out
-
-    def serving_signatures(
-        self,
-        model: tf.keras.Model,
-        inputs: Any,
-        *,
-        tags: Any = None,
-        top_tags_max_k: int | None = None,
-    ) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        """``serving_default``, ``user_tower`` (the user fields -> :meth:`user_tower_outputs`), ``tag_tower``
-        (raw tags -> :meth:`tag_tower_outputs`) and, given ``tags`` (a tag vocabulary, as
-        :func:`~mvke_tf.export.top_tags.resolve_tag_vocabulary` takes it), ``top_tags`` with ``k`` up to
-        ``top_tags_max_k`` (default :data:`~mvke_tf.export.top_tags.DEFAULT_TOP_TAGS_MAX_K`)."""
-        from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, TOP_TAGS, resolve_tag_vocabulary, top_tags_function
-
-        concrete = super().serving_signatures(model, inputs)
-
-        def user_experts(examples: tf.Tensor) -> dict[str, tf.Tensor]:
-            return self.user_tower_outputs(model, inputs.features(examples, model.feature_config.user_fields))
-
-        # The same function serves user_tower and, traced inside it, top_tags' user side.
-        user_tower = tf.function(user_experts, input_signature=[examples_spec()])
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=TAGS_INPUT)])
-        def tag_tower(tags: tf.Tensor) -> dict[str, tf.Tensor]:
-            return self.tag_tower_outputs(model, inputs.tags(tags, model.feature_config.tag_field))
-
-        concrete["user_tower"] = user_tower.get_concrete_function()
-        concrete["tag_tower"] = tag_tower.get_concrete_function()
-        if tags is not None:
-            vocabulary = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
-            max_k = DEFAULT_TOP_TAGS_MAX_K if top_tags_max_k is None else top_tags_max_k
-            concrete[TOP_TAGS] = top_tags_function(
-                model, user_experts, concrete["tag_tower"], vocabulary, max_k, list(model.tasks)
-            )
-        return concrete
-
-    def warmup_inputs(
-        self,
-        model: tf.keras.Model,
-        examples: Any,
-        tags: Sequence[str | bytes] | None = None,
-        feature_config: FeatureConfig | None = None,
-        top_tags_k: int | None = None,
-    ) -> dict[str, dict[str, Any]]:
-        """``serving_default`` and ``user_tower`` on ``examples``, ``tag_tower`` on ``tags`` (default: two
-        made-up tags of ``feature_config``), ``top_tags`` on ``examples`` and ``k = top_tags_k``."""
-        import numpy as np
-
-        from mvke_tf.export.examples import dummy_tags
-        from mvke_tf.export.top_tags import K_INPUT, TOP_TAGS
-
-        raw = tags if tags is not None else dummy_tags(feature_config, 2)
-        encoded = [t.encode() if isinstance(t, str) else t for t in raw]
-        requests = super().warmup_inputs(model, examples)
-        requests["user_tower"] = {EXAMPLES_INPUT: examples}
-        requests["tag_tower"] = {TAGS_INPUT: np.array(encoded, dtype=object)}
-        if top_tags_k is not None:
-            requests[TOP_TAGS] = {EXAMPLES_INPUT: examples, K_INPUT: np.array(top_tags_k, dtype=np.int32)}
-        return requests
+_warned: set[tuple[str, str]] = set()  # (old name, new name) already warned of in this process
 
 
-@register_family
-class RankingFamily(ModelFamily):
-    name = "ranking"
-    config_class = RankingConfig
-    model_class = RankingModel
-    model_names = RANKING_MODEL_NAMES
+def canonical_model_name(name: str, family: str | None = None) -> str:
+    """``name`` under the naming rule (module docstring): a model name of mvke-tf 0.1.0 becomes its name now,
+    with a one-line FutureWarning (once per old name and process); any other name (a current one, or an
+    unknown one: the caller's lookup names the known ones) is returned as it is.
 
-    def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
-        if scale != 1.0:
-            raise ConfigError("--scale applies to the two-tower models; size a ranking model with --config")
-        return ranking_config_for(model_name, overrides)
+    Every entry point resolves the name a user gives through this function: :func:`family_of`,
+    :meth:`ModelFamily.config_for`, :func:`config_for_data`, the family configs (:class:`FamilyConfig`), the
+    pipeline's config and the command line.
 
-    def input_fields(
-        self, feature_config: FeatureConfig, config: Any, columns: Collection[str] | None = None
-    ) -> tuple[FieldSpec, ...]:
-        """The user fields, the item's tags and, where the data has it, the item id (see :func:`ranking_fields`)."""
-        has_item = columns is None or ITEM_ID in columns
-        return ranking_fields(feature_config, item_id=ITEM_ID if has_item else None)
-
-    def build(
-        self, feature_config: FeatureConfig, config: Any, fields: Sequence[FieldSpec] | None = None
-    ) -> tf.keras.Model:
-        return build_ranking_model(fields or self.input_fields(feature_config, config), config)
-
-    def dataset_config(self, feature_config: FeatureConfig, model: tf.keras.Model) -> FeatureConfig:
-        return ranking_feature_config(feature_config, model.fields)
-
-    def compile(self, model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
-        """As every family (BCE, AUC); a task with a ``regression`` head gets MSE and RMSE instead."""
-        heads = model.config.heads
-        if "regression" not in heads.values():
-            return compile_per_task(model, model.config.loss_weights, learning_rate)
-        binary = {t for t, h in heads.items() if h == "binary"}
-        model.compile(
-            optimizer=tf.keras.optimizers.Adam(learning_rate),
-            loss={
-                t: tf.keras.losses.BinaryCrossentropy() if t in binary else tf.keras.losses.MeanSquaredError()
-                for t in heads
-            },
-            loss_weights=model.config.loss_weights,
-            metrics={
-                t: [tf.keras.metrics.AUC(name="auc", num_thresholds=2000)]
-                if t in binary
-                else [tf.keras.metrics.RootMeanSquaredError(name="rmse")]
-                for t in heads
-            },
+    Args:
+      name: a model name; the old ones are each family's :attr:`ModelFamily.renamed` (``app_store``,
+        ``m3oe``, ``star``, ``md_<architecture>``).
+      family: the family whose config holds ``name`` as its ``model_type``: there a bare architecture of a
+        family with a prefix (``mmoe`` in a ``RankingConfig``: an older version's config) is an old name too.
+    """
+    if not isinstance(name, str):
+        return name
+    new = next((f.prefix + f.renamed[name] for f in FAMILIES.values() if name in f.renamed), None)
+    owner = FAMILIES.get(family) if family is not None else None
+    if new is None and owner is not None and owner.prefix and name in owner.architectures:
+        new = owner.prefix + name
+    if new is None:
+        return name
+    if (name, new) not in _warned:
+        _warned.add((name, new))
+        warnings.warn(
+            f"model name {name!r} is now {new!r}; the old name is accepted until {RENAMED_UNTIL}",
+            FutureWarning,
+            stacklevel=3,
         )
-        return model
-
-    def extra_inputs(self, model: tf.keras.Model) -> dict[str, tf.io.FixedLenFeature]:
-        """The dense inputs (``[size]`` floats where a dense input is a vector), a missing one NaN (the
-        model reads NaN as 0)."""
-        return {
-            n: tf.io.FixedLenFeature(
-                [k] if k > 1 else [], tf.float32, default_value=[math.nan] * k if k > 1 else math.nan
-            )
-            for n, k in zip(model.dense_fields, model.dense_sizes)
-        }
-
-
-@register_family
-class MultiDomainFamily(ModelFamily):
-    name = "multi_domain"
-    config_class = MultiDomainConfig
-    model_class = MultiDomainModel
-    model_names = tuple(t if t in ("m3oe", "star") else MULTIDOMAIN_PREFIX + t for t in MULTIDOMAIN_MODEL_TYPES)
-    has_domains = True
-    # The bi-level loop (mvke_tf.models.multidomain_training.train_multidomain) runs on one device.
-    strategies = ("default",)
-
-    def config_for(self, model_name: str, overrides: Mapping[str, Any] | None = None, scale: float = 1.0) -> Any:
-        if scale != 1.0:
-            raise ConfigError("--scale applies to the two-tower models; size a multi-domain model with --config")
-        if model_name not in self.model_names:
-            raise ConfigError(f"model {model_name!r} is not a multi-domain model; fix: use one of {self.model_names}")
-        overrides = dict(overrides or {})
-        if "model_type" in overrides:
-            raise ConfigError(
-                f"model {model_name!r}: the name sets model_type; fix: drop model_type from the overrides"
-            )
-        return MultiDomainConfig.from_dict({**overrides, "model_type": model_name.removeprefix(MULTIDOMAIN_PREFIX)})
-
-    def build(
-        self, feature_config: FeatureConfig, config: Any, fields: Sequence[FieldSpec] | None = None
-    ) -> tf.keras.Model:
-        model = MultiDomainModel(config, fields or self.input_fields(feature_config, config), name=config.model_type)
-        model.build_weights()
-        return model
-
-    def extra_inputs(self, model: tf.keras.Model) -> dict[str, tf.io.FixedLenFeature]:
-        """The domain id; a missing one parses as -1, which the model rejects (never a default tower)."""
-        return {model.config.domain_feature: tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
-
-    def made_up_columns(self, model: tf.keras.Model, n: int) -> dict[str, list]:
-        return {model.config.domain_feature: [i % model.config.domains for i in range(n)]}
-
-    def compile(self, model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
-        """Adam for the model's weights; M3oE's fusion weights get their own Adam (bi-level training)."""
-        model.compile(
-            optimizer=tf.keras.optimizers.Adam(learning_rate),
-            fusion_optimizer=tf.keras.optimizers.Adam(learning_rate),
-        )
-        return model
-
-    def dataset_columns(self, config: Any) -> tuple[str, ...]:
-        return (config.domain_feature,)
-
-    def domain_feature(self, config: Any) -> str | None:
-        return config.domain_feature
-
-    def needs_held_out(self, config: Any) -> bool:
-        """M3oE with the paper's bi-level schedule trains alpha / beta on held-out batches."""
-        return config.model_type == "m3oe" and config.fusion == "bilevel"
-
-    def fit(
-        self,
-        model: tf.keras.Model,
-        train: tf.data.Dataset,
-        *,
-        epochs: int = 1,
-        steps_per_epoch: int | None = None,
-        held_out: tf.data.Dataset | None = None,
-        validation: tf.data.Dataset | None = None,
-        validation_steps: int | None = None,
-        callbacks: Sequence[tf.keras.callbacks.Callback] = (),
-        verbose: int = 1,
-    ) -> dict[str, list[float]]:
-        """The model's fusion schedule (:func:`~mvke_tf.models.multidomain_training.train_multidomain`); the history
-        adds ``fusion_loss`` and the fusion weights after each epoch (``alpha_domain``, ...).
-
-        A custom loop (two optimisers, two data streams): Keras ``callbacks`` are not run.
-        """
-        if self.needs_held_out(model.config) and held_out is None:
-            raise ConfigError(
-                "m3oe (fusion: bilevel) trains its fusion weights on held-out batches and got none; fix: give "
-                "a held-out split (a val/ directory, a pipeline val_pattern) or set fusion: code"
-            )
-        return train_multidomain(
-            model,
-            train,
-            held_out,
-            epochs=epochs,
-            steps_per_epoch=steps_per_epoch,
-            validation=validation,
-            validation_steps=validation_steps,
-            verbose=verbose,
-        )
-
-    def training_summary(self, model: tf.keras.Model) -> dict[str, Any]:
-        """The learned fusion weights alpha / beta (after the sigmoid), for M3oE."""
-        values = model.fusion_values()
-        return {"fusion_weights": values} if values else {}
+    return new
 
 
 def family_of(thing: Any) -> ModelFamily:
-    """The family of a model name, a family name, a config or a model.
+    """The family of a model name (an old one too: :func:`canonical_model_name`), a family name, a config or
+    a model.
 
     Raises:
       ConfigError: naming the known models, when ``thing`` belongs to none.
     """
-    if isinstance(thing, str) and thing in FAMILIES:
-        return FAMILIES[thing]
+    if isinstance(thing, str):
+        if thing in FAMILIES:
+            return FAMILIES[thing]
+        thing = canonical_model_name(thing)
     for family in FAMILIES.values():
         if family.owns(thing):
             return family
@@ -575,4 +420,55 @@ def config_for_data(
     overrides = dict(overrides or {})
     if "tasks" not in overrides:
         overrides["tasks"] = list(feature_config.labels)
+    model_name = canonical_model_name(model_name)
     return family_of(model_name).config_for(model_name, overrides, scale)
+
+
+def build_model(
+    feature_config: FeatureConfig, config: Any, fields: Sequence[FieldSpec] | None = None
+) -> tf.keras.Model:
+    """The model of ``config`` (a config of any family: ``UserTagConfig``, ``RankingConfig``,
+    ``MultiDomainConfig``, ...), its weights created: :meth:`ModelFamily.build` of :func:`family_of` ``config``.
+
+    ``fields``: the model's input fields (default: those :meth:`ModelFamily.input_fields` reads from data
+    with every optional column).
+    """
+    return family_of(config).build(feature_config, config, fields)
+
+
+class FamilyConfig(SerializableConfig):
+    """What the config classes of the families share: ``model_type`` holds the model's full name (the one
+    it was made from, :func:`config_for_data`), :attr:`architecture` the name less the family's prefix.
+
+    A subclass (a frozen dataclass with a ``model_type`` field) sets :attr:`family_name` and
+    :attr:`architectures` and calls :meth:`_resolve_model_type` first in its ``__post_init__``: an old name
+    (e.g. the bare architecture an older version serialized, in a model directory, a TFX ``custom_config``
+    or a YAML file) then loads as its new name, with :func:`canonical_model_name`'s warning.
+    """
+
+    family_name: ClassVar[str]
+    architectures: ClassVar[tuple[str, ...]]
+    model_type: str
+
+    @property
+    def architecture(self) -> str:
+        """The model's architecture: ``model_type`` less :func:`model_prefix` of the family."""
+        return self.model_type.removeprefix(model_prefix(self.family_name))
+
+    def _resolve_model_type(self) -> None:
+        """``model_type`` resolved by :func:`canonical_model_name`; ConfigError unless one of the family's names."""
+        name = canonical_model_name(self.model_type, self.family_name)
+        object.__setattr__(self, "model_type", name)
+        names = [model_prefix(self.family_name) + a for a in self.architectures]
+        if name not in names:
+            raise ConfigError(f"model_type={name!r} is not one of {', '.join(names)}; fix: pick one of them")
+
+
+_FAMILY_CLASSES = ("UserTagFamily", "RankingFamily", "MultiDomainFamily")
+
+
+def __getattr__(name: str) -> Any:
+    # The built-in families live in mvke_tf.models.families (they import the models; this module imports none).
+    if name in _FAMILY_CLASSES:
+        return getattr(importlib.import_module("mvke_tf.models.families"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

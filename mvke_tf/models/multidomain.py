@@ -4,7 +4,8 @@ Every model embeds the same fields, flattens them to ``x [B, F * d]`` and ends i
 tower per (domain, task): ``Linear -> LayerNorm -> ReLU -> Linear -> sigmoid``. Each
 sample is scored by its own domain's towers, and the loss is the sum over (domain,
 task) of the binary cross-entropy averaged within that domain's samples of the batch.
-The bodies:
+A :class:`MultiDomainConfig`'s ``model_type`` is the model's name, ``multi_domain_<architecture>``
+(:mod:`mvke_tf.models.family`); the architectures:
 
 * ``mlp``: an independent MLP per (domain, task);
 * ``shared_bottom``: one shared MLP;
@@ -37,26 +38,31 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
 
-from mvke_tf.config import ConfigError, FieldSpec, SerializableConfig
+from mvke_tf.config import ConfigError, FieldSpec
 from mvke_tf.layers.embedding import FieldsEmbedding, missing_inputs
 from mvke_tf.layers.experts import SoftmaxGate, mix
 from mvke_tf.layers.multidomain import FusedExperts, GroupedMLP, StarDomainLayer
+from mvke_tf.models.family import RENAMED_UNTIL, FamilyConfig, model_prefix
 
-MULTIDOMAIN_MODEL_TYPES = ("m3oe", "mlp", "shared_bottom", "mmoe", "ple", "star")
+MULTIDOMAIN_ARCHITECTURES = ("m3oe", "star", "mlp", "shared_bottom", "mmoe", "ple")
+MULTIDOMAIN_MODEL_NAMES = tuple(model_prefix("multi_domain") + a for a in MULTIDOMAIN_ARCHITECTURES)
+"""The multi-domain models' names: ``multi_domain_<architecture>`` (:mod:`mvke_tf.models.family`)."""
 FUSION_MODES = ("bilevel", "code", "fixed")
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiDomainConfig(SerializableConfig):
+class MultiDomainConfig(FamilyConfig):
     """Architecture of an MDMT model. Sizes default to a CPU-scale version of the paper's.
 
     Attributes:
-      model_type: one of ``MULTIDOMAIN_MODEL_TYPES``.
+      model_type: the model's name, one of :data:`MULTIDOMAIN_MODEL_NAMES` (``multi_domain_<architecture>``;
+        a bare architecture, as older versions wrote it, is accepted with a FutureWarning until mvke-tf 0.2).
       domains: number of domains D (domain ids are 0..D-1).
       tasks: task names, in order; each is an output and a label column.
       embedding_dim: field embedding size d.
@@ -76,8 +82,10 @@ class MultiDomainConfig(SerializableConfig):
     """
 
     config_name = "multi-domain config"
+    family_name = "multi_domain"
+    architectures = MULTIDOMAIN_ARCHITECTURES
 
-    model_type: str = "m3oe"
+    model_type: str = "multi_domain_m3oe"
     domains: int = 3
     tasks: tuple[str, ...] = ("click", "conversion")
     embedding_dim: int = 8
@@ -94,11 +102,7 @@ class MultiDomainConfig(SerializableConfig):
     def __post_init__(self) -> None:
         for name in ("tasks", "bottom_units", "skip_units", "expert_units"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.model_type not in MULTIDOMAIN_MODEL_TYPES:
-            raise ConfigError(
-                f"model_type={self.model_type!r} is not one of {', '.join(MULTIDOMAIN_MODEL_TYPES)}; "
-                "fix: pick one of them"
-            )
+        self._resolve_model_type()
         if not isinstance(self.domains, int) or self.domains < 1:
             raise ConfigError(f"domains={self.domains!r} must be an integer >= 1")
         if (
@@ -109,10 +113,11 @@ class MultiDomainConfig(SerializableConfig):
             raise ConfigError(
                 f"tasks={list(self.tasks)} must be distinct, non-empty names; fix: e.g. [click, conversion]"
             )
-        if self.model_type == "m3oe" and (self.domains < 2 or len(self.tasks) < 2):
+        if self.architecture == "m3oe" and (self.domains < 2 or len(self.tasks) < 2):
             raise ConfigError(
-                f"m3oe fuses each domain's (task's) expert with the others: it needs domains >= 2 and >= 2 "
-                f"tasks, got domains={self.domains}, tasks={list(self.tasks)}; fix: use star or mmoe"
+                f"{self.model_type} fuses each domain's (task's) expert with the others: it needs domains >= 2 "
+                f"and >= 2 tasks, got domains={self.domains}, tasks={list(self.tasks)}; fix: use multi_domain_star "
+                "or multi_domain_mmoe"
             )
         if self.embedding_dim < 1:
             raise ConfigError(f"embedding_dim={self.embedding_dim} must be >= 1")
@@ -198,7 +203,7 @@ class TrainingSchedule:
 
 
 PRESETS: dict[str, tuple[dict[str, Any], TrainingSchedule]] = {
-    # The library's CPU scale: what benchmarks/multidomain.py has always run.
+    # The library's CPU scale: what benchmarks/multidomain_lineup.py has always run.
     "small": (
         dict(
             embedding_dim=8,
@@ -244,8 +249,10 @@ PRESETS: dict[str, tuple[dict[str, Any], TrainingSchedule]] = {
 }
 
 
-def preset(name: str, model_type: str = "m3oe", **overrides: Any) -> tuple[MultiDomainConfig, TrainingSchedule]:
-    """``(architecture, schedule)`` of a named preset (``PRESETS``) for ``model_type``.
+def preset(
+    name: str, model_type: str = "multi_domain_m3oe", **overrides: Any
+) -> tuple[MultiDomainConfig, TrainingSchedule]:
+    """``(architecture, schedule)`` of a named preset (``PRESETS``) for the model ``model_type``.
 
     ``overrides`` replace architecture fields (``domains``, ``tasks``, ``fusion``, ...).
     Baselines use the preset's sizes where they have the part: ``bottom_units`` for
@@ -283,9 +290,9 @@ class MultiDomainModel(tf.keras.Model):
         d, t = c.domains, len(c.tasks)
         self.embedding = FieldsEmbedding(self.fields, c.embedding_dim, name="embedding")
         self.star = self.fused = self.bottom = self.experts = self.specific = self.gates = None
-        if c.model_type in ("star", "m3oe"):
+        if c.architecture in ("star", "m3oe"):
             self.star = StarDomainLayer(d, c.bottom_units, c.skip_units, name="star")
-        if c.model_type == "m3oe":
+        if c.architecture == "m3oe":
             self.fused = FusedExperts(
                 d,
                 t,
@@ -295,14 +302,14 @@ class MultiDomainModel(tf.keras.Model):
                 fusion_init=c.fusion_init,
                 name="fused_experts",
             )
-        elif c.model_type == "mlp":
+        elif c.architecture == "mlp":
             self.bottom = GroupedMLP(c.bottom_units, d * t, name="mlps")
-        elif c.model_type == "shared_bottom":
+        elif c.architecture == "shared_bottom":
             self.bottom = GroupedMLP(c.bottom_units, 1, name="bottom")
-        elif c.model_type in ("mmoe", "ple"):
+        elif c.architecture in ("mmoe", "ple"):
             k = c.num_shared_experts
             self.experts = GroupedMLP(c.expert_units, k, name="shared_experts")
-            if c.model_type == "ple":
+            if c.architecture == "ple":
                 self.specific = GroupedMLP(c.expert_units, d * t, name="specific_experts")
                 k += 1
             self.gates = SoftmaxGate(k, num_gates=d * t, name="gates")
@@ -314,17 +321,17 @@ class MultiDomainModel(tf.keras.Model):
         """``x [B, in]`` -> ``[B, D*T, h]`` (one row per tower) or ``[B, h]`` (shared by all)."""
         c = self.config
         d, t = c.domains, len(c.tasks)
-        if c.model_type == "star":
+        if c.architecture == "star":
             return self.star(x, domain)
-        if c.model_type == "m3oe":
+        if c.architecture == "m3oe":
             fused = self.fused(self.star(x, domain))  # [B, D, T, h]
             return tf.reshape(fused, [-1, d * t, fused.shape[-1]])
-        if c.model_type == "mlp":
+        if c.architecture == "mlp":
             return self.bottom(x)
-        if c.model_type == "shared_bottom":
+        if c.architecture == "shared_bottom":
             return self.bottom(x)[:, 0]
         experts = self.experts(x)  # [B, K, h]
-        if c.model_type == "ple":
+        if c.architecture == "ple":
             own = self.specific(x)  # [B, D*T, h]: each (domain, task) gate also sees its own expert
             experts = tf.concat([tf.tile(experts[:, None], [1, d * t, 1, 1]), own[:, :, None]], axis=2)
         return mix(self.gates(x), experts)  # gates [B, D*T, K (+1)] -> [B, D*T, h]
@@ -471,12 +478,20 @@ _MOVED = {
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
         return getattr(importlib.import_module(_MOVED[name]), name)
+    if name == "MULTIDOMAIN_MODEL_TYPES":  # mvke-tf 0.1.0's name, until mvke-tf 0.2
+        warnings.warn(
+            f"{name} is now MULTIDOMAIN_ARCHITECTURES; the old name is accepted until {RENAMED_UNTIL}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return MULTIDOMAIN_ARCHITECTURES
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "FUSION_MODES",
-    "MULTIDOMAIN_MODEL_TYPES",
+    "MULTIDOMAIN_ARCHITECTURES",
+    "MULTIDOMAIN_MODEL_NAMES",
     "MultiDomainConfig",
     "MultiDomainModel",
     "PRESETS",

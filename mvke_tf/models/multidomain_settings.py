@@ -68,10 +68,10 @@ def fit_predict_in_setting(
 
     if setting not in SETTINGS:
         raise ConfigError(f"setting={setting!r} is not one of {', '.join(SETTINGS)}; fix: pick one of them")
-    if setting != "mdmt" and config.model_type == "m3oe":
+    if setting != "mdmt" and config.architecture == "m3oe":
         raise ConfigError(
-            f"setting={setting!r} leaves one domain or one task per model, which m3oe cannot fuse; "
-            "fix: run m3oe in the mdmt setting"
+            f"setting={setting!r} leaves one domain or one task per model, which {config.model_type} cannot fuse; "
+            f"fix: run {config.model_type} in the mdmt setting"
         )
     dom = config.domain_feature
     n_test = len(np.asarray(test_features[dom]))

@@ -1,7 +1,9 @@
 """Multi-task pair-ranking models: user, item and context fields together -> per-task probabilities.
 
 Unlike the two-tower models of :mod:`mvke_tf.models.user_tag`, every field meets every other one
-from the first layer on, as in a CTR/CVR ranker. One :class:`RankingConfig` selects the variant:
+from the first layer on, as in a CTR/CVR ranker. One :class:`RankingConfig` selects the model; its
+``model_type`` is the model's name, ``ranking_<architecture>`` (:mod:`mvke_tf.models.family`), and the
+architecture's body is one of:
 
 * ``single_task``: a separate model per task (own embeddings, MLP, tower): the no-sharing baseline;
 * ``shared_bottom``: shared embeddings and MLP, a tower per task;
@@ -24,8 +26,9 @@ Options shared by all of them:
   (the linear output itself, MSE), e.g. for the synthetic regression tasks of MMoE's task-correlation
   study (:mod:`mvke_tf.data.task_correlation`).
 
-The app-store model is ``RankingConfig(model_type="mmoe", num_experts=2, fm_cross=True, esmm=True)``
-(:data:`APP_STORE`).
+The app-store model, ``ranking_app_store``, is an ``mmoe`` body with two experts, FM cross and ESMM heads:
+``RankingConfig(model_type="ranking_app_store", num_experts=2, fm_cross=True, esmm=True)`` (:data:`APP_STORE`;
+``config_for_data("ranking_app_store", ...)`` starts from its fields).
 
 Inputs are embedded fields, dense inputs, or both: a model of dense inputs only (``fields=()``, e.g.
 one float vector ``x [batch, d]`` as ``dense_fields=("x",), dense_sizes=(d,)``) feeds them straight to
@@ -41,13 +44,19 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec, SerializableConfig
+from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec
 from mvke_tf.layers.embedding import FieldsEmbedding, missing_inputs
 from mvke_tf.layers.experts import ExtractionLayer, MixtureOfExperts
 from mvke_tf.layers.interaction import MLP, FactorizationMachine
 from mvke_tf.layers.ranking import ranking_score
+from mvke_tf.models.family import FamilyConfig, model_prefix
 
 RANKING_TYPES = ("single_task", "shared_bottom", "omoe", "mmoe", "ple")
+"""The bodies a ranking model is built of (:attr:`RankingConfig.body`); each is an architecture too."""
+RANKING_ARCHITECTURES = ("app_store", *RANKING_TYPES)
+"""The ranking family's architectures; ``app_store`` is an ``mmoe`` body (:data:`APP_STORE`)."""
+RANKING_MODEL_NAMES = tuple(model_prefix("ranking") + a for a in RANKING_ARCHITECTURES)
+"""The ranking models' names: ``ranking_<architecture>`` (:mod:`mvke_tf.models.family`)."""
 HEAD_TYPES = ("binary", "regression")
 # Extra outputs of ESMM models (beside one per task): they carry no loss.
 CVR_OUTPUT = "cvr"
@@ -61,11 +70,12 @@ def _units(name: str, units: tuple[int, ...], allow_empty: bool = False) -> None
 
 
 @dataclasses.dataclass(frozen=True)
-class RankingConfig(SerializableConfig):
+class RankingConfig(FamilyConfig):
     """Architecture of a multi-task ranking model.
 
     Attributes:
-      model_type: one of :data:`RANKING_TYPES`.
+      model_type: the model's name, one of :data:`RANKING_MODEL_NAMES` (``ranking_<architecture>``; a bare
+        architecture, as older versions wrote it, is accepted with a FutureWarning until mvke-tf 0.2).
       tasks: task names = label columns = output names, in order. With ``esmm`` exactly two:
         the click task and the click-and-convert task.
       embedding_dim: field embedding size d.
@@ -87,8 +97,10 @@ class RankingConfig(SerializableConfig):
     """
 
     config_name = "ranking config"
+    family_name = "ranking"
+    architectures = RANKING_ARCHITECTURES
 
-    model_type: str = "mmoe"
+    model_type: str = "ranking_mmoe"
     tasks: tuple[str, ...] = ("click", "conversion")
     embedding_dim: int = 8
     expert_units: tuple[int, ...] = (64, 32)
@@ -117,10 +129,7 @@ class RankingConfig(SerializableConfig):
             "rank_weights",
         ):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.model_type not in RANKING_TYPES:
-            raise ConfigError(
-                f"model_type={self.model_type!r} is not one of {', '.join(RANKING_TYPES)}; fix: pick one of them"
-            )
+        self._resolve_model_type()
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(
                 f"tasks={list(self.tasks)} must be distinct, non-empty names; fix: e.g. [click, conversion]"
@@ -164,6 +173,12 @@ class RankingConfig(SerializableConfig):
             raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
 
     @property
+    def body(self) -> str:
+        """The body the model is built of (one of :data:`RANKING_TYPES`): the architecture, ``mmoe`` for
+        ``app_store``."""
+        return "mmoe" if self.architecture == "app_store" else self.architecture
+
+    @property
     def loss_weights(self) -> dict[str, float]:
         default = _ESMM_DEFAULT_WEIGHTS if self.esmm else (1.0,) * len(self.tasks)
         return dict(zip(self.tasks, (float(w) for w in (self.task_loss_weights or default))))
@@ -174,24 +189,17 @@ class RankingConfig(SerializableConfig):
         return dict(zip(self.tasks, self.task_heads or ("binary",) * len(self.tasks)))
 
 
-APP_STORE = RankingConfig(model_type="mmoe", num_experts=2, fm_cross=True, esmm=True)
+APP_STORE = RankingConfig(model_type="ranking_app_store", num_experts=2, fm_cross=True, esmm=True)
 """The app-store "Guess You Like" model: two experts, a pCTR and a pCVR gate, FM cross, ESMM heads."""
-
-# Names under which the command line and the pipeline offer the ranking models, beside the two-tower
-# model types: ``app_store`` and ``ranking_<type>``.
-RANKING_MODEL_NAMES = ("app_store",) + tuple(f"ranking_{t}" for t in RANKING_TYPES)
 
 
 def ranking_config_for(name: str, overrides: Mapping[str, Any] | None = None) -> RankingConfig:
-    """The :class:`RankingConfig` of a model name of :data:`RANKING_MODEL_NAMES`, plus field overrides."""
-    overrides = dict(overrides or {})
-    if name == "app_store":
-        return RankingConfig.from_dict({**APP_STORE.to_dict(), **overrides})
-    if name not in RANKING_MODEL_NAMES:
-        raise ConfigError(f"model {name!r} is not a ranking model; fix: use one of {', '.join(RANKING_MODEL_NAMES)}")
-    if "model_type" in overrides:
-        raise ConfigError(f"model {name!r}: the name sets model_type; fix: drop model_type from the overrides")
-    return RankingConfig.from_dict({**overrides, "model_type": name.removeprefix("ranking_")})
+    """The :class:`RankingConfig` of a model name of :data:`RANKING_MODEL_NAMES`, plus field overrides
+    (``ranking_app_store``: over :data:`APP_STORE`'s fields); the ranking family's
+    :meth:`~mvke_tf.models.family.ModelFamily.config_for`."""
+    from mvke_tf.models.family import family_of
+
+    return family_of("ranking").config_for(name, overrides)
 
 
 @tf.keras.utils.register_keras_serializable(package="mvke_tf")
@@ -234,7 +242,7 @@ class RankingModel(tf.keras.Model):
             raise ConfigError(f"fields and dense_fields repeat a name: {names}; fix: name each input once")
         self.tasks = rc.tasks
         # single_task shares nothing, not even the embeddings: one "branch" per task; others: one branch.
-        branches = rc.tasks if rc.model_type == "single_task" else ("shared",)
+        branches = rc.tasks if rc.body == "single_task" else ("shared",)
         self.embeddings = {
             b: FieldsEmbedding(self.fields, rc.embedding_dim, rc.embedding_l2, name=f"fields_{b}")
             for b in (branches if self.fields else ())
@@ -248,16 +256,16 @@ class RankingModel(tf.keras.Model):
                 else {}
             )
             self.fm = FactorizationMachine(reduce=True, name="fm_cross")
-        if rc.model_type == "single_task":
+        if rc.body == "single_task":
             self.bottoms = {
                 t: MLP(rc.bottom_units, output_activation="relu", dropout=rc.dropout, name=f"bottom_{t}")
                 for t in rc.tasks
             }
-        elif rc.model_type == "shared_bottom":
+        elif rc.body == "shared_bottom":
             self.bottom = MLP(rc.bottom_units, output_activation="relu", dropout=rc.dropout, name="bottom")
-        elif rc.model_type in ("omoe", "mmoe"):
-            gates = 1 if rc.model_type == "omoe" else len(rc.tasks)
-            self.moe = MixtureOfExperts(rc.num_experts, rc.expert_units, gates, rc.dropout, name=rc.model_type)
+        elif rc.body in ("omoe", "mmoe"):
+            gates = 1 if rc.body == "omoe" else len(rc.tasks)
+            self.moe = MixtureOfExperts(rc.num_experts, rc.expert_units, gates, rc.dropout, name=rc.body)
         else:
             self.levels = [
                 ExtractionLayer(
@@ -308,19 +316,19 @@ class RankingModel(tf.keras.Model):
         dense = self._dense(features)
         hidden: dict[str, tf.Tensor] = {}
         wide: dict[str, tf.Tensor | None] = {}
-        if rc.model_type == "single_task":
+        if rc.body == "single_task":
             for t in rc.tasks:
                 _, x, wide[t] = self._branch_input(t, features, dense)
                 hidden[t] = self.bottoms[t](x, training=training)
         else:
             _, x, w = self._branch_input("shared", features, dense)
             wide = dict.fromkeys(rc.tasks, w)
-            if rc.model_type == "shared_bottom":
+            if rc.body == "shared_bottom":
                 shared = self.bottom(x, training=training)
                 hidden = dict.fromkeys(rc.tasks, shared)
-            elif rc.model_type in ("omoe", "mmoe"):
+            elif rc.body in ("omoe", "mmoe"):
                 mixed = self.moe(x, training=training)
-                hidden = {t: mixed[0 if rc.model_type == "omoe" else i] for i, t in enumerate(rc.tasks)}
+                hidden = {t: mixed[0 if rc.body == "omoe" else i] for i, t in enumerate(rc.tasks)}
             else:
                 inputs = [x] * (len(rc.tasks) + 1)
                 for level in self.levels:
@@ -373,7 +381,7 @@ def build_ranking_model(
     """Builds a :class:`RankingModel` with its weights created (``dense_sizes``: see :class:`RankingModel`)."""
     if not isinstance(config, RankingConfig):
         config = RankingConfig.from_dict(config)
-    model = RankingModel(fields, config, dense_fields, dense_sizes, name=f"ranking_{config.model_type}")
+    model = RankingModel(fields, config, dense_fields, dense_sizes, name=config.model_type)
     inputs = missing_inputs(model.fields, dense_fields=model.dense_fields)
     inputs.update({n: tf.zeros([2, k]) for n, k in zip(model.dense_fields, model.dense_sizes) if k > 1})
     model(inputs)

@@ -15,17 +15,17 @@ import tensorflow as tf
 from mvke_tf.layers.experts import SoftmaxGate, mix
 from mvke_tf.layers.interaction import MLP, DeepFMTower
 from mvke_tf.layers.mvke import VirtualKernelExperts
-from mvke_tf.models.config import ModelConfig
+from mvke_tf.models.config import UserTagConfig
 
 
-def _deepfm(mc: ModelConfig, name: str) -> DeepFMTower:
+def _deepfm(mc: UserTagConfig, name: str) -> DeepFMTower:
     return DeepFMTower(mc.dnn_units, mc.top_units, mc.dropout, name=name)
 
 
 class UserTower(tf.keras.layers.Layer):
     """Base class: subclasses build per-task expert outputs from the field embeddings."""
 
-    def __init__(self, model_config: ModelConfig, **kwargs: Any) -> None:
+    def __init__(self, model_config: UserTagConfig, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model_config = model_config
         self.tasks = model_config.tasks
@@ -40,14 +40,14 @@ class UserTower(tf.keras.layers.Layer):
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> UserTower:
         config = dict(config)
-        config["model_config"] = ModelConfig.from_dict(config["model_config"])
+        config["model_config"] = UserTagConfig.from_dict(config["model_config"])
         return cls(**config)
 
 
 class SeparateTowers(UserTower):
     """``two_tower`` (the paper's noMTL): an independent DeepFM tower per task."""
 
-    def __init__(self, model_config: ModelConfig, **kwargs: Any) -> None:
+    def __init__(self, model_config: UserTagConfig, **kwargs: Any) -> None:
         super().__init__(model_config, **kwargs)
         self.towers = {t: _deepfm(model_config, f"deepfm_{t}") for t in self.tasks}
 
@@ -58,7 +58,7 @@ class SeparateTowers(UserTower):
 class SharedBottom(UserTower):
     """``hard_sharing``: one shared DeepFM tower, then a small linear head per task."""
 
-    def __init__(self, model_config: ModelConfig, **kwargs: Any) -> None:
+    def __init__(self, model_config: UserTagConfig, **kwargs: Any) -> None:
         super().__init__(model_config, **kwargs)
         self.bottom = _deepfm(model_config, "deepfm_shared")
         self.heads = {t: MLP((model_config.output_dim,), name=f"head_{t}") for t in self.tasks}
@@ -76,12 +76,12 @@ class GatedExperts(UserTower):
     head per task follows the mixture.
     """
 
-    def __init__(self, model_config: ModelConfig, **kwargs: Any) -> None:
+    def __init__(self, model_config: UserTagConfig, **kwargs: Any) -> None:
         super().__init__(model_config, **kwargs)
         mc = model_config
         self.assign = mc.assignment()
         self.experts = [_deepfm(mc, f"expert_{i}") for i in range(mc.num_experts)]
-        if mc.model_type == "moe":
+        if mc.architecture == "moe":
             self.gates = {"shared": SoftmaxGate(mc.num_experts, name="gate")}
         else:
             self.gates = {t: SoftmaxGate(len(self.assign[t]), name=f"gate_{t}") for t in self.tasks}
@@ -107,10 +107,10 @@ class VirtualKernelTower(UserTower):
     tower f_u^k (DeepFM, or one shared tower) turns its ``[B, F, d]`` into E_u^k ``[B, d_out]``.
     """
 
-    def __init__(self, model_config: ModelConfig, **kwargs: Any) -> None:
+    def __init__(self, model_config: UserTagConfig, **kwargs: Any) -> None:
         super().__init__(model_config, **kwargs)
         mc = model_config
-        if mc.model_type == "mvke_mt":
+        if mc.architecture == "mvke_mt":
             pools = {"shared": mc.num_experts}
             self.route = {t: ("shared", idx) for t, idx in mc.assignment().items()}
         else:
@@ -142,8 +142,8 @@ class VirtualKernelTower(UserTower):
         return tf.gather(self.vke[pool].virtual_kernels, list(idx), axis=0)
 
 
-def make_user_tower(model_config: ModelConfig) -> UserTower:
-    """The user tower of ``model_config.model_type``."""
+def make_user_tower(model_config: UserTagConfig) -> UserTower:
+    """The user tower of ``model_config.architecture``."""
     cls = {
         "two_tower": SeparateTowers,
         "hard_sharing": SharedBottom,
@@ -152,5 +152,5 @@ def make_user_tower(model_config: ModelConfig) -> UserTower:
         "cgc": GatedExperts,
         "mvke_st": VirtualKernelTower,
         "mvke_mt": VirtualKernelTower,
-    }[model_config.model_type]
-    return cls(model_config, name=f"user_tower_{model_config.model_type}")
+    }[model_config.architecture]
+    return cls(model_config, name=f"user_tower_{model_config.architecture}")

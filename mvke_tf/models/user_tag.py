@@ -23,13 +23,14 @@ from mvke_tf.layers.embedding import FieldEmbedding, FieldsEmbedding, missing_in
 from mvke_tf.layers.experts import mix
 from mvke_tf.layers.interaction import MLP
 from mvke_tf.layers.mvke import VirtualKernelGate
-from mvke_tf.models.config import MVKE_TYPES, ModelConfig
+from mvke_tf.models.config import MVKE_TYPES, UserTagConfig
+from mvke_tf.models.family import build_model
 from mvke_tf.models.towers import make_user_tower
 
 
 @tf.keras.utils.register_keras_serializable(package="mvke_tf")
 class UserTagModel(tf.keras.Model):
-    """User-tower x tag-tower model selected by :class:`ModelConfig`.
+    """User-tower x tag-tower model selected by :class:`~mvke_tf.models.config.UserTagConfig`.
 
     Inputs: a feature dict as produced by :func:`mvke_tf.data.dataset.make_dataset`.
     Outputs: ``{task: probability [batch]}``.
@@ -49,18 +50,18 @@ class UserTagModel(tf.keras.Model):
     def __init__(
         self,
         feature_config: FeatureConfig | Mapping[str, Any],
-        model_config: ModelConfig | Mapping[str, Any],
+        model_config: UserTagConfig | Mapping[str, Any],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if not isinstance(feature_config, FeatureConfig):
             feature_config = FeatureConfig.from_dict(feature_config)
-        if not isinstance(model_config, ModelConfig):
-            model_config = ModelConfig.from_dict(model_config)
+        if not isinstance(model_config, UserTagConfig):
+            model_config = UserTagConfig.from_dict(model_config)
         self.feature_config = feature_config
         self.model_config = mc = model_config
         self.tasks = mc.tasks
-        self.is_mvke = mc.model_type in MVKE_TYPES
+        self.is_mvke = mc.architecture in MVKE_TYPES
         self.user_embedding = FieldsEmbedding(
             feature_config.user_fields, mc.embedding_dim, mc.embedding_l2, name="user_fields"
         )
@@ -77,7 +78,7 @@ class UserTagModel(tf.keras.Model):
         )
 
     @property
-    def config(self) -> ModelConfig:
+    def config(self) -> UserTagConfig:
         """The model's config: the attribute every model family has (here also ``model_config``)."""
         return self.model_config
 
@@ -162,8 +163,12 @@ class UserTagModel(tf.keras.Model):
         return cls(config["feature_config"], config["model_config"])
 
 
-def build_model(feature_config: FeatureConfig, model_config: ModelConfig) -> UserTagModel:
-    """Builds the model variant ``model_config.model_type`` (weights created eagerly)."""
+def build_user_tag_model(feature_config: FeatureConfig, model_config: UserTagConfig) -> UserTagModel:
+    """Builds the user-tag model ``model_config.model_type`` (weights created eagerly).
+
+    :func:`~mvke_tf.models.family.build_model` (also importable from here) builds the model of any family's
+    config.
+    """
     model = UserTagModel(feature_config, model_config, name=model_config.model_type)
     model(dummy_features(feature_config))
     return model
@@ -172,3 +177,6 @@ def build_model(feature_config: FeatureConfig, model_config: ModelConfig) -> Use
 def dummy_features(feature_config: FeatureConfig, batch: int = 2) -> dict[str, tf.Tensor]:
     """A small all-missing feature batch with the right dtypes and shapes (to build weights)."""
     return missing_inputs((*feature_config.user_fields, feature_config.tag_field), batch)
+
+
+__all__ = ["UserTagModel", "build_model", "build_user_tag_model", "dummy_features"]

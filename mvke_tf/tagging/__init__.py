@@ -84,7 +84,6 @@ _EXPORTS = {
     "parquet_schema": "writers",
     "read_output": "writers",
     "JOB_FILE": "resume",
-    "LEGACY_MANIFEST": "resume",
     "MANIFEST": "resume",
     "ShardResult": "resume",
     "run_local": "job",
@@ -113,7 +112,7 @@ if TYPE_CHECKING:  # what the lazy loading below gives, for type checkers and ed
         check_direction,
         check_out_dir,
     )
-    from mvke_tf.tagging.resume import JOB_FILE, LEGACY_MANIFEST, MANIFEST, ShardResult
+    from mvke_tf.tagging.resume import JOB_FILE, MANIFEST, ShardResult
     from mvke_tf.tagging.scoring import TaggingModel, TopKTagger, resolve_model_dir
     from mvke_tf.tagging.writers import audience_rows, audience_schema, output_name, parquet_schema, read_output
 
@@ -140,7 +139,6 @@ __all__ = [  # every name of _EXPORTS
     "DIRECTIONS",
     "FORMATS",
     "JOB_FILE",
-    "LEGACY_MANIFEST",
     "MANIFEST",
     "ShardResult",
     "TagRequest",

@@ -23,7 +23,6 @@ from mvke_tf.tagging.readers import _new_user_batches, iter_user_records, resolv
 from mvke_tf.tagging.request import TagRequest
 from mvke_tf.tagging.resume import (
     JOB_FILE,
-    LEGACY_MANIFEST,
     MANIFEST,
     ShardResult,
     _file_fingerprint,
@@ -271,10 +270,7 @@ def run_local(request: TagRequest, progress: Callable[[int], None] | None = None
     if by == "tag":
         return _tag_audiences(tm, files, tags, out_dir, job, user_fields, user_id_column, batch_size, progress, start)
     job_path = out_dir / JOB_FILE
-    manifest_path = out_dir / MANIFEST
-    if not manifest_path.exists() and (out_dir / LEGACY_MANIFEST).exists():
-        manifest_path = out_dir / LEGACY_MANIFEST
-    previous_manifest = _read_json(manifest_path) or {}
+    previous_manifest = _read_json(out_dir / MANIFEST) or {}
     previous = _read_json(job_path) or {k: previous_manifest[k] for k in job if k in previous_manifest}
     # A job file with no shard or manifest beside it is left by a run that stopped before its first shard
     # (or by an earlier version, which wrote it before checking the arguments): it holds no results to protect.
@@ -287,8 +283,8 @@ def run_local(request: TagRequest, progress: Callable[[int], None] | None = None
         )
     names = [output_name(i, fmt) for i in range(len(files))]
     _remove_stale_temp_files(out_dir, {*names, MANIFEST, JOB_FILE})
-    # The shards a run of this job finished and recorded, by output name (a legacy manifest records no inputs:
-    # its shards are recomputed).
+    # The shards a run of this job finished and recorded, by output name (a record without its inputs'
+    # fingerprints is recomputed: _is_done).
     done: dict[str, dict[str, Any]] = {
         s["output"]: s for s in previous_manifest.get("shards", []) if isinstance(s, dict) and "output" in s
     }
@@ -373,5 +369,4 @@ def run_local(request: TagRequest, progress: Callable[[int], None] | None = None
         else None,
     }
     _write_json(out_dir / MANIFEST, manifest)
-    (out_dir / LEGACY_MANIFEST).unlink(missing_ok=True)  # this job's, from an earlier version (checked above)
     return manifest

@@ -22,9 +22,6 @@ import tensorflow as tf
 from mvke_tf.tagging.errors import TaggingError
 
 MANIFEST = "_manifest.json"
-# Earlier versions wrote the manifest as manifest.json, among the shards, where dataset readers take it for
-# data and fail; a rerun of such a job replaces it.
-LEGACY_MANIFEST = "manifest.json"
 JOB_FILE = "_job.json"
 _TMP = ".tmp-"  # .<name>.tmp-<run>: a file being written by run <run> (hidden from dataset readers by the dot)
 

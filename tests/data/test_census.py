@@ -193,7 +193,7 @@ def test_to_dataset_and_a_tiny_mmoe_trains():
     assert sum(int(y.shape[0]) for _, y in data.to_dataset("val", 2).map(lambda x, y: (x, y["marital"]))) == 5
 
     config = RankingConfig(
-        model_type="mmoe",
+        model_type="ranking_mmoe",
         tasks=data.tasks,
         embedding_dim=2,
         expert_units=(4,),

@@ -190,7 +190,7 @@ def test_multidomain_model_trains():
     features, labels = ml.multidomain_arrays(md, view)
     tf.keras.utils.set_random_seed(0)
     config = MultiDomainConfig(
-        model_type="star", domains=view.num_domains, tasks=view.labels, bottom_units=(8,), skip_units=(8,)
+        model_type="multi_domain_star", domains=view.num_domains, tasks=view.labels, bottom_units=(8,), skip_units=(8,)
     )
     model = MultiDomainModel(config, view.fields)
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-3))
@@ -244,7 +244,7 @@ def test_user_tag_labels_and_threshold(loaded):
 def test_user_tag_model_trains():
     import tensorflow as tf
 
-    from mvke_tf.models import ModelConfig, build_model
+    from mvke_tf.models import UserTagConfig, build_model
 
     table = ml.load_movielens(DIRS[ml.ML_100K])
     rows = ml.user_tag_table(table, negatives_per_positive=1.0, seed=0)
@@ -253,7 +253,7 @@ def test_user_tag_model_trains():
     features, labels = ml.user_tag_arrays(rows, fc)
     assert features["tags"].shape == (len(rows), ml.MAX_GENRES)
     tf.keras.utils.set_random_seed(0)
-    mc = ModelConfig(
+    mc = UserTagConfig(
         model_type="mvke_mt",
         tasks=fc.labels,
         embedding_dim=8,

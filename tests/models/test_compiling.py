@@ -12,7 +12,7 @@ from mvke_tf.models.family import family_of
 TINY = {
     "two_tower": dict(embedding_dim=4, dnn_units=(8,), top_units=(8, 4), tag_units=(8, 4)),
     # A ranker: two of its four outputs (cvr, rank_score) have no label, loss or metric.
-    "app_store": dict(embedding_dim=4, expert_units=(8,), tower_units=(4,)),
+    "ranking_app_store": dict(embedding_dim=4, expert_units=(8,), tower_units=(4,)),
 }
 
 

@@ -2,7 +2,7 @@ import pytest
 
 from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec
 from mvke_tf.data import synthetic
-from mvke_tf.models.config import ModelConfig
+from mvke_tf.models.config import UserTagConfig
 
 
 def test_feature_config_round_trip(tmp_path):
@@ -66,16 +66,16 @@ def test_bad_yaml_file(tmp_path):
 
 def test_model_config_validation():
     with pytest.raises(ConfigError, match="model_type='mvke_xx'"):
-        ModelConfig(model_type="mvke_xx")
+        UserTagConfig(model_type="mvke_xx")
     with pytest.raises(ConfigError, match="tag_units\\[-1\\]=16 must equal top_units\\[-1\\]=30"):
-        ModelConfig(tag_units=(64, 16))
+        UserTagConfig(tag_units=(64, 16))
     with pytest.raises(ConfigError, match="task_loss_weights"):
-        ModelConfig(task_loss_weights=(1.0,))
+        UserTagConfig(task_loss_weights=(1.0,))
     with pytest.raises(ConfigError, match="unknown key"):
-        ModelConfig.from_dict({"embeding_dim": 8})
-    mc = ModelConfig().scaled(0.25)
+        UserTagConfig.from_dict({"embeding_dim": 8})
+    mc = UserTagConfig().scaled(0.25)
     assert mc.dnn_units == (128, 64, 32) and mc.top_units == (64, 32, 30) and mc.tag_units[-1] == 30
-    assert ModelConfig.from_dict(mc.to_dict()) == mc
+    assert UserTagConfig.from_dict(mc.to_dict()) == mc
 
 
 def test_malformed_yaml_names_file_line_and_column(tmp_path):
@@ -83,7 +83,7 @@ def test_malformed_yaml_names_file_line_and_column(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: 1\nb: [1, 2\nc: 3\n")
-    for read in (lambda p: load_yaml(p, "--config"), FeatureConfig.from_yaml, ModelConfig.from_yaml):
+    for read in (lambda p: load_yaml(p, "--config"), FeatureConfig.from_yaml, UserTagConfig.from_yaml):
         with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML at line \d+, column \d+: .*; fix:") as e:
             read(bad)
         assert "\n" not in str(e.value)

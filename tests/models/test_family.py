@@ -1,7 +1,10 @@
-"""One model-family interface: names, configs, fields, builders, capabilities, each family's export
-signatures, a registry (a family defined here works everywhere), model directories."""
+"""One model-family interface: names (one naming rule, old names resolved), configs, fields, builders,
+capabilities, each family's export signatures, a registry (a family defined here works everywhere), model
+directories."""
 
 import ast
+import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +17,14 @@ from mvke_tf.data.dataset import parse_fields
 from mvke_tf.export import export_saved_model
 from mvke_tf.export.examples import dummy_rows, examples_from_rows
 from mvke_tf.export.warmup import read_warmup_requests
+from mvke_tf.models import family as family_module
 from mvke_tf.models.family import (
+    DEFAULT_FAMILY,
     FAMILIES,
     MODEL_NAMES,
     ModelFamily,
+    build_model,
+    canonical_model_name,
     config_for_data,
     family_of,
     register_family,
@@ -32,7 +39,7 @@ TINY = {
     "ranking": dict(embedding_dim=4, expert_units=(8,), tower_units=(4,)),
     "multi_domain": dict(embedding_dim=4, bottom_units=(8, 6), skip_units=(6,), expert_units=(5,), tower_units=4),
 }
-ONE_PER_FAMILY = ("mvke_mt", "app_store", "m3oe")
+ONE_PER_FAMILY = ("mvke_mt", "ranking_app_store", "multi_domain_m3oe")
 
 
 def test_every_model_name_has_one_family_and_the_family_owns_its_configs_and_models():
@@ -42,16 +49,145 @@ def test_every_model_name_has_one_family_and_the_family_owns_its_configs_and_mod
         assert len(owners) == 1, (name, owners)
         config = family_of(name).config_for(name, TINY[owners[0]])
         assert family_of(config).name == owners[0]
-    multi_domain = {"md_mmoe", "md_ple", "md_shared_bottom", "md_mlp", "m3oe", "star"}
-    assert multi_domain == set(FAMILIES["multi_domain"].model_names)
-    assert {"mvke_mt", "app_store", "m3oe"} <= set(MODEL_NAMES)
     with pytest.raises(ConfigError, match="'nope' is in no model family.*mvke_mt"):
         family_of("nope")
     with pytest.raises(ConfigError, match="--scale applies to the two-tower models"):
-        family_of("app_store").config_for("app_store", scale=0.5)
+        family_of("ranking_app_store").config_for("ranking_app_store", scale=0.5)
     with pytest.raises(ConfigError, match="drop model_type"):
-        family_of("md_mmoe").config_for("md_mmoe", {"model_type": "ple"})
-    assert family_of("md_ple").config_for("md_ple").model_type == "ple"
+        family_of("multi_domain_mmoe").config_for("multi_domain_mmoe", {"model_type": "multi_domain_ple"})
+    with pytest.raises(
+        ConfigError, match="'ranking_mmoe' is not a multi_domain model; fix: use one of multi_domain_m3oe"
+    ):
+        FAMILIES["multi_domain"].config_for("ranking_mmoe")
+
+
+# ---------------------------------------------------------------- one naming rule
+NAMES = {
+    "user_tag": ("two_tower", "hard_sharing", "moe", "mmoe", "cgc", "mvke_st", "mvke_mt"),
+    "ranking": tuple(f"ranking_{a}" for a in ("app_store", "single_task", "shared_bottom", "omoe", "mmoe", "ple")),
+    "multi_domain": tuple(f"multi_domain_{a}" for a in ("m3oe", "star", "mlp", "shared_bottom", "mmoe", "ple")),
+}
+OLD_NAMES = {
+    "app_store": "ranking_app_store",
+    "m3oe": "multi_domain_m3oe",
+    "star": "multi_domain_star",
+    "md_mlp": "multi_domain_mlp",
+    "md_shared_bottom": "multi_domain_shared_bottom",
+    "md_mmoe": "multi_domain_mmoe",
+    "md_ple": "multi_domain_ple",
+}
+
+
+def test_every_model_name_is_the_family_prefix_and_an_architecture():
+    assert DEFAULT_FAMILY == next(iter(FAMILIES)) == "user_tag"
+    assert {n: f.model_names for n, f in FAMILIES.items()} == NAMES
+    for name, family in FAMILIES.items():
+        assert family.prefix == ("" if name == DEFAULT_FAMILY else f"{name}_")
+        assert family.model_names == tuple(family.prefix + a for a in family.architectures)
+        assert family.config_class.family_name == name
+        assert family.config_class.architectures == family.architectures
+
+
+@pytest.mark.parametrize("name", list(MODEL_NAMES))
+def test_a_family_config_holds_the_name_it_was_made_from(name):
+    family = family_of(name)
+    config = config_for_data(name, FC, TINY[family.name])
+    assert config.model_type == name and config.architecture == name.removeprefix(family.prefix)
+    assert family.config_from_dict(config.to_dict()) == config
+    assert family.config_class(model_type=name).model_type == name
+
+
+@pytest.mark.parametrize("name", ONE_PER_FAMILY)
+def test_build_model_builds_the_model_of_any_familys_config(name):
+    from mvke_tf import models
+
+    family = family_of(name)
+    config = family.config_for(name, TINY[family.name])
+    model = models.build_model(FC, config)
+    assert models.build_model is build_model and isinstance(model, family.model_class)
+    assert model.config == config and model.name == name and model.weights
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch):
+    """Each old name warns once per process: a test of the warning starts from none given."""
+    monkeypatch.setattr(family_module, "_warned", set())
+
+
+def _future_warnings(caught):
+    return [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+
+
+@pytest.mark.parametrize("old, new", sorted(OLD_NAMES.items()))
+def test_an_old_name_resolves_everywhere_with_exactly_one_warning(old, new, fresh_warnings, tmp_path):
+    from mvke_tf.cli import build_parser
+
+    family = family_of(new)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert canonical_model_name(old) == new
+        assert family_of(old) is family and family.owns(old)
+        assert family.config_for(old, TINY[family.name]).model_type == new
+        assert config_for_data(old, FC, TINY[family.name]).model_type == new
+        # An older version's config: its model_type was the bare architecture (a ranking app_store: mmoe).
+        bare = {"app_store": "mmoe"}.get(old, new.removeprefix(family.prefix))
+        loaded = family.config_from_dict({**family.config_for(new, TINY[family.name]).to_dict(), "model_type": bare})
+        assert loaded.model_type == family.prefix + bare
+        assert build_parser().parse_args(["train", "--data", str(tmp_path), "--model", old]).model == new
+    messages = _future_warnings(caught)
+    warned = [m for m in messages if f"'{old}'" in m]
+    assert warned == [f"model name '{old}' is now '{new}'; the old name is accepted until mvke-tf 0.2"], messages
+    assert "\n" not in warned[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert canonical_model_name(old) == new
+    assert _future_warnings(caught) == []  # once per process
+
+
+def test_a_bare_architecture_in_a_family_config_is_an_old_name_too(fresh_warnings, tmp_path):
+    from mvke_tf.models.multidomain import MultiDomainConfig
+    from mvke_tf.models.ranking import RankingConfig
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert RankingConfig(model_type="mmoe").model_type == "ranking_mmoe"
+        assert RankingConfig.from_dict({"model_type": "mmoe"}).architecture == "mmoe"
+        assert MultiDomainConfig(model_type="ple").model_type == "multi_domain_ple"
+        assert canonical_model_name("mmoe") == "mmoe"  # outside a config: the user-tag model
+    assert _future_warnings(caught) == [
+        "model name 'mmoe' is now 'ranking_mmoe'; the old name is accepted until mvke-tf 0.2",
+        "model name 'ple' is now 'multi_domain_ple'; the old name is accepted until mvke-tf 0.2",
+    ]
+    # A model directory written by mvke-tf 0.1.0 (model_type: m3oe) loads as multi_domain_m3oe.
+    family = family_of("multi_domain_m3oe")
+    model = build_model(FC, family.config_for("multi_domain_m3oe", TINY["multi_domain"]))
+    save_model_dir(model, tmp_path / "m", FC)
+    saved = json.loads((tmp_path / "m" / "model_config.json").read_text())
+    saved["config"]["model_type"] = "m3oe"
+    (tmp_path / "m" / "model_config.json").write_text(json.dumps(saved))
+    with pytest.warns(FutureWarning, match="'m3oe' is now 'multi_domain_m3oe'"):
+        loaded, _ = load_model_dir(tmp_path / "m")
+    assert loaded.config == model.config
+    for bad in (lambda: RankingConfig(model_type="dcn"), lambda: MultiDomainConfig(model_type="ranking_mmoe")):
+        with pytest.raises(ConfigError, match="is not one of"):
+            bad()
+
+
+def test_the_old_config_names_are_aliases_with_a_warning():
+    import mvke_tf.models
+    import mvke_tf.models.config
+    import mvke_tf.models.multidomain
+    from mvke_tf.models import USER_TAG_MODEL_NAMES, UserTagConfig
+
+    for module in (mvke_tf.models, mvke_tf.models.config):
+        with pytest.warns(FutureWarning, match="^ModelConfig is now UserTagConfig; .* until mvke-tf 0.2$"):
+            assert module.ModelConfig is UserTagConfig
+        with pytest.warns(FutureWarning, match="^MODEL_TYPES is now USER_TAG_MODEL_NAMES"):
+            assert module.MODEL_TYPES is USER_TAG_MODEL_NAMES
+    with pytest.warns(FutureWarning, match="MULTIDOMAIN_MODEL_TYPES is now MULTIDOMAIN_ARCHITECTURES"):
+        assert "m3oe" in mvke_tf.models.multidomain.MULTIDOMAIN_MODEL_TYPES
+    with pytest.raises(AttributeError):
+        mvke_tf.models.ModelConfg  # noqa: B018
 
 
 def _randomize(model, seed=0):
@@ -86,7 +222,7 @@ def exported(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def m3oe(tmp_path_factory):
-    return _export("m3oe", tmp_path_factory)
+    return _export("multi_domain_m3oe", tmp_path_factory)
 
 
 def test_every_model_has_config_fields_tasks_and_the_family_signatures(exported):
@@ -203,10 +339,10 @@ def test_model_dir_round_trip(name, tmp_path):
 
 # ---------------------------------------------------------------- a family registered from outside the library
 class ToyConfig:
-    """A toy family's config: its tasks and nothing to tune."""
+    """A toy family's config: its model's name, its tasks and nothing to tune."""
 
-    def __init__(self, tasks=("click",)):
-        self.tasks = tuple(tasks)
+    def __init__(self, model_type="toy_lr", tasks=("click",)):
+        self.model_type, self.tasks = model_type, tuple(tasks)
         self.loss_weights = {t: 1.0 for t in self.tasks}
 
     @classmethod
@@ -235,11 +371,11 @@ class ToyFamily(ModelFamily):
     name = "toy"
     config_class = ToyConfig
     model_class = ToyModel
-    model_names = ("toy_lr",)
+    architectures = ("lr",)
     signatures = ("serving_default", "toy_logit")
 
-    def config_for(self, model_name, overrides=None, scale=1.0):
-        return ToyConfig(**dict(overrides or {}))
+    def make_config(self, model_name, overrides, scale=1.0):
+        return ToyConfig(model_name, **overrides)
 
     def input_fields(self, feature_config, config, columns=None):
         return (feature_config.user_fields[0],)
@@ -273,10 +409,14 @@ def toy():
 
 
 def test_a_registered_family_works_with_the_lookups_and_the_export(toy, tmp_path):
+    # A fourth family's models are named by the rule: its name, then the architecture.
+    assert toy.prefix == "toy_" and toy.model_names == ("toy_lr",)
     assert FAMILIES["toy"] is toy and "toy_lr" in MODEL_NAMES and MODEL_NAMES[-1] == "toy_lr"
     config = config_for_data("toy_lr", FC)
     assert family_of("toy_lr") is family_of("toy") is family_of(config) is toy
-    assert config.tasks == FC.labels
+    assert config.tasks == FC.labels and config.model_type == "toy_lr"
+    with pytest.raises(ConfigError, match="'lr' is in no model family"):
+        family_of("lr")
     model = toy.build(FC, config)
     assert family_of(model) is toy and not toy.has_tag_tower and not toy.has_domains
     _randomize(model)
@@ -300,12 +440,24 @@ def test_the_registry_refuses_taken_names_and_forgets_unregistered_families(toy)
         register_family(ToyFamily)
 
     class Clash(ToyFamily):
-        name = "clash"
-        model_names = ("mvke_mt",)
+        name = "mvke"
+        architectures = ("mt",)  # mvke_mt: a user-tag model's name
 
-    with pytest.raises(ConfigError, match=r"model family 'clash': model_names \['mvke_mt'\] .*fix:"):
-        register_family(Clash)
-    assert "clash" not in FAMILIES
+    class OldName(ToyFamily):
+        name = "md"
+        architectures = ("mmoe",)  # md_mmoe: an old name, still resolved
+
+    for family, taken in ((Clash, "mvke_mt"), (OldName, "md_mmoe")):
+        with pytest.raises(ConfigError, match=rf"model family '{family.name}': model_names \['{taken}'\] .*fix:"):
+            register_family(family)
+        assert family.name not in FAMILIES
+
+    class OwnNames(ToyFamily):
+        name = "own"
+        model_names = ("lr",)  # not named by the rule
+
+    with pytest.raises(ConfigError, match=r"model family 'own': model_names \['lr'\] are not 'own_' \+ each"):
+        register_family(OwnNames)
     unregister_family("toy")
     with pytest.raises(ConfigError, match="'toy_lr' is in no model family"):
         family_of("toy_lr")
@@ -321,10 +473,17 @@ def test_the_family_of_a_tfx_custom_config():
 
 
 # ---------------------------------------------------------------- no family branch outside the family module
-MODEL_CLASSES = {"UserTagModel", "RankingModel", "MultiDomainModel", "ModelConfig", "RankingConfig"} | {
-    "MultiDomainConfig"
+MODEL_CLASSES = {"UserTagModel", "RankingModel", "MultiDomainModel", "UserTagConfig", "RankingConfig"} | {
+    "MultiDomainConfig",
+    "ModelConfig",
 }
-FAMILY_CONSTANTS = {"RANKING_MODEL_NAMES", "MODEL_TYPES", "MULTIDOMAIN_MODEL_TYPES", "RANKING_TYPES"}
+FAMILY_CONSTANTS = {"RANKING_MODEL_NAMES", "USER_TAG_MODEL_NAMES", "MULTIDOMAIN_MODEL_NAMES", "RANKING_TYPES"} | {
+    "RANKING_ARCHITECTURES",
+    "USER_TAG_ARCHITECTURES",
+    "MULTIDOMAIN_ARCHITECTURES",
+    "MODEL_TYPES",
+    "MULTIDOMAIN_MODEL_TYPES",
+}
 SIGNATURE_NAMES = {"serving_default", "user_tower", "tag_tower", "top_tags"}
 
 

@@ -12,7 +12,6 @@ from mvke_tf.metrics import (
     auc,
     auc_or_nan,
     grouped_auc,
-    grouped_auc_or_nan,
     grouped_auc_terms,
 )
 
@@ -91,7 +90,7 @@ def test_grouped_auc_does_not_mix_groups_or_ties_across_groups():
     s = np.array([0.9, 0.1, 0.1, 0.9, 0.9])
     g = np.array(["a", "a", "b", "b", "b"])
     assert grouped_auc(y, s, g) == pytest.approx((1.0 * 2 + 0.0 * 3) / 5)
-    assert math.isnan(grouped_auc_or_nan([1, 0], [0.3, 0.4], ["a", "b"]))
+    assert grouped_auc_terms([1, 0], [0.3, 0.4], ["a", "b"]) == (0.0, 0.0)
     with pytest.raises(ValueError, match="at least one group"):
         grouped_auc([1, 0], [0.3, 0.4], ["a", "b"])
 

@@ -3,7 +3,7 @@
 import pytest
 
 from mvke_tf.data import synthetic
-from mvke_tf.models import MODEL_TYPES, ModelConfig
+from mvke_tf.models import USER_TAG_MODEL_NAMES, UserTagConfig
 from mvke_tf.train import TrainConfig, train_and_evaluate
 
 SMALL_MODEL = dict(embedding_dim=16, dnn_units=(64, 32), top_units=(32, 16), tag_units=(32, 16))
@@ -17,9 +17,9 @@ def train_data(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", USER_TAG_MODEL_NAMES)
 def test_model_learns_the_synthetic_structure(model_type, train_data):
-    mc = ModelConfig(model_type=model_type, **SMALL_MODEL)
+    mc = UserTagConfig(model_type=model_type, **SMALL_MODEL)
     report = train_and_evaluate(
         train_data, mc, TrainConfig(epochs=2, batch_size=256, learning_rate=2e-3, seed=1), verbose=0
     )

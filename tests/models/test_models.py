@@ -8,7 +8,7 @@ from mvke_tf.data.dataset import make_dataset
 from mvke_tf.export import export_saved_model
 from mvke_tf.layers.experts import SoftmaxGate
 from mvke_tf.layers.mvke import VirtualKernelExperts, VirtualKernelGate
-from mvke_tf.models import MODEL_TYPES, ModelConfig, build_model
+from mvke_tf.models import USER_TAG_MODEL_NAMES, UserTagConfig, build_model
 from mvke_tf.models.fast import FastScorer, score_all_pairs
 from mvke_tf.models.interpret import vkg_weights_table
 
@@ -18,7 +18,7 @@ TAGS = ["t0_0_0", "t0_1_3", "t3_2_1", "t17_4_19", "t5_0_7", "t9_3_3", "unknown_t
 
 
 def tiny(model_type, **kw):
-    return ModelConfig(model_type=model_type, **{**TINY, **kw})
+    return UserTagConfig(model_type=model_type, **{**TINY, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def expected_s(mc):
     return {t: 1 for t in mc.tasks}
 
 
-@pytest.mark.parametrize("model_type", MODEL_TYPES)
+@pytest.mark.parametrize("model_type", USER_TAG_MODEL_NAMES)
 def test_shapes(model_type, batch):
     x, _ = batch
     mc = tiny(model_type)
@@ -180,16 +180,16 @@ def test_gradient_reaches_every_virtual_kernel(model_type, batch):
 
 def test_assignment_validation():
     with pytest.raises(ConfigError, match="leaves expert\\(s\\) \\[4\\] unused"):
-        ModelConfig(model_type="mvke_mt", expert_assignment=((0, 1), (2, 3)))
+        UserTagConfig(model_type="mvke_mt", expert_assignment=((0, 1), (2, 3)))
     with pytest.raises(ConfigError, match="task 'conversion' holds \\[5\\]"):
-        ModelConfig(model_type="mvke_mt", expert_assignment=((0, 1, 2), (3, 4, 5)))
+        UserTagConfig(model_type="mvke_mt", expert_assignment=((0, 1, 2), (3, 4, 5)))
     with pytest.raises(ConfigError, match="task 'click' is empty"):
-        ModelConfig(model_type="cgc", expert_assignment=((), (0, 1, 2, 3, 4)))
+        UserTagConfig(model_type="cgc", expert_assignment=((), (0, 1, 2, 3, 4)))
     with pytest.raises(ConfigError, match="2 sets for 1 tasks"):
-        ModelConfig(model_type="mvke_mt", tasks=("click",), expert_assignment=((0, 1, 2), (1, 2, 3, 4)))
+        UserTagConfig(model_type="mvke_mt", tasks=("click",), expert_assignment=((0, 1, 2), (1, 2, 3, 4)))
     with pytest.raises(ConfigError, match="gate='dot' compares"):
-        ModelConfig(model_type="mvke_mt", embedding_dim=16)
-    ModelConfig(model_type="mvke_mt", embedding_dim=16, gate="attention")  # the paper's gate projects
+        UserTagConfig(model_type="mvke_mt", embedding_dim=16)
+    UserTagConfig(model_type="mvke_mt", embedding_dim=16, gate="attention")  # the paper's gate projects
 
 
 def test_vkg_weights_table(batch):

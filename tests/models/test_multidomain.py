@@ -10,7 +10,7 @@ from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, ConfigError, Fiel
 from mvke_tf.data import multidomain as md
 from mvke_tf.data import synthetic
 from mvke_tf.layers.multidomain import FusedExperts, fuse_own_and_others
-from mvke_tf.models.multidomain import MULTIDOMAIN_MODEL_TYPES, MultiDomainConfig, MultiDomainModel
+from mvke_tf.models.multidomain import MULTIDOMAIN_MODEL_NAMES, MultiDomainConfig, MultiDomainModel
 from mvke_tf.models.multidomain_metrics import mdmt_metrics, predict_multidomain
 from mvke_tf.models.multidomain_settings import fit_predict_in_setting
 from mvke_tf.models.multidomain_training import train_multidomain
@@ -44,7 +44,7 @@ def _batch(seed: int = 0, n: int = B):
     return feats, labels
 
 
-def _model(model_type: str = "m3oe", **kw) -> MultiDomainModel:
+def _model(model_type: str = "multi_domain_m3oe", **kw) -> MultiDomainModel:
     tf.keras.utils.set_random_seed(0)
     return MultiDomainModel(MultiDomainConfig(model_type=model_type, **{**TINY, **kw}), SPECS)
 
@@ -55,15 +55,15 @@ def _values(variables):
 
 # ------------------------------------------------------------------ config
 def test_config_round_trip_and_errors():
-    cfg = MultiDomainConfig(model_type="ple", tasks=["a", "b", "c"], fusion="code", **TINY)
+    cfg = MultiDomainConfig(model_type="multi_domain_ple", tasks=["a", "b", "c"], fusion="code", **TINY)
     assert MultiDomainConfig.from_dict(cfg.to_dict()) == cfg
     bad = [
         dict(model_type="nope"),
         dict(tasks=("click", "click")),
         dict(tasks=()),
         dict(domains=0),
-        dict(model_type="m3oe", domains=1),
-        dict(model_type="m3oe", tasks=("click",)),
+        dict(model_type="multi_domain_m3oe", domains=1),
+        dict(model_type="multi_domain_m3oe", tasks=("click",)),
         dict(skip_units=(7,)),
         dict(expert_units=()),
         dict(num_shared_experts=0),
@@ -74,13 +74,13 @@ def test_config_round_trip_and_errors():
         with pytest.raises(ConfigError):
             MultiDomainConfig(**{**TINY, **kw})
     with pytest.raises(ConfigError, match="unknown key"):
-        MultiDomainConfig.from_dict({"model_typo": "m3oe"})
+        MultiDomainConfig.from_dict({"model_typo": "multi_domain_m3oe"})
     # Baselines work with one domain / one task; only m3oe needs >= 2 of each.
-    MultiDomainConfig(model_type="star", domains=1, tasks=("click",), **TINY)
+    MultiDomainConfig(model_type="multi_domain_star", domains=1, tasks=("click",), **TINY)
 
 
 # ------------------------------------------------------------ shapes, config
-@pytest.mark.parametrize("model_type", MULTIDOMAIN_MODEL_TYPES)
+@pytest.mark.parametrize("model_type", MULTIDOMAIN_MODEL_NAMES)
 def test_outputs_and_get_config_round_trip(model_type):
     model = _model(model_type)
     feats, _ = _batch()
@@ -136,7 +136,7 @@ def test_two_level_fusion_matches_numpy():
 
 
 # ------------------------------------------------------------ own-domain towers
-@pytest.mark.parametrize("model_type", ["m3oe", "mmoe"])
+@pytest.mark.parametrize("model_type", ["multi_domain_m3oe", "multi_domain_mmoe"])
 def test_each_sample_uses_its_own_domain_tower(model_type):
     model = _model(model_type)
     feats, _ = _batch()
@@ -160,7 +160,7 @@ def test_each_sample_uses_its_own_domain_tower(model_type):
 
 # ------------------------------------------------------------------ bi-level
 def _compiled(fusion: str) -> MultiDomainModel:
-    model = _model("m3oe", fusion=fusion)
+    model = _model("multi_domain_m3oe", fusion=fusion)
     feats, labels = _batch()
     model(feats)
     model.compile(tf.keras.optimizers.Adam(0.05), fusion_optimizer=tf.keras.optimizers.Adam(0.05))
@@ -202,7 +202,7 @@ def test_fixed_fusion_stays_at_one_half():
 
 
 def test_bilevel_needs_validation_batches():
-    model = _model("m3oe")
+    model = _model("multi_domain_m3oe")
     feats, labels = _batch()
     ds = tf.data.Dataset.from_tensor_slices((feats, labels)).batch(4)
     with pytest.raises(ValueError, match="validation"):
@@ -225,7 +225,7 @@ def test_loss_is_the_sum_over_domain_and_task_of_the_mean_bce_within_the_domain(
 @pytest.mark.parametrize("fusion, every, want", [("bilevel", 1, 2 * 5), ("bilevel", 2, 2 * 2), ("code", 1, 2)])
 def test_fusion_schedules_take_their_number_of_fusion_steps(fusion, every, want):
     """bilevel: one fusion step per ``fusion_every`` training steps; code: one per epoch (2 epochs of 5)."""
-    model = _model("m3oe", fusion=fusion, fusion_every=every)
+    model = _model("multi_domain_m3oe", fusion=fusion, fusion_every=every)
     feats, labels = _batch(seed=7, n=20)
     train = tf.data.Dataset.from_tensor_slices((feats, labels)).batch(4)
     val = tf.data.Dataset.from_tensor_slices(_batch(seed=8, n=8)).batch(4)
@@ -268,7 +268,7 @@ def _predict_rows(model: MultiDomainModel, feats) -> dict:
 
 def test_mtl_per_domain_scores_each_domain_with_its_own_model():
     train, val, test = _setting_data()
-    cfg = MultiDomainConfig(model_type="mmoe", **TINY)
+    cfg = MultiDomainConfig(model_type="multi_domain_mmoe", **TINY)
     probs, models = fit_predict_in_setting("mtl_per_domain", cfg, SPECS, train, val, test[0], batch_size=16)
     assert len(models) == 3 and all(m.config.domains == 1 for m in models)
     for t in cfg.tasks:
@@ -286,7 +286,7 @@ def test_mtl_per_domain_scores_each_domain_with_its_own_model():
 
 def test_mdl_per_task_trains_one_model_per_task():
     train, val, test = _setting_data()
-    cfg = MultiDomainConfig(model_type="star", **TINY)
+    cfg = MultiDomainConfig(model_type="multi_domain_star", **TINY)
     probs, models = fit_predict_in_setting("mdl_per_task", cfg, SPECS, train, val, test[0], batch_size=16)
     assert [m.config.tasks for m in models] == [("click",), ("conversion",)]
     for model, t in zip(models, cfg.tasks):
@@ -298,7 +298,9 @@ def test_setting_errors_name_the_fix():
     with pytest.raises(ConfigError, match="mdmt"):
         fit_predict_in_setting("mtl_per_domain", MultiDomainConfig(**TINY), SPECS, train, val, test[0])
     with pytest.raises(ConfigError, match="setting="):
-        fit_predict_in_setting("per_user", MultiDomainConfig(model_type="mlp", **TINY), SPECS, train, val, test[0])
+        fit_predict_in_setting(
+            "per_user", MultiDomainConfig(model_type="multi_domain_mlp", **TINY), SPECS, train, val, test[0]
+        )
 
 
 # --------------------------------------------------------------------- data
@@ -346,7 +348,7 @@ def test_trains_above_chance(md_data):
     # The fields carrying the domain preference (age x tag category, income x tag category).
     specs = tuple(s for s in md.fields() if s.name in ("age_bucket", "income_level", "tags"))
     train, val, test = (md.to_features(md_data[s], specs) for s in md.SPLITS)
-    model = MultiDomainModel(MultiDomainConfig(model_type="m3oe"), specs)
+    model = MultiDomainModel(MultiDomainConfig(model_type="multi_domain_m3oe"), specs)
     train_multidomain(
         model,
         md.make_dataset(*train, batch_size=256, seed=0),

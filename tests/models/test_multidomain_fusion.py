@@ -39,7 +39,7 @@ def data():
 
 def _trained(data, fusion="bilevel", epochs=2, **train_kwargs):
     specs, (train, val, _) = data
-    model = MultiDomainModel(MultiDomainConfig(model_type="m3oe", fusion=fusion, **TINY), specs)
+    model = MultiDomainModel(MultiDomainConfig(model_type="multi_domain_m3oe", fusion=fusion, **TINY), specs)
     history = train_multidomain(
         model,
         md.make_dataset(*train, batch_size=256, seed=0),
@@ -103,7 +103,7 @@ def test_trace_records_every_fusion_step(data, trained):
 
 def test_early_stopping_restores_the_best_epoch_and_step_decay(data):
     specs, (train, val, _) = data
-    model = MultiDomainModel(MultiDomainConfig(model_type="mmoe", **TINY), specs)
+    model = MultiDomainModel(MultiDomainConfig(model_type="multi_domain_mmoe", **TINY), specs)
     history = train_multidomain(
         model,
         md.make_dataset(*train, batch_size=512, seed=0),
@@ -131,7 +131,7 @@ def test_early_stopping_restores_the_best_epoch_and_step_decay(data):
 
 
 def test_presets():
-    cfg, schedule = preset("official", "m3oe")
+    cfg, schedule = preset("official", "multi_domain_m3oe")
     assert (cfg.embedding_dim, cfg.bottom_units, cfg.skip_units, cfg.expert_units) == (
         16,
         (512, 256),
@@ -142,7 +142,7 @@ def test_presets():
     assert (schedule.learning_rate, schedule.weight_decay, schedule.fusion_learning_rate) == (1e-2, 1e-5, 1e-3)
     assert (schedule.lr_decay, schedule.lr_decay_every, schedule.epochs, schedule.patience) == (0.85, 4, 50, 10)
     small, _ = preset("small", "mmoe", domains=2)
-    assert small == MultiDomainConfig(model_type="mmoe", domains=2)  # the library's defaults
+    assert small == MultiDomainConfig(model_type="multi_domain_mmoe", domains=2)  # the library's defaults
     assert set(PRESETS) == {"small", "official"}
     with pytest.raises(ConfigError, match="preset="):
         preset("huge")

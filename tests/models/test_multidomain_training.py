@@ -1,4 +1,5 @@
-"""Multi-domain models trained from data files (`mvke-tf train --model m3oe`), through the family interface."""
+"""Multi-domain models trained from data files (`mvke-tf train --model multi_domain_m3oe`), through the family
+interface."""
 
 import json
 
@@ -29,7 +30,7 @@ def md_files(tmp_path_factory):
 def test_cli_trains_m3oe_and_reports_per_domain_auc_and_fusion_weights(md_files, tmp_path, capsys):
     config = tmp_path / "m3oe.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    argv = ["train", "--data", str(md_files), "--model", "m3oe", "--config", str(config), "--epochs", "1"]
+    argv = ["train", "--data", str(md_files), "--model", "multi_domain_m3oe", "--config", str(config), "--epochs", "1"]
     assert main([*argv, "--batch-size", "128", "--model-dir", str(tmp_path / "model")]) == 0
     out = capsys.readouterr().out
     assert "AUC by domain" in out and "learned fusion weights: alpha_domain" in out
@@ -42,7 +43,7 @@ def test_cli_trains_m3oe_and_reports_per_domain_auc_and_fusion_weights(md_files,
 
 
 def test_per_domain_auc_equals_a_reference_on_the_generators_rows(md_files):
-    config = family_of("md_mmoe").config_for("md_mmoe", TINY)
+    config = family_of("multi_domain_mmoe").config_for("multi_domain_mmoe", TINY)
     report = train_and_evaluate(md_files, config, TrainConfig(batch_size=128, seed=1), verbose=0)
     model = report["model"]
     # The eval files hold the generator's test rows: score them from the arrays, not the files.
@@ -65,10 +66,12 @@ def test_errors_name_the_missing_split_column_and_strategy(md_files, small_data,
     no_val = tmp_path / "no_val"
     shutil.copytree(md_files, no_val)
     shutil.rmtree(no_val / "val")
-    m3oe = family_of("m3oe").config_for("m3oe", TINY)
+    m3oe = family_of("multi_domain_m3oe").config_for("multi_domain_m3oe", TINY)
     with pytest.raises(ConfigError, match=r"held-out split.*no_val/val has no files.*fusion: code"):
         train_and_evaluate(no_val, m3oe, TrainConfig(batch_size=128), verbose=0)
     with pytest.raises(ConfigError, match=r"reads column\(s\) \['domain'\].*--multidomain"):
-        train_and_evaluate(small_data[0], family_of("star").config_for("star", TINY), verbose=0)
+        train_and_evaluate(
+            small_data[0], family_of("multi_domain_star").config_for("multi_domain_star", TINY), verbose=0
+        )
     with pytest.raises(ConfigError, match="strategy='mirrored'.*multi_domain models train under default"):
         train_and_evaluate(md_files, m3oe, TrainConfig(strategy="mirrored"), verbose=0)

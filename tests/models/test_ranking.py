@@ -17,7 +17,7 @@ from mvke_tf.layers.interaction import FactorizationMachine
 from mvke_tf.metrics import auc
 from mvke_tf.models.ranking import (
     APP_STORE,
-    RANKING_TYPES,
+    RANKING_MODEL_NAMES,
     RankingConfig,
     RankingModel,
     build_ranking_model,
@@ -48,11 +48,14 @@ def batch(n: int = 6, seed: int = 0) -> dict[str, tf.Tensor]:
     }
 
 
-@pytest.mark.parametrize("model_type", RANKING_TYPES)
+@pytest.mark.parametrize("model_type", RANKING_MODEL_NAMES)
 @pytest.mark.parametrize("fm_cross", [False, True])
 def test_shapes_names_and_config_round_trip(model_type, fm_cross):
-    rc = RankingConfig(model_type=model_type, fm_cross=fm_cross, ple_levels=2 if model_type == "ple" else 1, **TINY)
+    levels = 2 if model_type == "ranking_ple" else 1
+    rc = RankingConfig(model_type=model_type, fm_cross=fm_cross, ple_levels=levels, **TINY)
+    assert rc.model_type == model_type and rc.architecture == model_type.removeprefix("ranking_")
     model = build_ranking_model(FIELDS, rc, DENSE)
+    assert model.name == model_type
     out = model(batch())
     assert set(out) == {"click", "conversion"}
     for p in out.values():
@@ -67,7 +70,7 @@ def test_shapes_names_and_config_round_trip(model_type, fm_cross):
 
 
 def test_single_task_shares_nothing():
-    model = build_ranking_model(FIELDS, RankingConfig(model_type="single_task", **TINY), DENSE)
+    model = build_ranking_model(FIELDS, RankingConfig(model_type="ranking_single_task", **TINY), DENSE)
     names = {t: {w.name for w in model.trainable_weights if f"_{t}" in w.name} for t in model.tasks}
     assert names["click"] and names["conversion"]
     # Changing the click branch's weights leaves the conversion output untouched.
@@ -80,7 +83,7 @@ def test_single_task_shares_nothing():
 
 def test_mmoe_has_a_gate_per_task_and_omoe_one():
     x = tf.random.normal([5, 4 * 4 + 1])  # 4 fields x dim 4, plus the dense input
-    for model_type, gates in (("mmoe", 2), ("omoe", 1)):
+    for model_type, gates in (("ranking_mmoe", 2), ("ranking_omoe", 1), ("ranking_app_store", 2)):
         model = build_ranking_model(FIELDS, RankingConfig(model_type=model_type, num_experts=3, **TINY), DENSE)
         assert len(model.moe.gate_weights(x)) == gates and len(model.moe.experts) == 3
         np.testing.assert_allclose(tf.reduce_sum(model.moe.gate_weights(x)[0], -1).numpy(), 1.0, rtol=1e-6)
@@ -120,7 +123,7 @@ def test_fm_cross_term_matches_brute_force():
 
 
 def test_fm_cross_adds_linear_plus_fm_to_every_logit():
-    rc = RankingConfig(model_type="mmoe", fm_cross=True, **TINY)
+    rc = RankingConfig(model_type="ranking_mmoe", fm_cross=True, **TINY)
     model = build_ranking_model(FIELDS, rc, DENSE)
     x = batch(8)
     emb = model.embeddings["shared"](x).numpy()

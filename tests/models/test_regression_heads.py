@@ -13,7 +13,7 @@ TINY = dict(embedding_dim=4, expert_units=(8,), bottom_units=(8,), tower_units=(
 DIM = 5
 
 
-def vector_model(model_type: str = "mmoe", heads=("regression", "regression")) -> RankingModel:
+def vector_model(model_type: str = "ranking_mmoe", heads=("regression", "regression")) -> RankingModel:
     config = RankingConfig(model_type=model_type, task_heads=heads, **TINY)
     return build_ranking_model((), config, dense_fields=("x",), dense_sizes=(DIM,))
 
@@ -22,7 +22,9 @@ def features(n: int = 16, seed: int = 0) -> dict[str, tf.Tensor]:
     return {"x": tf.constant(np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32) * 3)}
 
 
-@pytest.mark.parametrize("model_type", ["shared_bottom", "omoe", "mmoe", "single_task", "ple"])
+@pytest.mark.parametrize(
+    "model_type", ["ranking_shared_bottom", "ranking_omoe", "ranking_mmoe", "ranking_single_task", "ranking_ple"]
+)
 def test_regression_heads_output_the_linear_logit(model_type):
     model = vector_model(model_type)
     x = features()
@@ -52,7 +54,7 @@ def test_a_dense_vector_feeds_the_bottom_directly():
 
 
 def test_scalar_and_vector_dense_inputs_concatenate_in_order_and_nan_is_zero():
-    config = RankingConfig(model_type="shared_bottom", task_heads=("regression", "regression"), **TINY)
+    config = RankingConfig(model_type="ranking_shared_bottom", task_heads=("regression", "regression"), **TINY)
     model = build_ranking_model((), config, dense_fields=("a", "v"), dense_sizes=(1, 3))
     f = {"a": tf.constant([1.0, 2.0]), "v": tf.constant([[3.0, np.nan, 5.0], [6.0, 7.0, 8.0]])}
     np.testing.assert_array_equal(model._dense(f).numpy(), [[1, 3, 0, 5], [2, 6, 7, 8]])

@@ -4,10 +4,10 @@ import tensorflow as tf
 
 from mvke_tf.config import ConfigError, FeatureConfig
 from mvke_tf.data.dataset import make_dataset
-from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.models import UserTagConfig, build_model
 from mvke_tf.train import TrainConfig, format_report, train_and_evaluate
 
-SMALL_MODEL = ModelConfig(embedding_dim=8, dnn_units=(64, 32), top_units=(32, 16), tag_units=(32, 16))
+SMALL_MODEL = UserTagConfig(embedding_dim=8, dnn_units=(64, 32), top_units=(32, 16), tag_units=(32, 16))
 
 
 def test_csv_and_tfrecord_give_the_same_batches(small_data):
@@ -70,7 +70,7 @@ def test_keras_fit_evaluate_and_summary(small_data):
 
     out, _ = small_data
     fc = FeatureConfig.from_yaml(out / "features.yaml")
-    mc = ModelConfig(model_type="mvke_mt", embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
+    mc = UserTagConfig(model_type="mvke_mt", embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
     model = compile_model(build_model(fc, mc))
     ds = make_dataset(out / "train", fc, batch_size=1024).take(3)
     history = model.fit(ds, epochs=1, verbose=0)
@@ -83,7 +83,7 @@ def test_keras_fit_evaluate_and_summary(small_data):
     assert "user_tower_mvke_mt" in text and "tag_tower_click" in text and "Total params" in text
 
 
-@pytest.mark.parametrize("model_name", ["mvke_mt", "ranking_mmoe", "md_mmoe"])
+@pytest.mark.parametrize("model_name", ["mvke_mt", "ranking_mmoe", "multi_domain_mmoe"])
 def test_a_models_config_for_the_data_takes_its_labels_as_tasks(model_name):
     from mvke_tf.config import CATEGORICAL, MULTI_VALUED, FieldSpec
     from mvke_tf.models.family import config_for_data
@@ -114,11 +114,11 @@ def test_train_by_model_name_on_a_teams_table(tmp_path):
 
 def test_mvke_mt_serves_any_number_of_tasks_by_default():
     """The paper's VKE assignment is for its two tasks; one or three labels get every VKE per task."""
-    two = ModelConfig(model_type="mvke_mt")
+    two = UserTagConfig(model_type="mvke_mt")
     assert two.assignment() == {"click": (0, 1, 2), "conversion": (1, 2, 3, 4)}
     for tasks in (("liked",), ("watched", "liked", "shared")):
-        config = ModelConfig(model_type="mvke_mt", tasks=tasks)
+        config = UserTagConfig(model_type="mvke_mt", tasks=tasks)
         assert config.assignment() == {t: (0, 1, 2, 3, 4) for t in tasks}
-        assert ModelConfig.from_dict(config.to_dict()) == config
+        assert UserTagConfig.from_dict(config.to_dict()) == config
     with pytest.raises(ConfigError, match="expert_assignment has 2 sets for 3 tasks"):
-        ModelConfig(model_type="mvke_mt", tasks=("a", "b", "c"), expert_assignment=((0, 1, 2), (1, 2, 3, 4)))
+        UserTagConfig(model_type="mvke_mt", tasks=("a", "b", "c"), expert_assignment=((0, 1, 2), (1, 2, 3, 4)))

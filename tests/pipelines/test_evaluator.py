@@ -274,7 +274,7 @@ def _random_batches(rng, sizes, outputs=OUTPUTS, models=("", "baseline")):
 def test_spilled_shards_give_the_direct_grouped_auc_bit_for_bit(tmp_path):
     # The GAUC path on its own: batches spilled to files in 64 shards (several records per file), one shard
     # reduced at a time, the shards' exact sums added in a shuffled order == all rows at once.
-    from mvke_tf.pipelines.evaluator import (
+    from mvke_tf.pipelines.evaluator_grouped_auc import (
         _delete_spilled,
         _read_spilled,
         _shard_terms,

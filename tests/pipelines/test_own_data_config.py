@@ -44,6 +44,17 @@ def test_tasks_are_the_labels_unless_the_overrides_name_them(own_config):
     assert own_config(model_type="mmoe").custom_config()["model_config"]["tasks"] == ["watched", "liked"]
 
 
+def test_the_model_name_is_the_config_model_type_and_an_old_name_still_loads(own_config, monkeypatch):
+    from mvke_tf.models import family
+
+    monkeypatch.setattr(family, "_warned", set())  # an old name warns once per process: from none given
+    config = own_config(model_type="multi_domain_star", model_overrides={"domains": 2})
+    assert config.custom_config()["model_config"]["model_type"] == "multi_domain_star"
+    with pytest.warns(FutureWarning, match="^model name 'app_store' is now 'ranking_app_store'; .* mvke-tf 0.2$"):
+        old = own_config(model_type="app_store")  # a pipeline YAML of mvke-tf 0.1.0 (model: app_store)
+    assert old.model_type == old.model_config().model_type == "ranking_app_store" and old.family.name == "ranking"
+
+
 def test_slices_and_gauc_follow_the_feature_config(own_config):
     from mvke_tf.pipelines.pipeline import eval_config
 

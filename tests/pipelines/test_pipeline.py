@@ -17,7 +17,7 @@ from pipeline_helpers import TINY, pipeline_config
 from mvke_tf.config import ConfigError
 from mvke_tf.data import synthetic
 from mvke_tf.data import transform as T
-from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.models import UserTagConfig, build_model
 
 E2E_DATA = synthetic.SyntheticConfig(num_rows=3000, num_users=300, num_ads=200, taxonomy=(4, 3, 5), seed=1)
 
@@ -99,7 +99,7 @@ def test_transformed_config_round_trips_through_build_model():
     assert all(f.kind in ("categorical", "multi_valued") and not f.hierarchy_separator for f in tfc.user_fields)
     assert tfc.field("avg_ctr_7d").hash_buckets == 11
     assert tfc.tag_field.max_values == fc.tag_field.max_values * T.HIERARCHY_DEPTH
-    model = build_model(tfc, ModelConfig(model_type="mvke_mt", **TINY))
+    model = build_model(tfc, UserTagConfig(model_type="mvke_mt", **TINY))
     batch = {}
     for f in (*tfc.user_fields, tfc.tag_field):
         shape = [4, f.max_values] if f.kind == "multi_valued" else [4]
@@ -488,7 +488,8 @@ def test_local_pipeline_end_to_end(tmp_path, capsys):
 @pytest.mark.pipeline
 @pytest.mark.slow  # a second pipeline run in this file: make test-slow (CI runs it), so make test stays under 15 min
 def test_pipeline_trains_and_pushes_the_app_store_ranking_model(tmp_path):
-    """model_type app_store (MMoE + FM cross + ESMM heads) runs through Transform, Trainer, Evaluator and Pusher."""
+    """model_type ranking_app_store (MMoE + FM cross + ESMM heads) runs through Transform, Trainer, Evaluator and
+    Pusher."""
     from mvke_tf.pipelines.pipeline import run_local
     from mvke_tf.pipelines.report import run_report
 
@@ -500,7 +501,7 @@ def test_pipeline_trains_and_pushes_the_app_store_ranking_model(tmp_path):
         tmp_path,
         features_yaml=str(data / "features.yaml"),
         input_pattern="*/part-*.csv",  # both days, split by hash
-        model_type="app_store",
+        model_type="ranking_app_store",
         model_overrides=dict(embedding_dim=8, expert_units=(16,), tower_units=(8,)),
         train_steps=40,
         eval_steps=5,

@@ -30,10 +30,10 @@ def _config(tmp: Path, **kw):
 
 def _tiny_model(**overrides):
     from mvke_tf.data import transform as T
-    from mvke_tf.models import ModelConfig, build_model
+    from mvke_tf.models import UserTagConfig, build_model
 
     fc = T.transformed_feature_config(synthetic.feature_config(), 10)
-    return build_model(fc, ModelConfig(model_type="mvke_mt", **{**TINY, **overrides}))
+    return build_model(fc, UserTagConfig(model_type="mvke_mt", **{**TINY, **overrides}))
 
 
 def test_span_pattern_config(tmp_path):

@@ -100,7 +100,9 @@ def test_config_requires_a_held_out_split_for_bilevel_m3oe(tmp_path):
     from mvke_tf.config import ConfigError
 
     def config(**kw):
-        base = dict(model_type="m3oe", model_overrides=TINY, input_pattern="train/*", eval_pattern="eval/*")
+        base = dict(
+            model_type="multi_domain_m3oe", model_overrides=TINY, input_pattern="train/*", eval_pattern="eval/*"
+        )
         return pipeline_config(tmp_path, **{**base, **kw})
 
     with pytest.raises(ConfigError, match="val_pattern=''.*held-out data.*fusion: code"):
@@ -111,7 +113,7 @@ def test_config_requires_a_held_out_split_for_bilevel_m3oe(tmp_path):
         config(val_pattern="val/*", eval_pattern="")
     with pytest.raises(ConfigError, match="val_pattern='eval/\\*'.*a pattern of their own"):
         config(val_pattern="eval/*")
-    with pytest.raises(ConfigError, match="distribution='mirrored'.*m3oe trains under default"):
+    with pytest.raises(ConfigError, match="distribution='mirrored'.*multi_domain_m3oe trains under default"):
         config(val_pattern="val/*", distribution="mirrored")
 
 
@@ -120,7 +122,7 @@ def test_eval_config_slices_by_domain_and_gates_on_the_mean_domain_task_auc(tmp_
     from pipeline_helpers import pipeline_config
 
     cfg = pipeline_config(
-        tmp_path, model_type="star", model_overrides=TINY, input_pattern="train/*", eval_pattern="eval/*"
+        tmp_path, model_type="multi_domain_star", model_overrides=TINY, input_pattern="train/*", eval_pattern="eval/*"
     )
     ec = eval_config(cfg)
     assert ["domain"] in [list(s.feature_keys) for s in ec.slicing_specs]

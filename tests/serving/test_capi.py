@@ -15,8 +15,8 @@ TAGS = ["t0", "t0_1", "t1_0_2", "t2_1_1", "unseen tag"]
 # One model per family, small; weights randomised so a wrong output differs by far more than 1e-6.
 MODELS = {
     "mvke_mt": dict(embedding_dim=4, dnn_units=(8,), top_units=(8, 4), tag_units=(8, 4)),
-    "app_store": dict(embedding_dim=4, expert_units=(8,), tower_units=(6,)),
-    "m3oe": dict(embedding_dim=4, bottom_units=(8, 6), skip_units=(6,), expert_units=(5,), tower_units=4),
+    "ranking_app_store": dict(embedding_dim=4, expert_units=(8,), tower_units=(6,)),
+    "multi_domain_m3oe": dict(embedding_dim=4, bottom_units=(8, 6), skip_units=(6,), expert_units=(5,), tower_units=4),
 }
 
 

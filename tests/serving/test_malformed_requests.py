@@ -247,7 +247,8 @@ def test_a_requests_expanded_bytes_are_bounded_before_anything_is_expanded(base,
     root = Path(__file__).resolve().parents[2]
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [sys.executable, "-m", "serving", "--model", f"tiny={base}", "--port", str(port), "--poll_seconds", "0"]
+    cmd = [sys.executable, "-m", "mvke_tf.serving", "--model", f"tiny={base}"]
+    cmd += ["--port", str(port), "--poll_seconds", "0"]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stderr=subprocess.DEVNULL)
 
     def peak_mib() -> float:  # the process's high-water mark of resident memory

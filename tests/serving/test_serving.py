@@ -26,6 +26,7 @@ from google.protobuf import text_format
 from mvke_tf.serving.__main__ import parse_models
 from mvke_tf.serving.client import ServingClient, ServingError
 from mvke_tf.serving.server import WARMUP_PATH, ModelServer, Signature
+from reference_helpers import parse_examples
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -37,9 +38,8 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.config import model_server_config_pb2
 
 from mvke_tf.data import synthetic
-from mvke_tf.data.dataset import parse_examples
 from mvke_tf.export import export_saved_model
-from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.models import UserTagConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "serving" / "deploy"
@@ -116,7 +116,7 @@ def wait_for(pred, timeout: float, what: str) -> None:
 def exports(tmp_path_factory):
     """(version 1, version 2) SavedModel directories; version 2 has perturbed weights."""
     root = tmp_path_factory.mktemp("serving_exports")
-    mc = ModelConfig(model_type="mvke_mt", embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
+    mc = UserTagConfig(model_type="mvke_mt", embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
     v1 = export_saved_model(build_model(FC, mc), root / "v1")
     obj = tf.saved_model.load(str(v1))
     variables = {id(v): v for f in obj.signatures.values() for v in f.variables}
@@ -382,7 +382,8 @@ def test_subprocess_client_first_then_sigterm(base):
     cleanly."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    cmd = [sys.executable, "-m", "serving", "--model", f"mvke={base}", "--port", str(port), "--poll_seconds", "0.5"]
+    cmd = [sys.executable, "-m", "mvke_tf.serving", "--model", f"mvke={base}"]
+    cmd += ["--port", str(port), "--poll_seconds", "0.5"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
     try:
         # Importing TensorFlow and loading the model may take longer than the default 30 s deadline on a
@@ -465,8 +466,10 @@ def test_multi_domain_model_over_grpc_and_its_domain_check(tmp_path):
     from mvke_tf.export.examples import dummy_rows, examples_from_rows
     from mvke_tf.models.family import family_of
 
-    family = family_of("m3oe")
-    config = family.config_for("m3oe", dict(embedding_dim=4, bottom_units=(8, 6), skip_units=(6,), expert_units=(5,)))
+    family = family_of("multi_domain_m3oe")
+    config = family.config_for(
+        "multi_domain_m3oe", dict(embedding_dim=4, bottom_units=(8, 6), skip_units=(6,), expert_units=(5,))
+    )
     tf.keras.utils.set_random_seed(0)
     model = family.build(FC, config)
     export_saved_model(model, tmp_path / "m3oe" / "1", feature_config=FC)

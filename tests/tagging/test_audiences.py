@@ -16,7 +16,7 @@ from mvke_tf import tagging
 from mvke_tf.cli import main
 from mvke_tf.data import synthetic
 from mvke_tf.export import export_saved_model
-from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.models import UserTagConfig, build_model
 
 CFG = synthetic.SyntheticConfig(num_rows=120, num_users=40, num_ads=20, taxonomy=(2, 2, 2), seed=5)
 TOP_N = 6
@@ -74,7 +74,7 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("audiences")
     synthetic.generate(CFG, root / "data", formats=("csv",), shard_rows=200)
     tf.keras.utils.set_random_seed(0)
-    model = build_model(synthetic.feature_config(), ModelConfig(model_type="mvke_mt").scaled(0.25))
+    model = build_model(synthetic.feature_config(), UserTagConfig(model_type="mvke_mt").scaled(0.25))
     randomize_weights(model, seed=2, stddev=0.1)
     export_saved_model(model, root / "model")
     (root / "tags.txt").write_text("\n".join(synthetic.all_tags(CFG)) + "\n")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from model_helpers import gate_spread, randomize_weights
+from reference_helpers import parse_user_examples
 
 from mvke_tf.data import synthetic
 from mvke_tf.export import (
@@ -17,9 +18,8 @@ from mvke_tf.export import (
 )
 from mvke_tf.export.describe import PY_FUNC_OPS
 from mvke_tf.export.examples import dummy_rows
-from mvke_tf.export.saved_model import parse_user_examples
 from mvke_tf.export.warmup import prediction_log, read_warmup_requests
-from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.models import UserTagConfig, build_model
 
 TINY = dict(embedding_dim=8, dnn_units=(16,), top_units=(16, 8), tag_units=(16, 8))
 FC = synthetic.feature_config()
@@ -41,7 +41,7 @@ def user_rows(n=5):
 
 
 def export(tmp_path_factory, model_type):
-    model = build_model(FC, ModelConfig(model_type=model_type, **TINY))
+    model = build_model(FC, UserTagConfig(model_type=model_type, **TINY))
     randomize_weights(model, seed=5, stddev=0.15)  # gates far from uniform: a wrong gate fails by orders of magnitude
     for t, b in BIAS.items():
         model.score_bias[t].assign(b)

@@ -1,6 +1,6 @@
 """Do MVKE's virtual-kernel gates route? Gate variants on the synthetic data, with known truth.
 
-    python -m benchmarks.gates --rows 400000 --seeds 3
+    python -m benchmarks.gate_routing --rows 400000 --seeds 3
 
 MVKE-mt is trained with each gate variant (same data, sizes, optimiser and seeds as
 ``benchmarks.models``) and every leaf tag's VKG weights are read off the trained model.
@@ -31,7 +31,7 @@ import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from benchmarks.report import machine, section, write_section
 from mvke_tf.data import synthetic
 
-# name -> ModelConfig overrides. "code" is the released code's gate (and today's default).
+# name -> UserTagConfig overrides. "code" is the released code's gate (and today's default).
 VARIANTS: dict[str, dict[str, Any]] = {
     "code": {"gate": "dot"},
     "attention": {"gate": "attention"},
@@ -130,11 +130,11 @@ def gate_state(model: Any, tags: list[str]) -> dict[str, dict[str, Any]]:
 def run_variant(data: Path, overrides: dict, seed: int, args: argparse.Namespace, tags: list[str]) -> dict:
     from mvke_tf.config import FeatureConfig
     from mvke_tf.data.dataset import make_dataset
-    from mvke_tf.models import ModelConfig
+    from mvke_tf.models import UserTagConfig
     from mvke_tf.models.family import family_of
     from mvke_tf.train import TrainConfig, train_and_evaluate
 
-    mc = ModelConfig(model_type="mvke_mt", **overrides).scaled(args.scale)
+    mc = UserTagConfig(model_type="mvke_mt", **overrides).scaled(args.scale)
     fc = FeatureConfig.from_yaml(data / "features.yaml")
     features, labels = next(iter(make_dataset(data / "train", fc, batch_size=2048, shuffle=True, seed=99)))
     import tensorflow as tf
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     diag = diagnosis(results)
     print(table + "\n\n" + diag)
     if not args.no_write:
-        cmd = "python -m benchmarks.gates " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = "python -m benchmarks.gate_routing " + " ".join(sys.argv[1:] if argv is None else argv)
         facts = {
             "Data": f"{args.rows:,} impressions (train on {meta['splits']['train']['rows']:,}, eval on the last day), "
             f"{args.users:,} users, {len(tags):,} leaf tags in {num_branches} level-1 branches",
@@ -326,7 +326,7 @@ as the scores it multiplies. The normalised gate (`gate="cosine"`, a learned tem
 those norms and routes for real; sharply routed (start 10) it costs AUC beyond seed noise, softly
 routed (start 3) it is within noise of the code's gate on both tasks but below it on the mean. On this
 data routing buys no accuracy, so the default stays the code's gate and the cosine gate is an option
-(`ModelConfig(gate="cosine", gate_scale=3.0)`). A cell (one variant, one seed) took 1.5 min on the idle
+(`UserTagConfig(gate="cosine", gate_scale=3.0)`). A cell (one variant, one seed) took 1.5 min on the idle
 machine and 5 to 8 min while other jobs shared its 2 cores."""
 
 

@@ -10,7 +10,6 @@ import tensorflow as tf
 from model_helpers import randomize_weights
 from mvke_tf.serving.client import ServingClient, ServingError
 from mvke_tf.serving.server import ModelServer
-from tiny_servable import free_port
 
 from mvke_tf import tagging
 from mvke_tf.data import synthetic
@@ -18,7 +17,7 @@ from mvke_tf.export import export_saved_model
 from mvke_tf.export.describe import non_standard_ops
 from mvke_tf.export.examples import dummy_rows, examples_from_rows
 from mvke_tf.export.warmup import read_warmup_requests
-from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.models import UserTagConfig, build_model
 
 # Three user fields (one of each kind) and 64 tag buckets: a quick export, and tags that share a bucket.
 _FULL = synthetic.feature_config()
@@ -57,7 +56,7 @@ def export(request, tmp_path_factory):
     the export loaded as ``tag-users`` loads it."""
     root = tmp_path_factory.mktemp(f"top_tags_{request.param}")
     tf.keras.utils.set_random_seed(7)
-    config = ModelConfig(model_type="mvke_mt", score=request.param).scaled(0.25)
+    config = UserTagConfig(model_type="mvke_mt", score=request.param).scaled(0.25)
     model = build_model(FC, config)
     randomize_weights(model, seed=7, stddev=0.2)
     tied = _colliding_tags(model)
@@ -124,10 +123,9 @@ def test_export_is_standard_ops_and_warms_up_top_tags(export):
 def test_k_out_of_range_is_invalid_argument_over_grpc_and_client_round_trip(export):
     if export["score"] != "dot":
         pytest.skip("the serving path does not depend on the score")
-    port = free_port()
     users = _users()
-    server = ModelServer({"mvke": export["base"]}, port=port, poll_seconds=0, warmup=True)
-    with server.start(), ServingClient(f"127.0.0.1:{port}", "mvke", timeout=30) as client:
+    server = ModelServer({"mvke": export["base"]}, port=0, poll_seconds=0, warmup=True)
+    with server.start(), ServingClient(server.target, "mvke", timeout=30) as client:
         client.wait_until_available(60)
         got = client.top_tags(users, 3, max_batch=4)  # split into two requests, k sent with each
         want = tagging.TopKTagger(export["tm"], export["tags"], 3)(users)

@@ -12,7 +12,7 @@ from mvke_tf import tagging
 from mvke_tf.cli import main
 from mvke_tf.data import synthetic
 from mvke_tf.export import export_saved_model
-from mvke_tf.models import ModelConfig, build_model
+from mvke_tf.models import UserTagConfig, build_model
 
 CFG = synthetic.SyntheticConfig(num_rows=400, num_users=50, num_ads=60, taxonomy=(3, 2, 4), seed=11)
 
@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("tagging")
     synthetic.generate(CFG, root / "data", formats=("csv", "tfrecord"), shard_rows=100)
     tf.keras.utils.set_random_seed(3)
-    model = build_model(synthetic.feature_config(), ModelConfig(model_type="mvke_mt").scaled(0.25))
+    model = build_model(synthetic.feature_config(), UserTagConfig(model_type="mvke_mt").scaled(0.25))
     randomize_weights(model, seed=3, stddev=0.1)
     export_saved_model(model, root / "model")
     return root

@@ -1,6 +1,6 @@
 """M3oE vs multi-domain multi-task baselines on the synthetic multi-domain data.
 
-    python -m benchmarks.multidomain --rows 100000 --seeds 3
+    python -m benchmarks.multidomain_lineup --rows 100000 --seeds 3
 
 One generated data set (3 domains, 7% / 89% / 4% of impressions; tasks click and
 conversion), split 70 / 10 / 20 into train / validation / test. Every model trains on
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             probs, models = fit_predict_in_setting(
                 setting,
-                MultiDomainConfig(model_type=model_type, fusion=fusion),
+                MultiDomainConfig(model_type=f"multi_domain_{model_type}", fusion=fusion),
                 specs,
                 train,
                 val,
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = {s: len(data[s]["click"]) for s in md.SPLITS}
         test_counts = np.bincount(domain_test, minlength=n_dom)
         test_conv = [int(test[1]["conversion"][domain_test == d].sum()) for d in range(n_dom)]
-        cmd = "python -m benchmarks.multidomain " + " ".join(sys.argv[1:] if argv is None else argv)
+        cmd = "python -m benchmarks.multidomain_lineup " + " ".join(sys.argv[1:] if argv is None else argv)
         facts = {
             "Data": (
                 f"{args.rows:,} impressions from the synthetic world in 3 domains "

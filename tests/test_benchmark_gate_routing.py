@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.gates import gate_routing
+from benchmarks.gate_routing import gate_routing
 
 
 def test_uniform_gates_have_no_routing():

@@ -1,6 +1,6 @@
 """Serving latency: ``user_tower`` and ``top_tags`` over gRPC (in-repo server) vs the in-process call.
 
-    python -m benchmarks.serving --requests 300 --batches 1 256 --k 10
+    python -m benchmarks.serving_latency --requests 300 --batches 1 256 --k 10
 
 All in one run, on one SavedModel of the main job's size (MVKE-mt, hidden layers x0.25; untrained
 weights: speed does not depend on them), exported to ``<work-dir>/model/1/`` (reused if present):
@@ -66,11 +66,11 @@ def _export(base: Path, scale: float) -> tuple[Path, bool]:
             return version_dir, True
     from mvke_tf.data import synthetic
     from mvke_tf.export import export_saved_model
-    from mvke_tf.models import ModelConfig, build_model
+    from mvke_tf.models import UserTagConfig, build_model
 
     tmp = base / "1.tmp"  # not a numeric directory: the server never sees a half-written version
     shutil.rmtree(tmp, ignore_errors=True)
-    mc = ModelConfig(model_type="mvke_mt").scaled(scale)
+    mc = UserTagConfig(model_type="mvke_mt").scaled(scale)
     tags = synthetic.all_tags(synthetic.SyntheticConfig())
     export_saved_model(build_model(synthetic.feature_config(), mc), tmp, tags=tags, top_tags_max_k=100)
     shutil.rmtree(version_dir, ignore_errors=True)
@@ -134,7 +134,7 @@ class ServerProcess:
         return [
             sys.executable,
             "-m",
-            "serving",
+            "mvke_tf.serving",
             "--model",
             f"{MODEL_NAME}={self.base.resolve()}",
             "--port",
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({conc['requests']:,} requests) | {conc['p50']:.2f} | {conc['p99']:.2f} | {conc['ups']:,.0f} |"
     )
     table = "\n".join(lines)
-    cmd = "python -m benchmarks.serving " + " ".join(sys.argv[1:] if argv is None else argv)
+    cmd = "python -m benchmarks.serving_latency " + " ".join(sys.argv[1:] if argv is None else argv)
     sizes = ", ".join(f"batch {b}: {n / 1024:,.1f} KiB" for b, n in out_bytes.items())
     server_cmd = f"python -m mvke_tf.serving --model {MODEL_NAME}=<work-dir>/model --port <free> --poll_seconds 0"
     note = (
