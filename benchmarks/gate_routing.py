@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from benchmarks.report import machine, section, write_section
+from benchmarks.report import add_synthetic_training_flags, machine, section, write_section
 from mvke_tf.data import synthetic
 
 # name -> UserTagConfig overrides. "code" is the released code's gate (and today's default).
@@ -222,16 +222,8 @@ def diagnosis(results: dict[str, list[dict]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rows", type=int, default=400_000)
-    p.add_argument("--users", type=int, default=40_000)
-    p.add_argument("--seeds", type=int, default=3)
+    add_synthetic_training_flags(p, work_dir="runs/bench_gates")
     p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--scale", type=float, default=0.25, help="hidden layer scale vs the paper's Table 5")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--work-dir", default="runs/bench_gates")
-    p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = p.parse_args(argv)
 
     work = Path(args.work_dir)

@@ -1,7 +1,8 @@
-"""Writes a benchmark's section into docs/benchmarks.md between its markers."""
+"""Shared pieces of the benchmarks: the machine line, sections of docs/benchmarks.md, common flags."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import platform
 import re
@@ -50,3 +51,16 @@ def section(title: str, command: str, facts: dict[str, str], table: str, note: s
     if note:
         lines += ["", note]
     return "\n".join(lines) + "\n\n" + table.rstrip() + "\n"
+
+
+def add_synthetic_training_flags(p: argparse.ArgumentParser, work_dir: str) -> None:
+    """The flags of a line-up on the synthetic data: its size, seeds, model scale, training, where to work."""
+    p.add_argument("--rows", type=int, default=400_000)
+    p.add_argument("--users", type=int, default=40_000)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--scale", type=float, default=0.25, help="hidden layer scale vs the paper's Table 5")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--work-dir", default=work_dir)
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")

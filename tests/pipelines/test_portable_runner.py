@@ -15,7 +15,8 @@ every metric of every slice within the tolerances below, the same blessing, the 
 Why metrics are not compared to 1e-9: the model's outputs depend in their last bits on which other
 examples share a batch (the CPU matmul blocks by batch size), and workers batch differently. Measured
 on this model (one batch of 1,500 eval rows against the same rows cut into 21 random batches, 5 trials):
-3-15 of 1,500 predictions per task differed, by at most 1.3e-7 relative (two float32 ulps). So:
+3-15 of 1,500 predictions per task differed, by at most 1.3e-7 relative (two float32 ulps;
+tests/models/test_batch_invariance.py keeps that bound). So:
 
 * sums and ratios of predictions (calibration, mean prediction, loss) and counts: 1e-6 relative (a
   weighted mean of terms that each moved by <= 1.3e-7 relative moves by no more; one example lost or
