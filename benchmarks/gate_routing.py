@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from benchmarks.report import add_synthetic_training_flags, machine, section, write_section
+from benchmarks.report import add_synthetic_training_flags, cached_synthetic_data, machine, section, write_section
 from mvke_tf.data import synthetic
 
 # name -> UserTagConfig overrides. "code" is the released code's gate (and today's default).
@@ -228,12 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work_dir)
     data = work / "data"
-    cfg = synthetic.SyntheticConfig(num_rows=args.rows, num_users=args.users, seed=0)
-    meta_path = data / "metadata.json"
-    if not (meta_path.exists() and json.loads(meta_path.read_text())["generator"] == cfg.to_dict()):
-        print(f"generating {args.rows:,} rows ...", file=sys.stderr)
-        synthetic.generate(cfg, data)
-    meta = json.loads(meta_path.read_text())
+    cfg, meta = cached_synthetic_data(data, args.rows, args.users)
     tags = synthetic.all_tags(cfg)
     num_branches = cfg.taxonomy[0]
 

@@ -11,7 +11,6 @@ docs/benchmarks.md. The claim under test (paper, Table 3): MVKE-mt >= MVKE-st > 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,8 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
-from benchmarks.report import add_synthetic_training_flags, machine, write_section
-from mvke_tf.data import synthetic
+from benchmarks.report import add_synthetic_training_flags, cached_synthetic_data, machine, write_section
 from mvke_tf.models import USER_TAG_MODEL_NAMES, UserTagConfig
 from mvke_tf.train import TrainConfig, train_and_evaluate
 
@@ -32,12 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     data = Path(args.work_dir) / "data"
-    cfg = synthetic.SyntheticConfig(num_rows=args.rows, num_users=args.users, seed=0)
-    meta_path = data / "metadata.json"
-    if not (meta_path.exists() and json.loads(meta_path.read_text())["generator"] == cfg.to_dict()):
-        print(f"generating {args.rows:,} rows ...", file=sys.stderr)
-        synthetic.generate(cfg, data)
-    meta = json.loads(meta_path.read_text())
+    _, meta = cached_synthetic_data(data, args.rows, args.users)
     oracle = meta["oracle_auc_eval"]
 
     results: dict[str, dict[str, list[float]]] = {}

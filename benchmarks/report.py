@@ -1,13 +1,16 @@
-"""Shared pieces of the benchmarks: the machine line, sections of docs/benchmarks.md, common flags."""
+"""Shared pieces of the benchmarks: the machine line, sections of docs/benchmarks.md, common flags, cached data."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import platform
 import re
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = """# Benchmarks
@@ -64,3 +67,17 @@ def add_synthetic_training_flags(p: argparse.ArgumentParser, work_dir: str) -> N
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--work-dir", default=work_dir)
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+
+
+def cached_synthetic_data(data: Path, rows: int, users: int) -> tuple[Any, dict]:
+    """The synthetic data of a line-up in ``data``: generated once per generator config, reused after.
+
+    Returns ``(SyntheticConfig, metadata.json's content)``."""
+    from mvke_tf.data import synthetic
+
+    cfg = synthetic.SyntheticConfig(num_rows=rows, num_users=users, seed=0)
+    meta_path = data / "metadata.json"
+    if not (meta_path.exists() and json.loads(meta_path.read_text())["generator"] == cfg.to_dict()):
+        print(f"generating {rows:,} rows ...", file=sys.stderr)
+        synthetic.generate(cfg, data)
+    return cfg, json.loads(meta_path.read_text())
