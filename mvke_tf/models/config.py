@@ -5,12 +5,11 @@ user-tagging model (the other families have theirs: :class:`~mvke_tf.models.rank
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Any
 
 from mvke_tf.config import ConfigError
 from mvke_tf.layers.mvke import GATES
-from mvke_tf.models.family import RENAMED_UNTIL, FamilyConfig, model_prefix
+from mvke_tf.models.family import FamilyConfig, model_prefix, renamed_attribute
 
 # Architectures (the MVKE paper's Table 3 line-up). All share the embedding and DeepFM
 # blocks and a hard-shared tag tower; they differ in the user tower.
@@ -208,18 +207,9 @@ class UserTagConfig(FamilyConfig):
         )
 
 
-_RENAMED = {"ModelConfig": "UserTagConfig", "MODEL_TYPES": "USER_TAG_MODEL_NAMES"}
-
-
-def renamed_attribute(module: str, name: str) -> Any:
-    """``ModelConfig`` and ``MODEL_TYPES``, the names of mvke-tf 0.1.0 (accepted until mvke-tf 0.2), for a
-    module's ``__getattr__``: the new object, with a one-line FutureWarning."""
-    if name not in _RENAMED:
-        raise AttributeError(f"module {module!r} has no attribute {name!r}")
-    new = _RENAMED[name]
-    warnings.warn(f"{name} is now {new}; the old name is accepted until {RENAMED_UNTIL}", FutureWarning, stacklevel=3)
-    return globals()[new]
+RENAMED = {"ModelConfig": "UserTagConfig", "MODEL_TYPES": "USER_TAG_MODEL_NAMES"}
+"""``ModelConfig`` and ``MODEL_TYPES``, the names of mvke-tf 0.1.0: importable, with a warning, until mvke-tf 0.2."""
 
 
 def __getattr__(name: str) -> Any:
-    return renamed_attribute(__name__, name)
+    return renamed_attribute(__name__, globals(), RENAMED, name)

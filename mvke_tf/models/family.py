@@ -472,3 +472,13 @@ def __getattr__(name: str) -> Any:
     if name in _FAMILY_CLASSES:
         return getattr(importlib.import_module("mvke_tf.models.families"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def renamed_attribute(module: str, namespace: Mapping[str, Any], renamed: Mapping[str, str], name: str) -> Any:
+    """A module-level ``__getattr__``'s body for identifiers renamed since mvke-tf 0.1.0 (``renamed``: old name
+    -> new name in ``namespace``): the new object, with a one-line FutureWarning."""
+    if name not in renamed:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    new = renamed[name]
+    warnings.warn(f"{name} is now {new}; the old name is accepted until {RENAMED_UNTIL}", FutureWarning, stacklevel=3)
+    return namespace[new]

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,7 +47,7 @@ from mvke_tf.config import ConfigError, FieldSpec
 from mvke_tf.layers.embedding import FieldsEmbedding, missing_inputs
 from mvke_tf.layers.experts import SoftmaxGate, mix
 from mvke_tf.layers.multidomain import FusedExperts, GroupedMLP, StarDomainLayer
-from mvke_tf.models.family import RENAMED_UNTIL, FamilyConfig, model_prefix
+from mvke_tf.models.family import FamilyConfig, model_prefix, renamed_attribute
 
 MULTIDOMAIN_ARCHITECTURES = ("m3oe", "star", "mlp", "shared_bottom", "mmoe", "ple")
 MULTIDOMAIN_MODEL_NAMES = tuple(model_prefix("multi_domain") + a for a in MULTIDOMAIN_ARCHITECTURES)
@@ -478,14 +477,8 @@ _MOVED = {
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
         return getattr(importlib.import_module(_MOVED[name]), name)
-    if name == "MULTIDOMAIN_MODEL_TYPES":  # mvke-tf 0.1.0's name, until mvke-tf 0.2
-        warnings.warn(
-            f"{name} is now MULTIDOMAIN_ARCHITECTURES; the old name is accepted until {RENAMED_UNTIL}",
-            FutureWarning,
-            stacklevel=2,
-        )
-        return MULTIDOMAIN_ARCHITECTURES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    # mvke-tf 0.1.0's name, until mvke-tf 0.2
+    return renamed_attribute(__name__, globals(), {"MULTIDOMAIN_MODEL_TYPES": "MULTIDOMAIN_ARCHITECTURES"}, name)
 
 
 __all__ = [
