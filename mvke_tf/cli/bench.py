@@ -21,6 +21,7 @@ BENCHMARKS = {
     "learning_curves": "user-tagging models' AUC against training rows, next to the oracle and references",
     "first_fit": "the fixed cost of a first train_and_evaluate: stock Keras tracing vs the library's",
     "ingestion": "own data through ExampleGen + StatisticsGen: CSV vs Parquet vs typed TFRecord (data convert)",
+    "batch_dependence": "how much a prediction's last bits depend on the other rows in its batch",
 }
 
 
