@@ -2,8 +2,9 @@
 
     python -m benchmarks.evaluator_memory --eval-rows 500000 2000000 --before REV
 
-``--before REV``: the ``pipelines/evaluator.py`` of the git revision ``REV`` runs side by side with the
-working tree's (``git show REV:pipelines/evaluator.py``, imported from a copy in ``--out``).
+``--before REV``: the Evaluator of the git revision ``REV`` runs side by side with the working tree's: its
+``pipelines/evaluator*.py`` modules (``git show``) are copied into a package ``evaluator_before`` in ``--out``, their
+imports of each other pointed there, and the rest of the pipeline is the working tree's.
 
 Runs only the Evaluator's Beam evaluation: :func:`mvke_tf.pipelines.evaluator.BatchedEvaluation` and TFMA's
 ``WriteResults``, as the Executor runs them, with the main job's eval config
@@ -29,6 +30,7 @@ import importlib.util
 import inspect
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -92,16 +94,42 @@ def prepare(out: Path, eval_rows: int, users: int) -> tuple[Path, Path]:
 
 
 def _load_evaluator(path: str | None) -> Any:
-    """``mvke_tf.pipelines.evaluator``, or the module in the file ``path`` (an older version of it)."""
+    """``mvke_tf.pipelines.evaluator``, or the ``evaluator`` module of the package whose directory is ``path``
+    (an older version's, written by :func:`copy_evaluator`)."""
     if not path:
         import mvke_tf.pipelines.evaluator
 
         return mvke_tf.pipelines.evaluator
-    spec = importlib.util.spec_from_file_location("evaluator_before", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # Beam pickles the module's functions by reference
-    spec.loader.exec_module(module)
-    return module
+    package = Path(path)
+    sys.path.insert(0, str(package.parent))  # importable by name: Beam pickles the module's functions by reference
+    return importlib.import_module(f"{package.name}.evaluator")
+
+
+BEFORE_PACKAGE = "evaluator_before"
+
+
+def copy_evaluator(revision: str, out: Path) -> Path:
+    """The Evaluator's modules (``pipelines/evaluator*.py``) of git ``revision`` as the package
+    ``out/evaluator_before``, their imports of each other (``pipelines.evaluator_config``, or
+    ``mvke_tf.pipelines.evaluator_batches`` since the namespace) rewritten to it; returns the package's directory.
+    Raises ValueError naming the revision when git cannot read it."""
+    listing = subprocess.run(
+        ["git", "ls-tree", "--name-only", revision, "pipelines/"], capture_output=True, text=True, check=False
+    )
+    if listing.returncode:
+        raise ValueError(f"--before {revision}: {listing.stderr.strip()}; fix: give a git revision of this repository")
+    files = [f for f in listing.stdout.split() if re.fullmatch(r"pipelines/evaluator\w*\.py", f)]
+    if "pipelines/evaluator.py" not in files:
+        raise ValueError(f"--before {revision}: no pipelines/evaluator.py; fix: give a revision with the Evaluator")
+    package = out / BEFORE_PACKAGE
+    shutil.rmtree(package, ignore_errors=True)
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    for name in files:
+        text = subprocess.run(["git", "show", f"{revision}:{name}"], capture_output=True, text=True, check=True).stdout
+        text = re.sub(r"\b(?:mvke_tf\.)?pipelines\.(evaluator\w*)", rf"{BEFORE_PACKAGE}.\1", text)
+        (package / Path(name).name).write_text(text)
+    return package
 
 
 def run_one(data: Path, model: Path, eval_rows: int, module_path: str | None, work: Path) -> dict[str, Any]:
@@ -223,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.evaluator_memory", description=__doc__.splitlines()[0])
     parser.add_argument("--eval-rows", type=int, nargs="+", default=[500_000, 2_000_000], help="multiples of 100,000")
     parser.add_argument("--users", type=int, default=20_000, help="synthetic users (the generator's default)")
-    parser.add_argument("--before", metavar="REV", help="a git revision whose pipelines/evaluator.py runs side by side")
+    parser.add_argument("--before", metavar="REV", help="a git revision whose Evaluator runs side by side")
     parser.add_argument("--out", default="runs/bench-evaluator-memory", help="data and model (reused)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--result-json", help=argparse.SUPPRESS)  # one run in this process (run_in_subprocess)
@@ -243,15 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     sizes = sorted(args.eval_rows)
     versions: dict[str, str | None] = {}
     if args.before:
-        old = subprocess.run(
-            ["git", "show", f"{args.before}:pipelines/evaluator.py"], capture_output=True, text=True, check=False
-        )
-        if old.returncode:
-            parser.error(f"--before {args.before}: {old.stderr.strip()}; fix: give a git revision of this repository")
-        out.mkdir(parents=True, exist_ok=True)
-        copy = out / "evaluator_before.py"
-        copy.write_text(old.stdout)
-        versions[f"before ({args.before})"] = str(copy)
+        try:
+            versions[f"before ({args.before})"] = str(copy_evaluator(args.before, out))
+        except ValueError as e:
+            parser.error(str(e))
     versions["after"] = None
     prepare(out, sizes[-1], args.users)
     results: dict[str, dict[int, dict]] = {}

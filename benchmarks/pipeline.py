@@ -145,9 +145,11 @@ def format_table(results: Sequence[RunResult]) -> str:
     if 1_000_000 in by_rows and 4_000_000 in by_rows:
         ratio = by_rows[4_000_000].total_s / by_rows[1_000_000].total_s
         lines.append(f"| whole pipeline, 4M / 1M time | {' | '.join('' for _ in results[:-1])} | {ratio:.2f} | |")
-    lines.append("| *data generation (not in the run)* | " + " | ".join(
-        _secs(r.generate_s) if r.generate_s is not None else "reused" for r in results
-    ) + " | |")
+    lines.append(
+        "| *data generation (not in the run)* | "
+        + " | ".join(_secs(r.generate_s) if r.generate_s is not None else "reused" for r in results)
+        + " | |"
+    )
     for t in TASKS:
         cells = [f"{r.auc[t]:.4f}" if r.auc.get(t) is not None else "–" for r in results]
         lines.append(f"| {t} AUC (Evaluator, overall) | " + " | ".join(cells) + " | |")

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
         "(de)serialization on both ends (client: `ServingClient.user_tower` / `.top_tags`, numpy in and out). "
         "Sequential requests alternate the four calls (gRPC and in-process, each signature); users/s = batch / "
         f"mean latency. `{TOP_TAGS}` returns each user's best {args.k} of the {num_tags:,} tags per task, exact, "
-        "scored in the graph against the tag table frozen at export (`mvke_tf/export/top_tags.py`)."
+        "scored in the graph against the tag table frozen at export (`mvke_tf/models/top_tags.py`)."
     )
     model_txt = (
         f"MVKE-mt, the paper's Table 5 hidden layers x{args.scale} (untrained weights), `user_tower` outputs "

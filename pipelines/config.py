@@ -98,7 +98,7 @@ class PipelineConfig:
         (TF Serving's loader) and runs every signature on its warm-up requests; a model the C++ runtime
         cannot serve is not pushed. Needs a C compiler where the component runs (``cc`` or ``$CC``).
       top_tags_vocabulary: the tags of the pushed model's ``top_tags`` signature (a user's top-k tags in one
-        call, :mod:`mvke_tf.export.top_tags`): a file of one tag per line, or a raw data directory whose
+        call, :mod:`mvke_tf.models.top_tags`): a file of one tag per line, or a raw data directory whose
         tag column is read (as ``mvke-tf tag-users --tags-from-data``); frozen into the export. Transform
         hashes tags and keeps no vocabulary, so the Trainer needs one. Empty: no ``top_tags``. Two-tower
         models only. A relative path is relative to ``data_root`` (as ``input_pattern``), e.g. ``train``.

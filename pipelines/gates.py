@@ -5,7 +5,6 @@ Transform (hence before the Trainer, the Evaluator and the Pusher), and raises w
 anomalies artifact is not empty, so bad data never trains or pushes a model.
 """
 
-
 from mvke_tf.pipelines.report import read_anomalies
 from tfx import v1 as tfx
 from tfx.dsl.component.experimental.annotations import InputArtifact

@@ -127,8 +127,6 @@ def _is_text(value: Any) -> bool:
     return isinstance(value, str | bytes)
 
 
-
-
 class ServingClient:
     """Client for one model on a TF Serving compatible server.
 

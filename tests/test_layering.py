@@ -5,7 +5,9 @@
 * the server (``mvke_tf.serving``, folder ``serving/``) imports neither TFX nor the pipeline;
 * the command line (the ``mvke_tf.cli`` package) is the top floor: nothing outside it but
   ``python -m mvke_tf`` imports it or its modules;
-* ``benchmarks`` (not installed) is imported by nothing that is.
+* ``benchmarks`` (not installed) is imported by nothing that is;
+* inside the library, its packages stand in the order of :data:`LIBRARY_ORDER` (the models below their
+  export, the export below the batch tagging job that reads exports): each imports only those before it.
 
 Read from the source (imports at module level and inside functions alike), so a lazy import upward
 fails here as much as one at the top of a file.
@@ -120,3 +122,56 @@ def test_the_floor_check_sees_a_lazy_upward_import(tmp_path):
     path.write_text("def f():\n    from mvke_tf.pipelines.config import PipelineConfig\n    import tfx\n")
     assert {"mvke_tf.pipelines.config", "tfx"} <= _imports(path)
     assert all(_under(n, *FORBIDDEN["library"]) for n in ("mvke_tf.pipelines.config", "tfx"))
+
+
+# The library's packages and top-level modules, lowest first: each may import only those before it.
+LIBRARY_ORDER = (
+    "mvke_tf._env",
+    "mvke_tf.config",
+    "mvke_tf.metrics",
+    "mvke_tf.distribute",
+    "mvke_tf.layers",
+    "mvke_tf.data",
+    "mvke_tf.models",
+    "mvke_tf.train",
+    "mvke_tf.export",
+    "mvke_tf.tagging",
+)
+
+
+def _library_unit(name: str) -> str | None:
+    """The entry of :data:`LIBRARY_ORDER` a module name belongs to (``None``: outside the library's units)."""
+    parts = name.split(".")
+    unit = ".".join(parts[:2])
+    return unit if parts[0] == "mvke_tf" and unit in LIBRARY_ORDER else None
+
+
+def _library_upward(graph: dict[str, set[str]]) -> dict[str, list[str]]:
+    """Per library module, the library modules it imports from its own level or above, its own unit aside."""
+    found = {}
+    for module, names in graph.items():
+        unit = _library_unit(module)
+        if unit is None:
+            continue
+        rank = LIBRARY_ORDER.index(unit)
+        up = sorted(n for n in names if (u := _library_unit(n)) not in (None, unit) and LIBRARY_ORDER.index(u) > rank)
+        if up:
+            found[module] = up
+    return found
+
+
+def test_the_library_packages_import_only_those_below_them():
+    units = {_library_unit(m) for m in MODULES if _floor(m) == "library"} - {None}
+    assert units == set(LIBRARY_ORDER), f"a library package is missing from LIBRARY_ORDER: {units ^ set(LIBRARY_ORDER)}"
+    upward = _library_upward(GRAPH)
+    assert not upward, f"library modules import a package above them (a cycle in the making): {upward}"
+
+
+def test_the_library_order_check_sees_a_lazy_import_of_the_export_from_a_model(tmp_path):
+    """The cycle there was until now: a model family importing the export inside a method."""
+    path = tmp_path / "m.py"
+    path.write_text("def f():\n    from mvke_tf.export.examples import dummy_rows\n")
+    graph = {"mvke_tf.models.families": _imports(path), "mvke_tf.tagging.scoring": {"mvke_tf.export.input_types"}}
+    assert _library_upward(graph) == {
+        "mvke_tf.models.families": ["mvke_tf.export.examples", "mvke_tf.export.examples.dummy_rows"]
+    }

@@ -304,4 +304,3 @@ def load_movielens(path: str | Path, format: str | None = None) -> pd.DataFrame:
 def genre_names(format: str) -> tuple[str, ...]:
     """The genre vocabulary of ``format`` (ml-100k's includes ``"unknown"``)."""
     return {ML_100K: GENRES_100K, ML_1M: GENRES_1M}[format]
-

@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import tensorflow as tf
+
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig
 
 FORMATS = ("csv", "parquet", "tfrecord")
@@ -102,6 +104,42 @@ def read_chunks(path: str, rows_per_chunk: int = 10_000) -> Iterator[Rows]:
     """
     reader = {"csv": _csv_chunks, "parquet": _parquet_chunks, "tfrecord": _tfrecord_chunks}[file_format(path)]
     yield from reader(path, max(1, rows_per_chunk))
+
+
+def utf8_lines(path: str, fh: Iterator[bytes], fix: str) -> Iterator[str]:
+    """The lines of a file opened in binary mode, decoded as UTF-8 (a leading BOM dropped).
+
+    Decoded here rather than by the file object so that an undecodable byte names the file and the line.
+    """
+    for n, raw in enumerate(fh, 1):
+        try:
+            yield raw.decode("utf-8-sig" if n == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(
+                f"{path}: line {n} is not UTF-8 text (byte 0x{raw[e.start]:02x} at position {e.start + 1}); {fix}"
+            ) from None
+
+
+def csv_rows(path: str, fix: str) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, row)`` for every non-blank row of a CSV file, the header first; a row's number is the
+    line it starts on (a quoted field may span lines). Kept as text: a tag or an id ``007`` stays ``007``.
+    A problem raises ValueError naming the file and the line, ending with ``fix``."""
+    with tf.io.gfile.GFile(path, "rb") as fh:  # GCS paths too
+        # strict: a quote left open is an error where the file ends, not a field that swallows the rest.
+        reader = csv.reader(utf8_lines(path, fh, fix), strict=True)
+        start = 1
+        try:
+            for row in reader:
+                if row:
+                    yield start, row
+                start = reader.line_num + 1
+        except csv.Error as e:
+            if reader.line_num > start:  # the record began earlier: that is where the problem is
+                raise ValueError(
+                    f"{path}: line {start} is not valid CSV ({e} at line {reader.line_num}: a quote opened on "
+                    f"line {start} is not closed); {fix}"
+                ) from None
+            raise ValueError(f"{path}: line {start} is not valid CSV ({e}); {fix}") from None
 
 
 def _cell(text: str) -> Any:

@@ -146,8 +146,3 @@ def dummy_rows(
         else:
             rows[f.name] = [i if integer else f"{f.name}_{i}" for i in range(n)]
     return rows
-
-
-def dummy_tags(feature_config: FeatureConfig, n: int = 2) -> list[str]:
-    """``n`` made-up single tags for the ``tag_tower`` warm-up request."""
-    return [f"{feature_config.tag_field.name}_{i}" for i in range(n)]

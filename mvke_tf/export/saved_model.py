@@ -23,7 +23,7 @@ Transform graph). The contract:
 * ``top_tags`` (user tagging, exported with a tag vocabulary): ``examples: string [batch]`` (the user
   fields), ``k: int32 []`` (1 <= k <= the export's ``top_tags_max_k``) -> per task ``<task>_tags string
   [batch, k]`` and ``<task>_scores float [batch, k]`` (probabilities), best first: exactly the top-K of
-  ``mvke-tf tag-users`` against the vocabulary frozen at export (:mod:`mvke_tf.export.top_tags`). A
+  ``mvke-tf tag-users`` against the vocabulary frozen at export (:mod:`mvke_tf.models.top_tags`). A
   ``k`` out of range fails the request with ``INVALID_ARGUMENT``.
 
 Fast prediction from the two towers: ``p = sigmoid(sum_s gate_s * <experts_s, embedding> + bias)``
@@ -44,7 +44,7 @@ from mvke_tf.config import FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import parse_fields
 from mvke_tf.export.examples import dummy_rows, examples_from_rows
 from mvke_tf.export.input_types import library_input_types, write_input_types
-from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, TOP_TAGS, TagVocabulary
+from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, TOP_TAGS, TagVocabulary, resolve_tag_vocabulary
 from mvke_tf.export.warmup import DEFAULT_MODEL_NAME, write_warmup_requests
 from mvke_tf.models.family import EXAMPLES_INPUT, family_of
 
@@ -98,6 +98,8 @@ def serving_functions(
     """
     inputs = inputs or RawInputs()
     inputs.attach(model)
+    if tags is not None:
+        tags = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
     concrete = family_of(model).serving_signatures(model, inputs, tags=tags, top_tags_max_k=top_tags_max_k)
     concrete.update({name: fn.get_concrete_function() for name, fn in inputs.signatures().items()})
     return concrete

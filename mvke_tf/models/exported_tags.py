@@ -5,7 +5,7 @@ and, for the cosine score, ``<task>_scale``) runs over the vocabulary in batches
 task's outputs are packed into a :class:`~mvke_tf.models.fast.TaskTagTable` as
 :meth:`~mvke_tf.models.fast.FastScorer.from_model` packs a Keras model's. One algorithm for both users of the
 SavedModel contract: the batch tagging job (:class:`mvke_tf.tagging.TaggingModel`) and the export's
-``top_tags`` signature (:mod:`mvke_tf.export.top_tags`), so their numbers and tie order are the same.
+``top_tags`` signature (:mod:`mvke_tf.models.top_tags`), so their numbers and tie order are the same.
 """
 
 from __future__ import annotations

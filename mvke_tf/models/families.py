@@ -6,6 +6,7 @@ multi-domain, each beside its models' module (:mod:`~mvke_tf.models.user_tag`, :
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from mvke_tf.models.ranking import (
     ranking_feature_config,
     ranking_fields,
 )
+from mvke_tf.models.top_tags import DEFAULT_TOP_TAGS_MAX_K, K_INPUT, TOP_TAGS, top_tags_function
 from mvke_tf.models.user_tag import UserTagModel, build_user_tag_model
 
 
@@ -78,11 +80,10 @@ class UserTagFamily(ModelFamily):
         top_tags_max_k: int | None = None,
     ) -> dict[str, tf.types.experimental.ConcreteFunction]:
         """``serving_default``, ``user_tower`` (the user fields -> :meth:`user_tower_outputs`), ``tag_tower``
-        (raw tags -> :meth:`tag_tower_outputs`) and, given ``tags`` (a tag vocabulary, as
-        :func:`~mvke_tf.export.top_tags.resolve_tag_vocabulary` takes it), ``top_tags`` with ``k`` up to
-        ``top_tags_max_k`` (default :data:`~mvke_tf.export.top_tags.DEFAULT_TOP_TAGS_MAX_K`)."""
-        from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, TOP_TAGS, resolve_tag_vocabulary, top_tags_function
-
+        (raw tags -> :meth:`tag_tower_outputs`) and, given ``tags`` (a list of distinct tags:
+        :func:`mvke_tf.data.tag_vocabulary.resolve_tag_vocabulary` reads one from a file or a data directory),
+        ``top_tags`` (:mod:`mvke_tf.models.top_tags`) with ``k`` up to ``top_tags_max_k`` (default
+        :data:`~mvke_tf.models.top_tags.DEFAULT_TOP_TAGS_MAX_K`)."""
         concrete = super().serving_signatures(model, inputs)
 
         def user_experts(examples: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -98,7 +99,17 @@ class UserTagFamily(ModelFamily):
         concrete["user_tower"] = user_tower.get_concrete_function()
         concrete["tag_tower"] = tag_tower.get_concrete_function()
         if tags is not None:
-            vocabulary = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
+            if isinstance(tags, str | os.PathLike):
+                raise TypeError(
+                    f"tags: a list of tags, got the path {os.fspath(tags)!r}; fix: read it with "
+                    "mvke_tf.data.tag_vocabulary.resolve_tag_vocabulary, or use mvke_tf.export.export_saved_model"
+                )
+            vocabulary = [t.decode() if isinstance(t, bytes) else str(t) for t in tags]
+            if len(set(vocabulary)) != len(vocabulary) or not vocabulary:
+                raise ValueError(
+                    "tags: the top_tags vocabulary must be distinct tags, at least one; fix: "
+                    "resolve it with mvke_tf.data.tag_vocabulary.resolve_tag_vocabulary"
+                )
             max_k = DEFAULT_TOP_TAGS_MAX_K if top_tags_max_k is None else top_tags_max_k
             concrete[TOP_TAGS] = top_tags_function(
                 model, user_experts, concrete["tag_tower"], vocabulary, max_k, list(model.tasks)
@@ -117,10 +128,7 @@ class UserTagFamily(ModelFamily):
         made-up tags of ``feature_config``), ``top_tags`` on ``examples`` and ``k = top_tags_k``."""
         import numpy as np
 
-        from mvke_tf.export.examples import dummy_tags
-        from mvke_tf.export.top_tags import K_INPUT, TOP_TAGS
-
-        raw = tags if tags is not None else dummy_tags(feature_config, 2)
+        raw = tags if tags is not None else [f"{feature_config.tag_field.name}_{i}" for i in range(2)]  # made up
         encoded = [t.encode() if isinstance(t, str) else t for t in raw]
         requests = super().warmup_inputs(model, examples)
         requests["user_tower"] = {EXAMPLES_INPUT: examples}
@@ -248,9 +256,8 @@ class MultiDomainFamily(ModelFamily):
         verbose: int = 1,
     ) -> dict[str, list[float]]:
         """The model's fusion schedule (:func:`~mvke_tf.models.multidomain_training.train_multidomain`); the history
-        adds ``fusion_loss`` and the fusion weights after each epoch (``alpha_domain``, ...).
-
-        A custom loop (two optimisers, two data streams): Keras ``callbacks`` are not run.
+        adds ``fusion_loss`` and the fusion weights after each epoch (``alpha_domain``, ...). A custom loop
+        (two optimisers, two data streams) that runs the Keras ``callbacks`` where ``fit`` runs them.
         """
         if self.needs_held_out(model.config) and held_out is None:
             raise ConfigError(
@@ -265,6 +272,7 @@ class MultiDomainFamily(ModelFamily):
             steps_per_epoch=steps_per_epoch,
             validation=validation,
             validation_steps=validation_steps,
+            callbacks=callbacks,
             verbose=verbose,
         )
 

@@ -2,12 +2,20 @@
 
 One job: train a :class:`~mvke_tf.models.multidomain.MultiDomainModel` under its fusion schedule
 (``bilevel``, ``code`` or ``fixed``: see :mod:`mvke_tf.models.multidomain`), with StepLR, early stopping
-and the per-epoch validation scores. A custom loop (two optimisers, two data streams), not ``model.fit``:
-Keras callbacks are not run.
+and the per-epoch validation scores. A custom loop (two optimisers, two data streams), not ``model.fit``;
+it runs Keras callbacks at the points ``fit`` does (train, epoch and batch begin and end, with the same
+logs, and ``model.stop_training``), so ``TensorBoard``, ``CSVLogger``, ``ModelCheckpoint``, ``EarlyStopping`` and
+the pipeline Trainer's callbacks work with it.
+
+Why not ``train_step`` and ``fit``: the upper level reads the held-out stream on its own schedule (one batch
+every ``fusion_every`` steps, or the epoch's first training batch for ``code``), optionally traced step by step;
+zipping the streams into one ``fit`` dataset would read held-out batches at every step and change which batch
+each fusion step sees, i.e. the results.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,6 +43,7 @@ def train_multidomain(
     patience: int | None = None,
     trace_fusion: bool = False,
     verbose: int = 0,
+    callbacks: Sequence[tf.keras.callbacks.Callback] = (),
 ) -> dict[str, Any]:
     """Trains ``model`` with its fusion schedule; returns per-epoch values.
 
@@ -67,6 +76,9 @@ def train_multidomain(
         loss, the gradient of that loss w.r.t. the four raw fusion weights, and their values after
         the step) to diagnose the upper level.
       verbose: > 0 prints one line per epoch.
+      callbacks: Keras callbacks, run as ``model.fit`` runs them: ``on_train_batch_end`` gets the batch's
+        ``loss``, ``on_epoch_end`` the epoch's values (those of the history below); a callback that sets
+        ``model.stop_training`` ends training after the current batch, as in ``fit``.
 
     Returns:
       ``{"loss", "fusion_loss"}`` (per-epoch means), the ``val_*`` values with ``validation``, and
@@ -122,15 +134,26 @@ def train_multidomain(
             trace["fusion_raw"].append([float(v.numpy()) for v in model.fusion_variables])
         return float(out["fusion_loss"])
 
+    hooks = tf.keras.callbacks.CallbackList(
+        list(callbacks), add_history=False, add_progbar=False, model=model, epochs=epochs, steps=steps_per_epoch
+    )
+    model.stop_training = False
+    hooks.on_train_begin()
+    values: dict[str, float] = {}
     for epoch in range(epochs):
+        hooks.on_epoch_begin(epoch)
         losses, fusion_losses, first = [], [], None
         epoch_batches = iter(train) if batches is None else (next(batches) for _ in range(steps_per_epoch))
         for step, batch in enumerate(epoch_batches):
+            hooks.on_train_batch_begin(step)
             first = batch if first is None else first
             losses.append(float(main_step(batch)["loss"]))
             main_steps += 1
             if val_batches is not None and (step + 1) % c.fusion_every == 0:
                 fusion_losses.append(run_fusion(next(val_batches)))
+            hooks.on_train_batch_end(step, {"loss": losses[-1]})
+            if model.stop_training:
+                break
         if fusing and c.fusion == "code" and first is not None:
             fusion_losses.append(run_fusion(first))
         if lr_decay_every and (epoch + 1) % lr_decay_every == 0 and lr_decay != 1.0:
@@ -147,6 +170,9 @@ def train_multidomain(
         if verbose:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in values.items())
             print(f"epoch {epoch + 1}/{epochs}: {len(losses)} steps; {shown}", flush=True)
+        hooks.on_epoch_end(epoch, dict(values))
+        if model.stop_training:
+            break
         if patience is not None:
             score = values["val_mean_auc"]
             if score > best_auc:
@@ -158,6 +184,7 @@ def train_multidomain(
     if patience is not None and best_weights is not None:
         model.set_weights(best_weights)
         history["best_epoch"] = [best_epoch]
+    hooks.on_train_end(dict(values))
     if trace_fusion:
         history["trace"] = trace
     return history

@@ -36,7 +36,7 @@ a running top-N per (task, tag) (:class:`AudienceState`, ``[tasks, T, <= N]``) m
 One module per job:
 
 * :mod:`~mvke_tf.tagging.request`: the arguments (:class:`TagRequest`), checked once for both runners;
-* :mod:`~mvke_tf.tagging.readers`: the tag vocabulary and the users files;
+* :mod:`~mvke_tf.tagging.readers`: the users files (the tag vocabulary: :mod:`mvke_tf.data.tag_vocabulary`);
 * :mod:`~mvke_tf.tagging.scoring`: the SavedModel's towers and the top-K tags per user;
 * :mod:`~mvke_tf.tagging.audiences`: the running top-N users per tag (``--by tag``);
 * :mod:`~mvke_tf.tagging.writers`: the output files, and :func:`read_output`;
@@ -45,7 +45,7 @@ One module per job:
 * :mod:`~mvke_tf.tagging.beam`: the same job as an Apache Beam pipeline (:func:`~mvke_tf.tagging.beam.run_beam`).
 
 The names below are re-exported here and loaded on first use, so that importing one module (e.g. the
-export's vocabulary reader importing :mod:`~mvke_tf.tagging.readers`) does not import the whole job. Only
+command line reading a vocabulary) does not import the whole job. Only
 :mod:`~mvke_tf.tagging.beam` imports Beam (it is not re-exported); none of them imports TFX.
 """
 
@@ -54,7 +54,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# name -> the module of this package that defines it (resolve_files: mvke_tf.data.dataset, re-exported as before).
+# name -> the module of this package that defines it, or the library module (dotted) the job reads it from;
+# resolve_files (mvke_tf.data.dataset) is re-exported by readers, as before.
 _EXPORTS = {
     "TaggingError": "errors",
     "FORMATS": "request",
@@ -63,14 +64,14 @@ _EXPORTS = {
     "TagRequest": "request",
     "check_direction": "request",
     "check_out_dir": "request",
-    "DEFAULT_TAG_FIELD": "readers",
+    "DEFAULT_TAG_FIELD": "mvke_tf.data.tag_vocabulary",
     "DEFAULT_USER_ID": "readers",
     "default_user_id_column": "readers",
     "iter_user_records": "readers",
-    "read_tags": "readers",
+    "read_tags": "mvke_tf.data.tag_vocabulary",
     "resolve_files": "readers",
     "resolve_user_fields": "readers",
-    "tags_from_data": "readers",
+    "tags_from_data": "mvke_tf.data.tag_vocabulary",
     "TaggingModel": "scoring",
     "TopKTagger": "scoring",
     "resolve_model_dir": "scoring",
@@ -91,18 +92,16 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:  # what the lazy loading below gives, for type checkers and editors
+    from mvke_tf.data.tag_vocabulary import DEFAULT_TAG_FIELD, read_tags, tags_from_data
     from mvke_tf.tagging.audiences import AudienceScorer, AudienceState, combine_audiences, merge_batch
     from mvke_tf.tagging.errors import TaggingError
     from mvke_tf.tagging.job import run_local, tag_users
     from mvke_tf.tagging.readers import (
-        DEFAULT_TAG_FIELD,
         DEFAULT_USER_ID,
         default_user_id_column,
         iter_user_records,
-        read_tags,
         resolve_files,
         resolve_user_fields,
-        tags_from_data,
     )
     from mvke_tf.tagging.request import (
         DEFAULT_TOP_N,
@@ -121,7 +120,7 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)
     globals()[name] = value  # loaded once
     return value
 

@@ -1,12 +1,12 @@
-"""Input readers of the tagging job: the tag vocabulary (a tag file or the tag column of data files), the users
-files (CSV, Parquet, TFRecord of ``tf.Example``) as ``(user_id, serialized tf.Example)``, and their field types.
+"""Input readers of the tagging job: the users files (CSV, Parquet, TFRecord of ``tf.Example``) as ``(user_id,
+serialized tf.Example)``, and their field types. The tag vocabulary is read by :mod:`mvke_tf.data.tag_vocabulary`
+(the export's ``top_tags`` reads it there too).
 
 Every error names the file, the line or row, and the fix.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -17,7 +17,8 @@ import tensorflow as tf
 
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import resolve_files
-from mvke_tf.data.table import id_text, is_number, read_chunks, split_values
+from mvke_tf.data.table import csv_rows, id_text, is_number, read_chunks, split_values
+from mvke_tf.data.tag_vocabulary import find_feature_config
 from mvke_tf.tagging.errors import TaggingError
 
 if TYPE_CHECKING:
@@ -26,40 +27,8 @@ if TYPE_CHECKING:
 _USERS_FIX = (
     "fix: give UTF-8 CSV files with a header row (the user id and user feature columns) or TFRecord files of tf.Example"
 )
-DEFAULT_TAG_FIELD = "tags"
 DEFAULT_USER_ID = "user_id"
 _READ_BATCH = 4096
-
-
-def read_tags(path: str | os.PathLike) -> list[str]:
-    """One tag per line (blank lines ignored, duplicates dropped, order kept); UTF-8 text."""
-    if not tf.io.gfile.exists(str(path)):
-        raise FileNotFoundError(f"--tags {path}: no such file")
-    with tf.io.gfile.GFile(str(path), "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    for number, raw in enumerate(lines, 1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise TaggingError(
-                f"--tags {path}: line {number} is not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
-                "fix: give a UTF-8 text file of one tag per line"
-            ) from None
-    text = data.decode("utf-8")
-    tags = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
-    if not tags:
-        raise TaggingError(f"--tags {path}: no tags in the file (one tag per line)")
-    return tags
-
-
-def _find_feature_config(start: str) -> FeatureConfig | None:
-    """``features.yaml`` in ``start`` or up to two directories above it (the ``data synth`` layout)."""
-    d = Path(start)
-    for cand in (d, d.parent, d.parent.parent):
-        if (cand / "features.yaml").exists():
-            return FeatureConfig.from_yaml(cand / "features.yaml")
-    return None
 
 
 def default_user_id_column(users: str, features: str | os.PathLike | None = None) -> str:
@@ -73,93 +42,8 @@ def default_user_id_column(users: str, features: str | os.PathLike | None = None
             first = resolve_files(users)[0]
         except (FileNotFoundError, ValueError):
             return DEFAULT_USER_ID
-        fc = _find_feature_config(os.path.dirname(first))
+        fc = find_feature_config(os.path.dirname(first))
     return fc.user_id if fc is not None and fc.user_id else DEFAULT_USER_ID
-
-
-def _utf8_lines(path: str, fh: Iterator[bytes]) -> Iterator[str]:
-    """The lines of a file opened in binary mode, decoded as UTF-8 (a leading BOM dropped).
-
-    Decoded here rather than by the file object so that an undecodable byte names the file and the line.
-    """
-    for n, raw in enumerate(fh, 1):
-        try:
-            yield raw.decode("utf-8-sig" if n == 1 else "utf-8")
-        except UnicodeDecodeError as e:
-            raise TaggingError(
-                f"{path}: line {n} is not UTF-8 text (byte 0x{raw[e.start]:02x} at position {e.start + 1}); "
-                f"{_USERS_FIX}"
-            ) from None
-
-
-def _csv_rows(path: str) -> Iterator[tuple[int, list[str]]]:
-    """``(line number, row)`` for every non-blank row of a CSV file, the header first; a row's number is the
-    line it starts on (a quoted field may span lines)."""
-    with tf.io.gfile.GFile(path, "rb") as fh:
-        # strict: a quote left open is an error where the file ends, not a field that swallows the rest.
-        reader = csv.reader(_utf8_lines(path, fh), strict=True)
-        start = 1
-        try:
-            for row in reader:
-                if row:
-                    yield start, row
-                start = reader.line_num + 1
-        except csv.Error as e:
-            if reader.line_num > start:  # the record began earlier: that is where the problem is
-                raise TaggingError(
-                    f"{path}: line {start} is not valid CSV ({e} at line {reader.line_num}: a quote opened on "
-                    f"line {start} is not closed); {_USERS_FIX}"
-                ) from None
-            raise TaggingError(f"{path}: line {start} is not valid CSV ({e}); {_USERS_FIX}") from None
-
-
-def _data_files(path: str) -> list[str]:
-    """Data files under a directory: its ``part-*`` files, else those of its subdirectories."""
-    try:
-        return resolve_files(path)
-    except FileNotFoundError:
-        for pattern in ("*/part-*.csv", "*/part-*.parquet", "*/part-*.tfrecord*"):
-            files = sorted(tf.io.gfile.glob(os.path.join(path, pattern)))
-            if files:
-                return files
-        raise
-
-
-def tags_from_data(path: str | os.PathLike, feature_config: FeatureConfig | None = None) -> list[str]:
-    """Every distinct tag in the tag column of the data files under ``path`` (sorted)."""
-    path = str(path)
-    files = _data_files(path)
-    fc = feature_config or _find_feature_config(path if tf.io.gfile.isdir(path) else os.path.dirname(files[0]))
-    field = fc.tag_field if fc else FieldSpec(DEFAULT_TAG_FIELD, MULTI_VALUED, max_values=8)
-    tags: set[str] = set()
-    for f in files:
-        if f.endswith(".csv"):
-            rows = _csv_rows(f)
-            _, header = next(rows, (0, []))
-            if field.name not in header:
-                raise TaggingError(f"--tags-from-data: {f} has no '{field.name}' column")
-            col = header.index(field.name)
-            for n, row in rows:
-                if len(row) != len(header):
-                    raise TaggingError(
-                        f"--tags-from-data: {f}: line {n} has {len(row)} columns, the header {len(header)}; "
-                        "fix: give every row one value per header column (quote values holding commas)"
-                    )
-                tags.update(t for t in row[col].split(field.separator) if t)
-        elif f.endswith(".parquet"):
-            for chunk in read_chunks(f, _READ_BATCH):
-                if field.name not in chunk.values:
-                    raise TaggingError(f"--tags-from-data: {f} has no '{field.name}' column")
-                tags.update(str(t) for v in chunk.values[field.name] for t in split_values(v, field.separator))
-        else:
-            ds = tf.data.TFRecordDataset(f, compression_type="GZIP" if f.endswith(".gz") else None)
-            spec = {field.name: tf.io.RaggedFeature(tf.string)}
-            for batch in ds.batch(_READ_BATCH):
-                values = tf.io.parse_example(batch, spec)[field.name].flat_values.numpy()
-                tags.update(v.decode() for v in values if v)
-    if not tags:
-        raise TaggingError(f"--tags-from-data {path}: no tags found in column '{field.name}'")
-    return sorted(tags)
 
 
 def _csv_example(row: Sequence[str], columns: Sequence[tuple[int, FieldSpec]], where: str) -> bytes:
@@ -230,7 +114,7 @@ def iter_user_records(
                 f"{path}: CSV users need the feature config for the field types; pass --features FILE "
                 "(features.yaml as written by `mvke-tf data synth`) or use TFRecord users"
             )
-        rows = _csv_rows(path)
+        rows = csv_rows(path, _USERS_FIX)
         first = next(rows, None)
         if first is None:
             return
@@ -297,7 +181,7 @@ def resolve_user_fields(
         return list(FeatureConfig.from_yaml(features).user_fields)
     if not users_files[0].endswith((".csv", ".parquet")):
         return None
-    fc = _find_feature_config(os.path.dirname(users_files[0]))
+    fc = find_feature_config(os.path.dirname(users_files[0]))
     if fc is None:
         raise TaggingError(
             f"--users {users_files[0]}: CSV input needs the field types; fix: pass --features features.yaml"

@@ -130,6 +130,67 @@ def test_early_stopping_restores_the_best_epoch_and_step_decay(data):
         train_multidomain(model, md.make_dataset(*train, batch_size=512), patience=2)
 
 
+class _Recorder(tf.keras.callbacks.Callback):
+    """Every hook call with its logs; stops training at batch ``stop_at`` of the first epoch when given."""
+
+    def __init__(self, stop_at=None):
+        super().__init__()
+        self.calls, self.stop_at = [], stop_at
+
+    def on_train_begin(self, logs=None):
+        self.calls.append(("train_begin", None))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.calls.append(("epoch_begin", epoch))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.calls.append(("batch_end", batch, dict(logs)))
+        if batch == self.stop_at:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.calls.append(("epoch_end", epoch, dict(logs)))
+
+    def on_train_end(self, logs=None):
+        self.calls.append(("train_end", dict(logs)))
+
+
+def test_callbacks_see_the_schedule_and_change_nothing(data, tmp_path):
+    """The bi-level loop runs Keras callbacks where ``fit`` does, with the history's values, and training with
+    them gives the same weights as without; ``stop_training`` ends it after the batch; TensorBoard writes."""
+    specs, (train, val, _) = data
+    kwargs = dict(epochs=2, steps_per_epoch=4, validation=md.make_dataset(*val, batch_size=4096, shuffle=False))
+    plain, plain_history = _trained(data, **kwargs)
+    recorder = _Recorder()
+    board = tf.keras.callbacks.TensorBoard(log_dir=str(tmp_path / "logs"), update_freq="epoch")
+    watched, history = _trained(data, callbacks=[recorder, board], **kwargs)
+    for a, b in zip(plain.get_weights(), watched.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert history == plain_history
+    kinds = [c[0] for c in recorder.calls]
+    assert kinds == ["train_begin"] + (["epoch_begin"] + ["batch_end"] * 4 + ["epoch_end"]) * 2 + ["train_end"]
+    epoch_logs = [c[2] for c in recorder.calls if c[0] == "epoch_end"]
+    for epoch, logs in enumerate(epoch_logs):
+        assert logs == {name: values[epoch] for name, values in history.items()}
+        assert {"loss", "fusion_loss", "val_mean_auc", "alpha_domain"} <= set(logs)
+    batch_losses = [c[2]["loss"] for c in recorder.calls if c[0] == "batch_end"]
+    assert np.mean(batch_losses[:4]) == pytest.approx(history["loss"][0], rel=1e-12)
+    assert recorder.calls[-1] == ("train_end", epoch_logs[-1])
+    assert list((tmp_path / "logs" / "train").glob("events.out.tfevents.*"))
+
+    stopper = _Recorder(stop_at=1)
+    _, stopped = _trained(data, callbacks=[stopper], **kwargs)
+    assert [c[0] for c in stopper.calls] == [
+        "train_begin",
+        "epoch_begin",
+        "batch_end",
+        "batch_end",
+        "epoch_end",
+        "train_end",
+    ]
+    assert len(stopped["loss"]) == 1
+
+
 def test_presets():
     cfg, schedule = preset("official", "multi_domain_m3oe")
     assert (cfg.embedding_dim, cfg.bottom_units, cfg.skip_units, cfg.expert_units) == (
