@@ -19,11 +19,11 @@ import time
 import numpy as np
 
 import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from benchmarks.multidomain_settings import fit_predict_in_setting
 from benchmarks.report import machine, section, write_section
 from mvke_tf.data import multidomain as md
 from mvke_tf.models.multidomain import MultiDomainConfig
 from mvke_tf.models.multidomain_metrics import mdmt_metrics
-from mvke_tf.models.multidomain_settings import fit_predict_in_setting
 
 # (row label, model_type, fusion, setting); the paper's table has the same three settings.
 LINEUP = (

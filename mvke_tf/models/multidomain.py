@@ -27,11 +27,11 @@ This module's one job: the model, its config and the named presets. The rest liv
 * :mod:`mvke_tf.models.multidomain_training`: the bi-level training schedule
   (:func:`~mvke_tf.models.multidomain_training.train_multidomain`);
 * :mod:`mvke_tf.models.multidomain_metrics`: predictions and the per (domain, task) AUCs
-  (``predict_multidomain``, ``mdmt_metrics``);
-* :mod:`mvke_tf.models.multidomain_settings`: the paper's comparison settings
-  (``fit_predict_in_setting``, ``SETTINGS``).
+  (``predict_multidomain``, ``mdmt_metrics``).
 
-Those names are still importable from here (resolved lazily: they import this module).
+Those names are still importable from here (resolved lazily: they import this module). The paper's comparison
+settings (``fit_predict_in_setting``, ``SETTINGS``) are the benchmarks' harness, ``benchmarks.multidomain_settings``
+in a checkout of the repository; asking this module for them says so.
 """
 
 from __future__ import annotations
@@ -466,17 +466,24 @@ class MultiDomainModel(tf.keras.Model):
 # Moved to their own modules (issue 29); ``from mvke_tf.models.multidomain import X`` still works for them.
 # Resolved on first use, since those modules import this one.
 _MOVED = {
-    "SETTINGS": "mvke_tf.models.multidomain_settings",
-    "fit_predict_in_setting": "mvke_tf.models.multidomain_settings",
     "mdmt_metrics": "mvke_tf.models.multidomain_metrics",
     "predict_multidomain": "mvke_tf.models.multidomain_metrics",
     "train_multidomain": "mvke_tf.models.multidomain_training",
 }
 
 
+# The benchmarks' harness, out of the installed package (issue 29): a clear error instead of a bare AttributeError.
+_TO_BENCHMARKS = ("SETTINGS", "fit_predict_in_setting")
+
+
 def __getattr__(name: str) -> Any:
     if name in _MOVED:
         return getattr(importlib.import_module(_MOVED[name]), name)
+    if name in _TO_BENCHMARKS:
+        raise AttributeError(
+            f"{name} moved out of mvke_tf.models.multidomain: it is the multi-domain benchmarks' harness; fix: in a "
+            f"checkout of the repository, from benchmarks.multidomain_settings import {name}"
+        )
     # mvke-tf 0.1.0's name, until mvke-tf 0.2
     return renamed_attribute(__name__, globals(), {"MULTIDOMAIN_MODEL_TYPES": "MULTIDOMAIN_ARCHITECTURES"}, name)
 

@@ -7,10 +7,11 @@ it runs Keras callbacks at the points ``fit`` does (train, epoch and batch begin
 logs, and ``model.stop_training``), so ``TensorBoard``, ``CSVLogger``, ``ModelCheckpoint``, ``EarlyStopping`` and
 the pipeline Trainer's callbacks work with it.
 
-Why not ``train_step`` and ``fit``: the upper level reads the held-out stream on its own schedule (one batch
-every ``fusion_every`` steps, or the epoch's first training batch for ``code``), optionally traced step by step;
-zipping the streams into one ``fit`` dataset would read held-out batches at every step and change which batch
-each fusion step sees, i.e. the results.
+Why not a ``train_step`` under ``fit``: the upper level reads its batches on its own clock. ``bilevel`` could be
+fed through ``fit`` (the held-out stream zipped to the training one, each held-out batch repeated
+``fusion_every`` times so that the k-th fusion step still sees the k-th batch), but ``code`` steps once per epoch
+on the epoch's *first training* batch, after the epoch, and ``trace_fusion`` records every fusion step on the
+host; neither is a per-batch step. One loop serves the three schedules, with the same batches as before.
 """
 
 from __future__ import annotations

@@ -5,43 +5,18 @@ import hashlib
 import numpy as np
 import pytest
 import tensorflow as tf
+from model_helpers import MD_BATCH as B
+from model_helpers import MD_SPECS as SPECS
+from model_helpers import MD_TINY as TINY
+from model_helpers import md_batch as _batch
 
-from mvke_tf.config import CATEGORICAL, MULTI_VALUED, NUMERIC, ConfigError, FieldSpec
+from mvke_tf.config import ConfigError
 from mvke_tf.data import multidomain as md
 from mvke_tf.data import synthetic
 from mvke_tf.layers.multidomain import FusedExperts, fuse_own_and_others
 from mvke_tf.models.multidomain import MULTIDOMAIN_MODEL_NAMES, MultiDomainConfig, MultiDomainModel
 from mvke_tf.models.multidomain_metrics import mdmt_metrics, predict_multidomain
-from mvke_tf.models.multidomain_settings import fit_predict_in_setting
 from mvke_tf.models.multidomain_training import train_multidomain
-
-SPECS = (
-    FieldSpec("cat", CATEGORICAL, hash_buckets=16),
-    FieldSpec("tags", MULTI_VALUED, hash_buckets=32, max_values=3),
-    FieldSpec("num", NUMERIC, boundaries=(0.0, 1.0)),
-)
-TINY = dict(
-    embedding_dim=4,
-    bottom_units=(8, 6),
-    skip_units=(6,),
-    expert_units=(5, 5),
-    num_shared_experts=2,
-    tower_units=4,
-)
-B = 12
-
-
-def _batch(seed: int = 0, n: int = B):
-    rng = np.random.default_rng(seed)
-    feats = {
-        "cat": np.array([f"c{i}" for i in rng.integers(0, 5, n)]),
-        "tags": np.array([[f"t{rng.integers(0, 9)}", f"t{rng.integers(0, 9)}", ""] for _ in range(n)]),
-        "num": rng.normal(size=n).astype(np.float32),
-        "domain": (np.arange(n) % 3).astype(np.int32),
-    }
-    labels = {"click": (rng.uniform(size=n) < 0.5).astype(np.float32)}
-    labels["conversion"] = labels["click"] * (rng.uniform(size=n) < 0.5)
-    return feats, labels
 
 
 def _model(model_type: str = "multi_domain_m3oe", **kw) -> MultiDomainModel:
@@ -255,54 +230,6 @@ def test_mdmt_metrics_aggregates_per_domain_mean_and_pooled_auc():
     assert got["total_auc"] == pytest.approx(np.mean([roc_auc_score(y[t], p[t]) for t in y]))
 
 
-# ----------------------------------------------------------------- settings
-def _setting_data(n: int = 90):
-    train, val, test = _batch(1, n), _batch(2, n // 3), _batch(3, n // 3)
-    return train, val, test
-
-
-def _predict_rows(model: MultiDomainModel, feats) -> dict:
-    dummy = {t: np.zeros(len(feats["domain"]), np.float32) for t in model.config.tasks}
-    return predict_multidomain(model, md.make_dataset(feats, dummy, batch_size=64, shuffle=False))
-
-
-def test_mtl_per_domain_scores_each_domain_with_its_own_model():
-    train, val, test = _setting_data()
-    cfg = MultiDomainConfig(model_type="multi_domain_mmoe", **TINY)
-    probs, models = fit_predict_in_setting("mtl_per_domain", cfg, SPECS, train, val, test[0], batch_size=16)
-    assert len(models) == 3 and all(m.config.domains == 1 for m in models)
-    for t in cfg.tasks:
-        assert probs[t].shape == (len(test[0]["domain"]),) and not np.isnan(probs[t]).any()
-    for d, model in enumerate(models):
-        mask = test[0]["domain"] == d
-        rows = {k: v[mask] for k, v in test[0].items()}
-        rows["domain"] = np.zeros_like(rows["domain"])
-        own = _predict_rows(model, rows)
-        for t in cfg.tasks:
-            np.testing.assert_allclose(probs[t][mask], own[t], rtol=1e-6)
-    # Each domain's model saw only its domain's rows: the models differ.
-    assert not np.allclose(models[0].get_weights()[0], models[1].get_weights()[0])
-
-
-def test_mdl_per_task_trains_one_model_per_task():
-    train, val, test = _setting_data()
-    cfg = MultiDomainConfig(model_type="multi_domain_star", **TINY)
-    probs, models = fit_predict_in_setting("mdl_per_task", cfg, SPECS, train, val, test[0], batch_size=16)
-    assert [m.config.tasks for m in models] == [("click",), ("conversion",)]
-    for model, t in zip(models, cfg.tasks):
-        np.testing.assert_allclose(probs[t], _predict_rows(model, test[0])[t], rtol=1e-6)
-
-
-def test_setting_errors_name_the_fix():
-    train, val, test = _setting_data(30)
-    with pytest.raises(ConfigError, match="mdmt"):
-        fit_predict_in_setting("mtl_per_domain", MultiDomainConfig(**TINY), SPECS, train, val, test[0])
-    with pytest.raises(ConfigError, match="setting="):
-        fit_predict_in_setting(
-            "per_user", MultiDomainConfig(model_type="multi_domain_mlp", **TINY), SPECS, train, val, test[0]
-        )
-
-
 # --------------------------------------------------------------------- data
 SMALL_MD = dict(num_rows=24_000, num_users=2_000, num_ads=500, taxonomy=(6, 3, 8))
 
@@ -365,16 +292,16 @@ def test_trains_above_chance(md_data):
 
 
 def test_moved_names_still_import_from_the_model_module():
-    """The training loop, the scoring and the settings harness live in their own modules (issue 29); the old
-    ``from mvke_tf.models.multidomain import X`` still gives the same objects."""
-    from mvke_tf.models import multidomain, multidomain_metrics, multidomain_settings, multidomain_training
-    from mvke_tf.models.multidomain import SETTINGS
-    from mvke_tf.models.multidomain import fit_predict_in_setting as old_fit
+    """The training loop and the scoring live in their own modules (issue 29); the old ``from
+    mvke_tf.models.multidomain import X`` still gives the same objects. The settings harness moved to the
+    benchmarks: asking for it names where."""
+    from mvke_tf.models import multidomain, multidomain_metrics, multidomain_training
 
-    assert old_fit is fit_predict_in_setting is multidomain_settings.fit_predict_in_setting
-    assert SETTINGS == ("mdmt", "mtl_per_domain", "mdl_per_task")
     assert multidomain.train_multidomain is train_multidomain is multidomain_training.train_multidomain
     assert multidomain.mdmt_metrics is multidomain_metrics.mdmt_metrics
     assert multidomain.predict_multidomain is multidomain_metrics.predict_multidomain
+    for name in ("fit_predict_in_setting", "SETTINGS"):
+        with pytest.raises(AttributeError, match=f"from benchmarks.multidomain_settings import {name}"):
+            getattr(multidomain, name)
     with pytest.raises(AttributeError, match="no_such_name"):
         multidomain.no_such_name  # noqa: B018

@@ -1,4 +1,5 @@
-"""The paper's three comparison settings of an MDMT model (:func:`fit_predict_in_setting`).
+"""The paper's three comparison settings of an MDMT model (:func:`fit_predict_in_setting`): the harness of the
+multi-domain benchmarks (``benchmarks.multidomain_lineup``), not part of the installed library.
 
 One job: train ``config``'s model in one of ``SETTINGS`` and score the test rows. Besides the MDMT setting
 (one model for every domain and task), the paper's table has two cheaper ones: ``mtl_per_domain`` (a separate
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+import mvke_tf  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from mvke_tf.config import ConfigError, FieldSpec
 from mvke_tf.models.multidomain import MultiDomainConfig, MultiDomainModel, TrainingSchedule
 from mvke_tf.models.multidomain_metrics import predict_multidomain
@@ -57,7 +59,8 @@ def fit_predict_in_setting(
       fields: the embedded fields.
       train, val: ``(features, labels)`` numpy dicts (:func:`mvke_tf.data.multidomain.to_features`).
       test_features: the test rows' features.
-      epochs, batch_size, learning_rate, fusion_learning_rate, seed: as in :func:`train_multidomain`.
+      epochs, batch_size, learning_rate, fusion_learning_rate, seed: as in
+        :func:`mvke_tf.models.multidomain_training.train_multidomain`.
       schedule: if given, replaces ``epochs``, ``batch_size`` and the learning rates, and adds its
         weight decay, StepLR and early stopping (scored on ``val``).
 
