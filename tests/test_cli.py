@@ -215,3 +215,12 @@ def test_beam_args_value_may_start_with_a_flag_of_the_command(tmp_path, capsys):
     assert main([*argv, "--tags", str(tags), "--runner", "beam", "--beam-args", "--runner=DirectRunner"]) == 2
     err = capsys.readouterr().err
     assert "expected one argument" not in err and "no data files match" in err, err  # it got past the flags
+
+
+def test_export_top_tags_max_k_default_is_the_library_default():
+    """The parser writes the default as a literal (building it imports no TensorFlow); it must stay the library's."""
+    from mvke_tf.cli import build_parser
+    from mvke_tf.models.top_tags import DEFAULT_TOP_TAGS_MAX_K
+
+    args = build_parser().parse_args(["export", "--model-dir", "m", "--out", "o"])
+    assert args.top_tags_max_k == DEFAULT_TOP_TAGS_MAX_K

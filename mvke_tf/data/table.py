@@ -19,8 +19,6 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import tensorflow as tf
-
 from mvke_tf.config import MULTI_VALUED, NUMERIC, FeatureConfig
 
 FORMATS = ("csv", "parquet", "tfrecord")
@@ -124,7 +122,9 @@ def csv_rows(path: str, fix: str) -> Iterator[tuple[int, list[str]]]:
     """``(line number, row)`` for every non-blank row of a CSV file, the header first; a row's number is the
     line it starts on (a quoted field may span lines). Kept as text: a tag or an id ``007`` stays ``007``.
     A problem raises ValueError naming the file and the line, ending with ``fix``."""
-    with tf.io.gfile.GFile(path, "rb") as fh:  # GCS paths too
+    import tensorflow as tf  # for GCS paths; this module is otherwise free of TensorFlow (``data describe``)
+
+    with tf.io.gfile.GFile(path, "rb") as fh:
         # strict: a quote left open is an error where the file ends, not a field that swallows the rest.
         reader = csv.reader(utf8_lines(path, fh, fix), strict=True)
         start = 1

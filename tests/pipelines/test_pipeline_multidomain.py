@@ -56,6 +56,10 @@ def test_m3oe_pipeline_pushes_evaluates_per_domain_and_serves(tmp_path, capsys):
         "beta_domain",
         "beta_task",
     }
+    # The Trainer's TensorBoard callback runs in M3oE's own training loop: one point per epoch, the fusion weights too.
+    events = list(Path(tmp_path, "artifacts", "Trainer", "model_run").glob("*/train/events.out.tfevents.*"))
+    tags = [v.tag for e in events for r in tf.compat.v1.train.summary_iterator(str(e)) for v in r.summary.value]
+    assert tags.count("epoch_loss") == 2 and "epoch_alpha_domain" in tags, sorted(set(tags))
     version = next(p for p in (tmp_path / "serving").iterdir() if p.is_dir())
     loaded = tf.saved_model.load(str(version))
     records, columns = _eval_split(data)
