@@ -44,7 +44,7 @@ from mvke_tf.config import FeatureConfig, FieldSpec
 from mvke_tf.data.dataset import parse_fields
 from mvke_tf.export.examples import dummy_rows, examples_from_rows
 from mvke_tf.export.input_types import library_input_types, write_input_types
-from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, TOP_TAGS, TagVocabulary, resolve_tag_vocabulary
+from mvke_tf.export.top_tags import DEFAULT_TOP_TAGS_MAX_K, TOP_TAGS, TagVocabulary
 from mvke_tf.export.warmup import DEFAULT_MODEL_NAME, write_warmup_requests
 from mvke_tf.models.family import EXAMPLES_INPUT, family_of
 
@@ -98,8 +98,6 @@ def serving_functions(
     """
     inputs = inputs or RawInputs()
     inputs.attach(model)
-    if tags is not None:
-        tags = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
     concrete = family_of(model).serving_signatures(model, inputs, tags=tags, top_tags_max_k=top_tags_max_k)
     concrete.update({name: fn.get_concrete_function() for name, fn in inputs.signatures().items()})
     return concrete

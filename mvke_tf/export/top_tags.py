@@ -1,9 +1,9 @@
 """The vocabulary of the ``top_tags`` signature, read as ``mvke-tf tag-users`` reads its tags.
 
 The signature itself is the user-tag family's (:mod:`mvke_tf.models.top_tags`, built by
-:meth:`mvke_tf.models.families.UserTagFamily.serving_signatures`); the export and the pipeline's Trainer
-resolve the vocabulary they are given (a list, a file or a data directory) here, with the tagging job's
-readers, and hand the family a list of distinct tags.
+:meth:`mvke_tf.models.families.UserTagFamily.serving_signatures`), which resolves the vocabulary it is given
+(a list, a file or a data directory) with :func:`mvke_tf.data.tag_vocabulary.resolve_tag_vocabulary`, the
+readers of ``tag-users``. This module keeps the names the export and the pipeline import from here.
 """
 
 from __future__ import annotations

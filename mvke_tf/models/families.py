@@ -6,13 +6,13 @@ multi-domain, each beside its models' module (:mod:`~mvke_tf.models.user_tag`, :
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
 
 from mvke_tf.config import ConfigError, FeatureConfig, FieldSpec
+from mvke_tf.data.tag_vocabulary import resolve_tag_vocabulary
 from mvke_tf.models.compiling import compile_per_task
 from mvke_tf.models.config import USER_TAG_ARCHITECTURES, UserTagConfig
 from mvke_tf.models.family import EXAMPLES_INPUT, TAGS_INPUT, ModelFamily, examples_spec, register_family
@@ -80,9 +80,9 @@ class UserTagFamily(ModelFamily):
         top_tags_max_k: int | None = None,
     ) -> dict[str, tf.types.experimental.ConcreteFunction]:
         """``serving_default``, ``user_tower`` (the user fields -> :meth:`user_tower_outputs`), ``tag_tower``
-        (raw tags -> :meth:`tag_tower_outputs`) and, given ``tags`` (a list of distinct tags:
-        :func:`mvke_tf.data.tag_vocabulary.resolve_tag_vocabulary` reads one from a file or a data directory),
-        ``top_tags`` (:mod:`mvke_tf.models.top_tags`) with ``k`` up to ``top_tags_max_k`` (default
+        (raw tags -> :meth:`tag_tower_outputs`) and, given ``tags`` (a tag vocabulary, as
+        :func:`~mvke_tf.data.tag_vocabulary.resolve_tag_vocabulary` takes it), ``top_tags``
+        (:mod:`mvke_tf.models.top_tags`) with ``k`` up to ``top_tags_max_k`` (default
         :data:`~mvke_tf.models.top_tags.DEFAULT_TOP_TAGS_MAX_K`)."""
         concrete = super().serving_signatures(model, inputs)
 
@@ -99,17 +99,7 @@ class UserTagFamily(ModelFamily):
         concrete["user_tower"] = user_tower.get_concrete_function()
         concrete["tag_tower"] = tag_tower.get_concrete_function()
         if tags is not None:
-            if isinstance(tags, str | os.PathLike):
-                raise TypeError(
-                    f"tags: a list of tags, got the path {os.fspath(tags)!r}; fix: read it with "
-                    "mvke_tf.data.tag_vocabulary.resolve_tag_vocabulary, or use mvke_tf.export.export_saved_model"
-                )
-            vocabulary = [t.decode() if isinstance(t, bytes) else str(t) for t in tags]
-            if len(set(vocabulary)) != len(vocabulary) or not vocabulary:
-                raise ValueError(
-                    "tags: the top_tags vocabulary must be distinct tags, at least one; fix: "
-                    "resolve it with mvke_tf.data.tag_vocabulary.resolve_tag_vocabulary"
-                )
+            vocabulary = resolve_tag_vocabulary(tags, getattr(model, "feature_config", None))
             max_k = DEFAULT_TOP_TAGS_MAX_K if top_tags_max_k is None else top_tags_max_k
             concrete[TOP_TAGS] = top_tags_function(
                 model, user_experts, concrete["tag_tower"], vocabulary, max_k, list(model.tasks)
